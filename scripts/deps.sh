@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian package Switchboard needs to build, run and test.
+# Idempotent: packages already present are skipped, so a warm machine pays nothing.
+set -euo pipefail
+
+PKGS=(
+  # toolchain
+  g++ cmake ninja-build ccache pkg-config make
+  # libraries (headers-only Boost 1.81 for Asio/Beast; the rest are -dev packages)
+  libboost1.81-dev librocksdb-dev libsimdjson-dev libsodium-dev libssl-dev
+  libtomlplusplus-dev libsqlite3-dev
+  # tests
+  libgtest-dev libgmock-dev
+  # process inspection used by tests and benchmarks
+  procps
+)
+if [[ "${SB_WITH_BENCH:-0}" == 1 ]]; then
+  PKGS+=(libbenchmark-dev)
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}" >&2
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

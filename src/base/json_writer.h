@@ -1,0 +1,56 @@
+// A small, allocation-frugal JSON writer for the frames and REST bodies we emit.
+// It writes straight into one std::string; commas are placed automatically.
+//   JsonWriter w; w.BeginObject(); w.Key("event"); w.String("pong"); w.EndObject();
+// Strings are escaped per RFC 8259; input must already be valid UTF-8 (everything we
+// echo was validated on the way in).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sb {
+
+class JsonWriter {
+ public:
+  JsonWriter() { out_.reserve(256); }
+  explicit JsonWriter(size_t reserve) { out_.reserve(reserve); }
+
+  JsonWriter& BeginObject();
+  JsonWriter& EndObject();
+  JsonWriter& BeginArray();
+  JsonWriter& EndArray();
+  JsonWriter& Key(std::string_view k);
+  JsonWriter& String(std::string_view v);
+  JsonWriter& Int(int64_t v);
+  JsonWriter& Uint(uint64_t v);
+  JsonWriter& Bool(bool v);
+  JsonWriter& Null();
+  // Appends already-serialized JSON as one value.
+  JsonWriter& Raw(std::string_view json);
+
+  // Key + value in one call.
+  JsonWriter& Field(std::string_view k, std::string_view v) { return Key(k).String(v); }
+  JsonWriter& Field(std::string_view k, const char* v) { return Key(k).String(v); }
+  JsonWriter& Field(std::string_view k, const std::string& v) { return Key(k).String(v); }
+  JsonWriter& Field(std::string_view k, int64_t v) { return Key(k).Int(v); }
+  JsonWriter& Field(std::string_view k, uint64_t v) { return Key(k).Uint(v); }
+  JsonWriter& Field(std::string_view k, int v) { return Key(k).Int(v); }
+  JsonWriter& Field(std::string_view k, bool v) { return Key(k).Bool(v); }
+
+  const std::string& str() const& { return out_; }
+  std::string Take() && { return std::move(out_); }
+  std::string Take() & { return std::move(out_); }
+
+  static void Escape(std::string& out, std::string_view v);
+
+ private:
+  void Sep();
+  std::string out_;
+  // One flag per open container: does it already hold an element?
+  std::vector<bool> has_elem_;
+  bool after_key_ = false;
+};
+
+}  // namespace sb

@@ -1,0 +1,149 @@
+// The message store: the one seam between the chat core and durable state.
+//
+// Two implementations are planned: the embedded one (RocksDB under --data-dir, the
+// default) and PostgreSQL (cluster shape). The interface is deliberately narrow and
+// synchronous; callers that must not block (shard event loops) call it from the
+// commit thread or accept a bounded in-memory read.
+//
+// Contract shared by every implementation:
+//   * Thread-safe: any method may be called from any thread concurrently.
+//   * AppendMessages is atomic (the whole batch or nothing) and, when it returns OK,
+//     durable per StoreOptions::sync (kAlways: survives power loss; kNone: survives a
+//     crash of this process but maybe not of the machine).
+//   * Messages are keyed by (conversation, seq). A read of one page costs O(log n + page)
+//     however many messages are stored, in this or any other conversation.
+//   * Dedup entries (conversation, client_msg_id) are written in the same atomic batch
+//     as their message. They are kept for at least kDedupWindowMs; the caller decides
+//     whether an older entry still counts (FindDedup returns it with its server_ms).
+//   * The store never assigns seq: exactly one sequencer per conversation does (the
+//     owning shard), and AppendMessages rejects nothing on seq grounds.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/ids.h"
+#include "base/status.h"
+
+namespace sb::store {
+
+inline constexpr int64_t kDedupWindowMs = 24LL * 3600 * 1000;
+
+enum class ConvType : uint8_t { kDirect = 1, kGroup = 2 };
+enum class ContentType : uint8_t { kText = 1, kImage, kFile, kReaction, kEdit, kDelete };
+
+std::string_view ConvTypeName(ConvType t);            // "direct" | "group"
+std::string_view ContentTypeName(ContentType t);      // "text" | "image" | ...
+std::optional<ContentType> ParseContentType(std::string_view s);
+
+struct User {
+  UserId id = 0;
+  std::string username;      // unique, stored as given (callers normalise)
+  std::string display_name;
+  std::string password_hash;  // libsodium argon2id encoded string
+  int64_t created_ms = 0;
+};
+
+struct RefreshToken {
+  std::string token_hash;  // SHA-256 of the opaque token (raw 32 bytes); the token itself is never stored
+  UserId user = 0;
+  std::string device_id;
+  int64_t created_ms = 0;
+  int64_t expires_ms = 0;
+};
+
+struct Conversation {
+  ConvId id = 0;
+  ConvType type = ConvType::kGroup;
+  std::string title;
+  std::vector<UserId> members;  // sorted ascending, no duplicates
+  UserId created_by = 0;
+  int64_t created_ms = 0;
+};
+
+struct Message {
+  ConvId conv = 0;
+  Seq seq = 0;
+  UserId sender = 0;
+  std::string sender_device;
+  std::string client_msg_id;
+  ContentType content_type = ContentType::kText;
+  std::string content;
+  std::string media_url;
+  std::string target_message_id;
+  std::string reply_to;
+  int64_t sent_ms = 0;    // client's clock, as sent
+  int64_t server_ms = 0;  // when the sequencer accepted it
+  uint64_t fingerprint = 0;  // hash of the body; tells a retry from a conflicting reuse of the key
+};
+
+struct DedupEntry {
+  Seq seq = 0;
+  int64_t server_ms = 0;
+  uint64_t fingerprint = 0;
+};
+
+enum class SyncPolicy {
+  kAlways,  // fsync (fdatasync) the log before AppendMessages returns: the default
+  kNone,    // write to the OS only: survives kill -9, not a power cut
+};
+
+struct StoreOptions {
+  std::string dir;                           // created if missing
+  SyncPolicy sync = SyncPolicy::kAlways;
+  size_t cache_bytes = 256ull << 20;         // read cache
+  size_t write_buffer_bytes = 64ull << 20;   // memtable size
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // ---- accounts ----
+  // kConflict if the username or id is taken.
+  virtual Status CreateUser(const User& u) = 0;
+  // kNotFound if absent.
+  virtual Result<User> GetUser(UserId id) = 0;
+  virtual Result<User> FindUserByUsername(std::string_view username) = 0;
+
+  virtual Status PutRefreshToken(const RefreshToken& t) = 0;
+  virtual Result<RefreshToken> GetRefreshToken(std::string_view token_hash) = 0;
+  // Deleting an absent token is OK.
+  virtual Status DeleteRefreshToken(std::string_view token_hash) = 0;
+
+  // ---- conversations ----
+  // Stores a new conversation. For ConvType::kDirect (exactly two members), if a
+  // direct conversation between the same pair exists, returns that one and sets
+  // *created = false; otherwise *created = true. Atomic with respect to concurrent
+  // calls for the same pair: exactly one direct conversation per pair ever exists.
+  virtual Result<Conversation> CreateConversation(const Conversation& c, bool* created) = 0;
+  // kNotFound if absent.
+  virtual Result<Conversation> GetConversation(ConvId id) = 0;
+  // Conversations the user is a member of, ascending by id.
+  virtual Result<std::vector<ConvId>> ListConversationsOf(UserId user) = 0;
+
+  // ---- messages ----
+  // Highest stored seq of the conversation, 0 if it has no message.
+  virtual Result<Seq> LastSeq(ConvId conv) = 0;
+  // The dedup entry for (conv, client_msg_id), whatever its age, if still stored.
+  virtual Result<std::optional<DedupEntry>> FindDedup(ConvId conv, std::string_view client_msg_id) = 0;
+  // Writes every message and its dedup entry (replacing an older entry for the same
+  // key) as one atomic batch. Messages of one conversation appear in seq order.
+  virtual Status AppendMessages(std::span<const Message> batch) = 0;
+  // Up to `limit` messages with seq < before_seq, newest first.
+  virtual Result<std::vector<Message>> ReadBefore(ConvId conv, Seq before_seq, size_t limit) = 0;
+  // Up to `limit` messages with seq > after_seq, oldest first.
+  virtual Result<std::vector<Message>> ReadAfter(ConvId conv, Seq after_seq, size_t limit) = 0;
+  // kNotFound if absent.
+  virtual Result<Message> GetMessage(ConvId conv, Seq seq) = 0;
+};
+
+// The embedded default: RocksDB in options.dir.
+Result<std::unique_ptr<Store>> OpenEmbeddedStore(const StoreOptions& options);
+
+}  // namespace sb::store
