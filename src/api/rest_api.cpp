@@ -1,0 +1,488 @@
+#include "api/rest_api.h"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "base/ids.h"
+#include "base/json_writer.h"
+#include "base/log.h"
+#include "base/utf8.h"
+#include "metrics/metrics.h"
+#include "protocol/server_frames.h"
+
+namespace sb::api {
+namespace {
+
+HttpResponse Error(const Status& s) {
+  HttpResponse r;
+  r.status = HttpStatusFor(s.code());
+  r.body = protocol::ErrorBody(s);
+  return r;
+}
+
+HttpResponse Json(int status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+// Path segments of "/v1/a/b" -> {"v1","a","b"}.
+std::vector<std::string_view> Segments(std::string_view path) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    out.push_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+// A JSON object body, parsed with a per-thread parser.
+Result<simdjson::dom::object> ParseBody(const HttpRequest& req) {
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(req.body.data(), req.body.size(), true).get(doc) != simdjson::SUCCESS)
+    return BadRequest("body is not valid JSON");
+  simdjson::dom::object o;
+  if (doc.get_object().get(o) != simdjson::SUCCESS) return BadRequest("body must be a JSON object");
+  return o;
+}
+
+// Reads a string field; absent -> *out unchanged and returns OK unless required.
+Status StringField(const simdjson::dom::object& o, std::string_view key, bool required, std::string* out) {
+  simdjson::dom::element e;
+  if (o[key].get(e) != simdjson::SUCCESS || e.is_null()) {
+    if (required) return BadRequest("missing field '" + std::string(key) + "'");
+    return Status::Ok();
+  }
+  std::string_view v;
+  if (e.get_string().get(v) != simdjson::SUCCESS)
+    return BadRequest("field '" + std::string(key) + "' must be a string");
+  out->assign(v);
+  return Status::Ok();
+}
+
+bool ValidUsername(std::string_view u) {
+  if (u.size() < 3 || u.size() > 32) return false;
+  for (char c : u)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+      return false;
+  return true;
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return s;
+}
+
+std::optional<uint64_t> ParseUint(const std::string* s) {
+  if (!s || s->empty()) return std::nullopt;
+  uint64_t v = 0;
+  auto r = std::from_chars(s->data(), s->data() + s->size(), v);
+  if (r.ec != std::errc() || r.ptr != s->data() + s->size()) return std::nullopt;
+  return v;
+}
+
+void WriteUser(JsonWriter& w, const store::User& u) {
+  w.Field("user_id", FormatUserId(u.id))
+      .Field("username", u.username)
+      .Field("display_name", u.display_name);
+}
+
+void WriteConversation(JsonWriter& w, const store::Conversation& c) {
+  w.Field("conversation_id", FormatConvId(c.id))
+      .Field("type", store::ConvTypeName(c.type))
+      .Field("title", c.title);
+  w.Key("member_ids").BeginArray();
+  for (UserId m : c.members) w.String(FormatUserId(m));
+  w.EndArray();
+  w.Field("created_ms", c.created_ms);
+}
+
+constexpr size_t kPreviewBytes = 120;
+
+const Status kNoConversation = NotFound("no such conversation");
+
+}  // namespace
+
+struct RestApi::Ctx {
+  auth::Claims claims;
+};
+
+RestApi::RestApi(store::Store& store, const auth::TokenService& tokens, RestOptions opts,
+                 const Clock& clock)
+    : store_(store), tokens_(tokens), opts_(std::move(opts)), clock_(clock) {
+  auto h = auth::HashPassword("switchboard-timing-equalizer", opts_.password);
+  if (h.ok()) dummy_hash_ = *h;
+}
+
+HttpResponse RestApi::Handle(const HttpRequest& req) {
+  metrics::Server().http_requests.Inc();
+  auto seg = Segments(req.path);
+  const std::string& m = req.method;
+
+  if (seg.size() == 1 && m == "GET") {
+    if (seg[0] == "healthz") return Json(200, R"({"status":"ok"})");
+    if (seg[0] == "readyz") {
+      if (draining_) return Error(Unavailable("draining"));
+      return Json(200, R"({"status":"ready"})");
+    }
+    if (seg[0] == "metrics") {
+      HttpResponse r;
+      r.content_type = "text/plain; version=0.0.4";
+      r.body = metrics::Server().Render();
+      return r;
+    }
+  }
+  if (seg.empty() || seg[0] != "v1") return Error(NotFound("no such endpoint"));
+
+  // Unauthenticated calls.
+  if (seg.size() == 2 && seg[1] == "users" && m == "POST") return CreateUser(req);
+  if (seg.size() == 2 && seg[1] == "sessions" && m == "POST") return CreateSession(req);
+  if (seg.size() == 3 && seg[1] == "sessions" && seg[2] == "refresh" && m == "POST")
+    return RefreshSession(req);
+
+  Ctx c;
+  {
+    std::string_view tok = BearerToken(req.authorization);
+    if (tok.empty()) return Error(Unauthorized("missing bearer token"));
+    auto claims = tokens_.Verify(tok);
+    if (!claims.ok()) return Error(claims.status());
+    c.claims = std::move(*claims);
+  }
+
+  if (seg.size() == 3 && seg[1] == "users" && m == "GET") return GetUser(c, seg[2]);
+  if (seg[1] == "conversations") {
+    if (seg.size() == 2 && m == "POST") return CreateConversation(c, req);
+    if (seg.size() == 2 && m == "GET") return ListConversations(c, req);
+    if (seg.size() == 3 && m == "GET") return GetConversation(c, seg[2]);
+    if (seg.size() == 4 && seg[3] == "messages" && m == "GET") return History(c, seg[2], req);
+  }
+  // Routes of the contract that later work adds (members, receipts, search,
+  // attachments, presence): say so plainly.
+  bool known_later =
+      (seg.size() >= 4 && seg[1] == "conversations" && (seg[3] == "members" || seg.size() == 6)) ||
+      (seg.size() == 2 && (seg[1] == "search" || seg[1] == "attachments")) ||
+      (seg.size() == 3 && seg[1] == "attachments") ||
+      (seg.size() == 4 && seg[1] == "users" && seg[3] == "presence");
+  if (known_later) return Error(Unavailable("not available on this server version"));
+  return Error(NotFound("no such endpoint"));
+}
+
+HttpResponse RestApi::CreateUser(const HttpRequest& req) {
+  auto body = ParseBody(req);
+  if (!body.ok()) return Error(body.status());
+  std::string username, password, display_name;
+  if (auto s = StringField(*body, "username", true, &username); !s.ok()) return Error(s);
+  if (auto s = StringField(*body, "password", true, &password); !s.ok()) return Error(s);
+  if (auto s = StringField(*body, "display_name", false, &display_name); !s.ok()) return Error(s);
+  username = Lower(std::move(username));
+  if (!ValidUsername(username))
+    return Error(BadRequest("username must be 3-32 characters of a-z, 0-9, '.', '_' or '-'"));
+  if (password.size() < 8 || password.size() > 1024)
+    return Error(BadRequest("password must be 8 to 1024 bytes"));
+  if (display_name.size() > 128) return Error(BadRequest("display_name must be at most 128 bytes"));
+  if (display_name.empty()) display_name = username;
+
+  auto hash = auth::HashPassword(password, opts_.password);
+  if (!hash.ok()) return Error(hash.status());
+  store::User u;
+  u.id = RandomId64();
+  u.username = username;
+  u.display_name = display_name;
+  u.password_hash = std::move(*hash);
+  u.created_ms = clock_.NowMs();
+  Status s = store_.CreateUser(u);
+  if (s.code() == Code::kConflict) return Error(Conflict("username is taken"));
+  if (!s.ok()) return Error(s);
+  LOG_INFO("user_created").Kv("user", FormatUserId(u.id));
+  JsonWriter w;
+  w.BeginObject();
+  WriteUser(w, u);
+  w.EndObject();
+  return Json(201, std::move(w).Take());
+}
+
+HttpResponse RestApi::IssueTokens(const store::User& u, std::string device_id, int status) {
+  store::RefreshToken rt;
+  std::string refresh = auth::NewRefreshToken();
+  rt.token_hash = auth::HashRefreshToken(refresh);
+  rt.user = u.id;
+  rt.device_id = device_id;
+  rt.created_ms = clock_.NowMs();
+  rt.expires_ms = rt.created_ms + tokens_.config().refresh_ttl_s * 1000;
+  if (Status s = store_.PutRefreshToken(rt); !s.ok()) return Error(s);
+  JsonWriter w;
+  w.BeginObject()
+      .Field("access_token", tokens_.IssueAccess(u.id, device_id))
+      .Field("refresh_token", refresh)
+      .Field("token_type", "Bearer")
+      .Field("expires_in", tokens_.config().access_ttl_s)
+      .Field("user_id", FormatUserId(u.id))
+      .Field("device_id", device_id)
+      .EndObject();
+  return Json(status, std::move(w).Take());
+}
+
+HttpResponse RestApi::CreateSession(const HttpRequest& req) {
+  auto body = ParseBody(req);
+  if (!body.ok()) return Error(body.status());
+  std::string username, password, device_id;
+  if (auto s = StringField(*body, "username", true, &username); !s.ok()) return Error(s);
+  if (auto s = StringField(*body, "password", true, &password); !s.ok()) return Error(s);
+  if (auto s = StringField(*body, "device_id", false, &device_id); !s.ok()) return Error(s);
+  if (!device_id.empty() && !IsValidClientToken(device_id))
+    return Error(BadRequest("device_id must be 1-64 printable ASCII characters"));
+  if (device_id.empty()) device_id = "dev_" + RandomHex(8);
+
+  auto user = store_.FindUserByUsername(Lower(username));
+  if (!user.ok()) {
+    if (user.status().code() != Code::kNotFound) return Error(user.status());
+    // Same work as a wrong password, so response time does not reveal who exists.
+    (void)auth::VerifyPassword(dummy_hash_, password);
+    return Error(Unauthorized("invalid username or password"));
+  }
+  if (!auth::VerifyPassword(user->password_hash, password))
+    return Error(Unauthorized("invalid username or password"));
+  return IssueTokens(*user, std::move(device_id), 200);
+}
+
+HttpResponse RestApi::RefreshSession(const HttpRequest& req) {
+  auto body = ParseBody(req);
+  if (!body.ok()) return Error(body.status());
+  std::string token;
+  if (auto s = StringField(*body, "refresh_token", true, &token); !s.ok()) return Error(s);
+  if (token.size() > 256) return Error(Unauthorized("invalid refresh token"));
+  std::string hash = auth::HashRefreshToken(token);
+  auto rt = store_.GetRefreshToken(hash);
+  if (!rt.ok()) {
+    if (rt.status().code() == Code::kNotFound) return Error(Unauthorized("invalid refresh token"));
+    return Error(rt.status());
+  }
+  if (rt->expires_ms <= clock_.NowMs()) {
+    (void)store_.DeleteRefreshToken(hash);
+    return Error(Unauthorized("refresh token expired"));
+  }
+  auto user = store_.GetUser(rt->user);
+  if (!user.ok()) return Error(Unauthorized("invalid refresh token"));
+  // Rotation: a refresh token works once; the answer carries its successor.
+  if (Status s = store_.DeleteRefreshToken(hash); !s.ok()) return Error(s);
+  return IssueTokens(*user, rt->device_id, 200);
+}
+
+HttpResponse RestApi::GetUser(const Ctx&, std::string_view id) {
+  auto uid = ParseUserId(id);
+  if (!uid) return Error(NotFound("no such user"));
+  auto u = store_.GetUser(*uid);
+  if (!u.ok()) return Error(u.status().code() == Code::kNotFound ? NotFound("no such user") : u.status());
+  JsonWriter w;
+  w.BeginObject();
+  WriteUser(w, *u);
+  w.EndObject();
+  return Json(200, std::move(w).Take());
+}
+
+HttpResponse RestApi::CreateConversation(const Ctx& c, const HttpRequest& req) {
+  auto body = ParseBody(req);
+  if (!body.ok()) return Error(body.status());
+  std::string type, title;
+  if (auto s = StringField(*body, "type", true, &type); !s.ok()) return Error(s);
+  if (auto s = StringField(*body, "title", false, &title); !s.ok()) return Error(s);
+  if (type != "direct" && type != "group") return Error(BadRequest("type must be direct or group"));
+  if (title.size() > opts_.limits.max_title_bytes) return Error(BadRequest("title is too long"));
+
+  std::vector<UserId> members{c.claims.user};
+  simdjson::dom::element e;
+  simdjson::dom::array arr;
+  if ((*body)["member_ids"].get(e) != simdjson::SUCCESS || e.get_array().get(arr) != simdjson::SUCCESS)
+    return Error(BadRequest("member_ids must be an array of user ids"));
+  if (arr.size() > opts_.limits.max_group_members + 1)
+    return Error(BadRequest("too many members"));
+  for (auto v : arr) {
+    std::string_view s;
+    if (v.get_string().get(s) != simdjson::SUCCESS) return Error(BadRequest("member_ids must be strings"));
+    auto uid = ParseUserId(s);
+    if (!uid) return Error(BadRequest("member_ids contains an invalid user id"));
+    members.push_back(*uid);
+  }
+  std::sort(members.begin(), members.end());
+  members.erase(std::unique(members.begin(), members.end()), members.end());
+  if (type == "direct" && members.size() != 2)
+    return Error(BadRequest("a direct conversation has exactly one other member"));
+  if (members.size() > opts_.limits.max_group_members)
+    return Error(BadRequest("a group has at most " + std::to_string(opts_.limits.max_group_members) +
+                            " members"));
+  for (UserId u : members) {
+    if (u == c.claims.user) continue;
+    auto got = store_.GetUser(u);
+    if (!got.ok()) {
+      if (got.status().code() == Code::kNotFound)
+        return Error(BadRequest("member_ids contains an unknown user"));
+      return Error(got.status());
+    }
+  }
+  store::Conversation conv;
+  conv.id = RandomId64();
+  conv.type = type == "direct" ? store::ConvType::kDirect : store::ConvType::kGroup;
+  conv.title = title;
+  conv.members = std::move(members);
+  conv.created_by = c.claims.user;
+  conv.created_ms = clock_.NowMs();
+  bool created = false;
+  auto stored = store_.CreateConversation(conv, &created);
+  if (!stored.ok()) return Error(stored.status());
+  JsonWriter w;
+  w.BeginObject();
+  WriteConversation(w, *stored);
+  w.EndObject();
+  return Json(created ? 201 : 200, std::move(w).Take());
+}
+
+Result<store::Conversation> RestApi::MemberConversation(const Ctx& c, std::string_view id) {
+  // A conversation the caller is not in answers exactly like one that does not exist.
+  auto cid = ParseConvId(id);
+  if (!cid) return kNoConversation;
+  auto conv = store_.GetConversation(*cid);
+  if (!conv.ok()) return conv.status().code() == Code::kNotFound ? kNoConversation : conv.status();
+  if (!std::binary_search(conv->members.begin(), conv->members.end(), c.claims.user))
+    return kNoConversation;
+  return conv;
+}
+
+HttpResponse RestApi::GetConversation(const Ctx& c, std::string_view id) {
+  auto conv = MemberConversation(c, id);
+  if (!conv.ok()) return Error(conv.status());
+  auto last = store_.LastSeq(conv->id);
+  if (!last.ok()) return Error(last.status());
+  JsonWriter w;
+  w.BeginObject();
+  WriteConversation(w, *conv);
+  w.Field("last_seq", static_cast<uint64_t>(*last));
+  w.EndObject();
+  return Json(200, std::move(w).Take());
+}
+
+HttpResponse RestApi::ListConversations(const Ctx& c, const HttpRequest& req) {
+  size_t limit = opts_.limits.history_page_default;
+  if (auto l = req.Query("limit")) {
+    auto v = ParseUint(l);
+    if (!v || *v == 0) return Error(BadRequest("limit must be a positive integer"));
+    limit = std::min<size_t>(*v, opts_.limits.history_page_max);
+  }
+  size_t offset = 0;
+  if (auto cur = req.Query("cursor"); cur && !cur->empty()) {
+    auto v = ParseUint(cur);
+    if (!v) return Error(BadRequest("invalid cursor"));
+    offset = *v;
+  }
+  auto ids = store_.ListConversationsOf(c.claims.user);
+  if (!ids.ok()) return Error(ids.status());
+
+  struct Row {
+    store::Conversation conv;
+    Seq last_seq = 0;
+    std::optional<store::Message> last;
+  };
+  std::vector<Row> rows;
+  rows.reserve(ids->size());
+  for (ConvId id : *ids) {
+    auto conv = store_.GetConversation(id);
+    if (!conv.ok()) continue;
+    Row r;
+    r.conv = std::move(*conv);
+    auto last = store_.LastSeq(id);
+    if (last.ok()) r.last_seq = *last;
+    if (r.last_seq > 0) {
+      auto msg = store_.GetMessage(id, r.last_seq);
+      if (msg.ok()) r.last = std::move(*msg);
+    }
+    rows.push_back(std::move(r));
+  }
+  auto activity = [](const Row& r) { return r.last ? r.last->server_ms : r.conv.created_ms; };
+  std::sort(rows.begin(), rows.end(), [&](const Row& a, const Row& b) {
+    if (activity(a) != activity(b)) return activity(a) > activity(b);
+    return a.conv.id < b.conv.id;
+  });
+
+  JsonWriter w(1024);
+  w.BeginObject().Key("conversations").BeginArray();
+  size_t end = std::min(rows.size(), offset + limit);
+  for (size_t i = offset; i < end; ++i) {
+    const Row& r = rows[i];
+    w.BeginObject()
+        .Field("conversation_id", FormatConvId(r.conv.id))
+        .Field("type", store::ConvTypeName(r.conv.type))
+        .Field("title", r.conv.title)
+        .Field("last_seq", static_cast<uint64_t>(r.last_seq));
+    if (r.last) {
+      w.Field("last_message_id", FormatMessageId(r.conv.id, r.last_seq));
+      w.Field("last_message_preview", TruncateUtf8(r.last->content, kPreviewBytes));
+      w.Field("last_message_ms", r.last->server_ms);
+    } else {
+      w.Key("last_message_id").Null();
+      w.Field("last_message_preview", "");
+      w.Key("last_message_ms").Null();
+    }
+    // Until READ receipts exist (docs/protocol.md, "Status") nothing is ever marked
+    // read, so every message of the conversation counts as unread.
+    w.Field("unread_count", static_cast<uint64_t>(r.last_seq));
+    w.EndObject();
+  }
+  w.EndArray();
+  if (end < rows.size()) w.Field("next_cursor", std::to_string(end));
+  else w.Key("next_cursor").Null();
+  w.EndObject();
+  return Json(200, std::move(w).Take());
+}
+
+HttpResponse RestApi::History(const Ctx& c, std::string_view id, const HttpRequest& req) {
+  auto conv = MemberConversation(c, id);
+  if (!conv.ok()) return Error(conv.status());
+  size_t limit = opts_.limits.history_page_default;
+  if (auto l = req.Query("limit")) {
+    auto v = ParseUint(l);
+    if (!v || *v == 0) return Error(BadRequest("limit must be a positive integer"));
+    limit = std::min<size_t>(*v, opts_.limits.history_page_max);
+  }
+  auto before = req.Query("before_seq");
+  auto after = req.Query("after_seq");
+  if (before && after) return Error(BadRequest("use before_seq or after_seq, not both"));
+  Result<std::vector<store::Message>> page = std::vector<store::Message>{};
+  if (after) {
+    auto v = ParseUint(after);
+    if (!v) return Error(BadRequest("after_seq must be a non-negative integer"));
+    page = store_.ReadAfter(conv->id, *v, limit + 1);
+  } else {
+    Seq b = UINT64_MAX;
+    if (before) {
+      auto v = ParseUint(before);
+      if (!v) return Error(BadRequest("before_seq must be a non-negative integer"));
+      b = *v;
+    }
+    page = store_.ReadBefore(conv->id, b, limit + 1);
+  }
+  if (!page.ok()) return Error(page.status());
+  bool has_more = page->size() > limit;
+  if (has_more) page->resize(limit);
+  JsonWriter w(256 * (page->size() + 1));
+  w.BeginObject().Key("messages").BeginArray();
+  for (const auto& msg : *page) {
+    w.BeginObject();
+    protocol::WriteMessageFields(w, msg);
+    w.EndObject();
+  }
+  w.EndArray().Field("has_more", has_more).EndObject();
+  return Json(200, std::move(w).Take());
+}
+
+}  // namespace sb::api

@@ -1,0 +1,53 @@
+// The REST API of the contract (docs/protocol.md, "REST"), plus /healthz, /readyz and
+// /metrics. Handle() may block (password hashing, store reads): the gateway calls it on
+// its blocking pool, never on a shard's event loop. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <functional>
+
+#include "api/http_types.h"
+#include "auth/password.h"
+#include "auth/tokens.h"
+#include "base/clock.h"
+#include "protocol/limits.h"
+#include "store/store.h"
+
+namespace sb::api {
+
+struct RestOptions {
+  protocol::Limits limits;
+  auth::PasswordParams password;
+};
+
+class RestApi {
+ public:
+  RestApi(store::Store& store, const auth::TokenService& tokens, RestOptions opts, const Clock& clock);
+
+  HttpResponse Handle(const HttpRequest& req);
+
+  // /readyz answers 503 once this is set (drain started).
+  void SetDraining() { draining_ = true; }
+
+ private:
+  struct Ctx;
+  HttpResponse CreateUser(const HttpRequest& req);
+  HttpResponse CreateSession(const HttpRequest& req);
+  HttpResponse RefreshSession(const HttpRequest& req);
+  HttpResponse GetUser(const Ctx& c, std::string_view id);
+  HttpResponse CreateConversation(const Ctx& c, const HttpRequest& req);
+  HttpResponse ListConversations(const Ctx& c, const HttpRequest& req);
+  HttpResponse GetConversation(const Ctx& c, std::string_view id);
+  HttpResponse History(const Ctx& c, std::string_view id, const HttpRequest& req);
+  HttpResponse IssueTokens(const store::User& u, std::string device_id, int status);
+  Result<store::Conversation> MemberConversation(const Ctx& c, std::string_view id);
+
+  store::Store& store_;
+  const auth::TokenService& tokens_;
+  RestOptions opts_;
+  const Clock& clock_;
+  std::atomic<bool> draining_{false};
+  std::string dummy_hash_;  // verified against when a username is unknown (equal timing)
+};
+
+}  // namespace sb::api

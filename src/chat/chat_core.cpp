@@ -1,0 +1,418 @@
+#include "chat/chat_core.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "base/log.h"
+#include "chat/commit_queue.h"
+#include "metrics/metrics.h"
+#include "protocol/client_frames.h"
+#include "protocol/server_frames.h"
+
+namespace sb::chat {
+
+using protocol::FrameError;
+using FramePtr = std::shared_ptr<const std::string>;
+
+uint64_t BodyFingerprint(store::ContentType ct, std::string_view content, std::string_view media_url,
+                         std::string_view target, std::string_view reply_to) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](std::string_view s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+    // A separator that cannot be confused with content bytes: the length.
+    for (size_t n = s.size(), i = 0; i < 8; ++i, n >>= 8) {
+      h ^= (n & 0xff);
+      h *= 1099511628211ull;
+    }
+  };
+  char t = static_cast<char>(ct);
+  mix(std::string_view(&t, 1));
+  mix(content);
+  mix(media_url);
+  mix(target);
+  mix(reply_to);
+  return h;
+}
+
+struct ChatCore::ConvState {
+  ConvId id = 0;
+  store::ConvType type = store::ConvType::kGroup;
+  std::shared_ptr<const std::vector<UserId>> members;  // sorted; replaced, never mutated
+  Seq last_seq = 0;  // last seq handed out (committed or in flight)
+  struct Waiter {
+    uint32_t shard;
+    uint64_t session;
+    int64_t recv_ns;
+    bool duplicate;
+  };
+  struct Pending {
+    uint64_t fingerprint;
+    std::vector<Waiter> waiters;
+  };
+  // Sequenced, not yet committed, by client_msg_id: a retry that arrives meanwhile
+  // waits for the same commit instead of being stored twice.
+  std::unordered_map<std::string, Pending> pending;
+  uint64_t last_used = 0;
+
+  bool IsMember(UserId u) const { return std::binary_search(members->begin(), members->end(), u); }
+};
+
+struct ChatCore::SendRequest {
+  protocol::SendMessage msg;
+  ConvId conv = 0;
+  UserId user = 0;
+  std::string device;
+  uint32_t origin_shard = 0;
+  uint64_t origin_session = 0;
+  int64_t recv_ns = 0;
+};
+
+struct TokenBucket {
+  double tokens;
+  int64_t last_ns;
+};
+
+struct ChatCore::Shard {
+  explicit Shard(const protocol::Limits& l) : parser(l) {}
+  protocol::FrameParser parser;
+  std::unordered_map<ConvId, std::unique_ptr<ConvState>> convs;
+  std::unordered_map<UserId, std::vector<Session*>> by_user;
+  std::unordered_map<uint64_t, Session*> by_id;
+  std::unordered_map<uint64_t, TokenBucket> buckets;
+  uint64_t tick = 0;
+};
+
+namespace {
+
+struct Delivery {
+  FramePtr frame;
+  std::shared_ptr<const std::vector<UserId>> members;
+  uint64_t exclude_session;
+};
+struct Ack {
+  uint64_t session;
+  FramePtr frame;
+  int64_t recv_ns;
+};
+
+FramePtr Frame(std::string s) { return std::make_shared<const std::string>(std::move(s)); }
+
+}  // namespace
+
+ChatCore::ChatCore(store::Store& store, std::vector<Executor*> shards, CoreOptions opts,
+                   const Clock& clock)
+    : store_(store), shards_(std::move(shards)), opts_(std::move(opts)), clock_(clock) {
+  for (size_t i = 0; i < shards_.size(); ++i) state_.push_back(std::make_unique<Shard>(opts_.limits));
+  commits_ = std::make_unique<CommitQueue>(
+      store_, opts_.max_commit_batch, [this](uint32_t shard, std::vector<store::Message>&& msgs) {
+        auto batch = std::make_shared<std::vector<store::Message>>(std::move(msgs));
+        shards_[shard]->Post([this, shard, batch] { OnCommitted(shard, std::move(*batch)); });
+      });
+}
+
+ChatCore::~ChatCore() { Stop(); }
+
+void ChatCore::Start() { commits_->Start(); }
+void ChatCore::Stop() {
+  if (commits_) commits_->Stop();
+}
+
+uint32_t ChatCore::OwnerShard(ConvId conv) const {
+  // Conversation ids are random 64-bit numbers, so the low bits spread evenly.
+  return static_cast<uint32_t>(conv % shards_.size());
+}
+
+void ChatCore::Attach(uint32_t shard, Session* s) {
+  Shard& sh = *state_[shard];
+  sh.by_user[s->user()].push_back(s);
+  sh.by_id[s->id()] = s;
+  sh.buckets[s->id()] = TokenBucket{opts_.limits.send_burst, MonoNs()};
+  sessions_.fetch_add(1);
+  protocol::WelcomeInfo w;
+  w.user_id = FormatUserId(s->user());
+  w.device_id = s->device_id();
+  w.session_id = s->session_id();
+  w.node_id = opts_.node_id;
+  w.heartbeat_interval_ms = opts_.limits.heartbeat_interval_ms;
+  w.server_timestamp_ms = clock_.NowMs();
+  s->Send(Frame(protocol::WelcomeFrame(w)));
+}
+
+void ChatCore::Detach(uint32_t shard, Session* s) {
+  Shard& sh = *state_[shard];
+  if (sh.by_id.erase(s->id()) == 0) return;
+  sh.buckets.erase(s->id());
+  auto it = sh.by_user.find(s->user());
+  if (it != sh.by_user.end()) {
+    auto& v = it->second;
+    v.erase(std::remove(v.begin(), v.end(), s), v.end());
+    if (v.empty()) sh.by_user.erase(it);
+  }
+  sessions_.fetch_sub(1);
+}
+
+void ChatCore::ForEachSession(uint32_t shard, const std::function<void(Session*)>& fn) {
+  // Copy first: fn may close a session, which detaches it.
+  std::vector<Session*> all;
+  for (auto& [id, s] : state_[shard]->by_id) all.push_back(s);
+  for (Session* s : all) fn(s);
+}
+
+void ChatCore::OnFrame(uint32_t shard, Session* s, std::string_view text) {
+  Shard& sh = *state_[shard];
+  auto& m = metrics::Server();
+  m.frames_in.Inc();
+  int64_t recv_ns = MonoNs();
+  FrameError err;
+  auto frame = sh.parser.Parse(text, &err);
+  if (!frame) {
+    m.frame_errors.Inc();
+    s->Send(Frame(protocol::ErrorFrame(err.status, err.client_msg_id)));
+    return;
+  }
+
+  if (std::holds_alternative<protocol::Ping>(*frame)) {
+    s->Send(Frame(protocol::PongFrame(clock_.NowMs())));
+    return;
+  }
+
+  if (auto* send = std::get_if<protocol::SendMessage>(&*frame)) {
+    auto reject = [&](Status st) {
+      m.frame_errors.Inc();
+      s->Send(Frame(protocol::ErrorFrame(st, send->client_msg_id)));
+    };
+    // Per-connection token bucket: a flood costs the flooder, not everyone else.
+    TokenBucket& b = sh.buckets[s->id()];
+    double refill = static_cast<double>(recv_ns - b.last_ns) / 1e9 * opts_.limits.send_rate_per_s;
+    b.tokens = std::min(opts_.limits.send_burst, b.tokens + refill);
+    b.last_ns = recv_ns;
+    if (b.tokens < 1.0) return reject(RateLimited("more than the allowed sends per second"));
+    b.tokens -= 1.0;
+
+    if (send->sender_id && *send->sender_id != FormatUserId(s->user()))
+      return reject(Forbidden("sender_id is not the authenticated user"));
+    auto conv = ParseConvId(send->conversation_id);
+    if (!conv) return reject(Forbidden("not a member of this conversation"));
+
+    auto req = std::make_shared<SendRequest>();
+    req->msg = std::move(*send);
+    req->conv = *conv;
+    req->user = s->user();
+    req->device = s->device_id();
+    req->origin_shard = shard;
+    req->origin_session = s->id();
+    req->recv_ns = recv_ns;
+    uint32_t owner = OwnerShard(*conv);
+    if (owner == shard) {
+      HandleSend(owner, std::move(req));
+    } else {
+      shards_[owner]->Post([this, owner, req] { HandleSend(owner, req); });
+    }
+    return;
+  }
+
+  // Receipts, resume, typing and presence come with later work (docs/protocol.md,
+  // "Status of this implementation"): say so instead of pretending.
+  m.frame_errors.Inc();
+  const char* name = std::visit(
+      [](auto&& f) -> const char* {
+        using T = std::decay_t<decltype(f)>;
+        if constexpr (std::is_same_v<T, protocol::MessageReceipt>) return "message_receipt";
+        if constexpr (std::is_same_v<T, protocol::Resume>) return "resume";
+        if constexpr (std::is_same_v<T, protocol::Typing>) return "typing";
+        if constexpr (std::is_same_v<T, protocol::PresenceSubscribe>) return "presence_subscribe";
+        return "event";
+      },
+      *frame);
+  s->Send(Frame(protocol::ErrorFrame(
+      Unavailable(std::string("'") + name + "' is not available on this server version"))));
+}
+
+ChatCore::ConvState* ChatCore::LoadConv(Shard& sh, ConvId conv, Status* err) {
+  ++sh.tick;
+  auto it = sh.convs.find(conv);
+  if (it != sh.convs.end()) {
+    it->second->last_used = sh.tick;
+    return it->second.get();
+  }
+  auto c = store_.GetConversation(conv);
+  if (!c.ok()) {
+    *err = c.status();
+    return nullptr;
+  }
+  auto last = store_.LastSeq(conv);
+  if (!last.ok()) {
+    *err = last.status();
+    return nullptr;
+  }
+  if (sh.convs.size() >= opts_.conv_cache_per_shard) {
+    // Forget the least recently used half of the idle conversations; they reload from
+    // the store on their next message. Conversations with sends in flight stay.
+    uint64_t cutoff = sh.tick - opts_.conv_cache_per_shard / 2;
+    std::erase_if(sh.convs, [&](auto& kv) {
+      return kv.second->pending.empty() && kv.second->last_used < cutoff;
+    });
+  }
+  auto st = std::make_unique<ConvState>();
+  st->id = conv;
+  st->type = c->type;
+  st->members = std::make_shared<const std::vector<UserId>>(c->members);
+  st->last_seq = *last;
+  st->last_used = sh.tick;
+  return sh.convs.emplace(conv, std::move(st)).first->second.get();
+}
+
+void ChatCore::HandleSend(uint32_t owner, std::shared_ptr<SendRequest> req) {
+  Shard& sh = *state_[owner];
+  auto& pm = req->msg;
+  auto fail = [&](Status st) {
+    metrics::Server().frame_errors.Inc();
+    Reply(req->origin_shard, req->origin_session, Frame(protocol::ErrorFrame(st, pm.client_msg_id)),
+          0);
+  };
+
+  Status err;
+  ConvState* cs = LoadConv(sh, req->conv, &err);
+  if (!cs) {
+    if (err.code() == Code::kNotFound) return fail(Forbidden("not a member of this conversation"));
+    LOG_ERROR("conversation_load_failed").Kv("conv", FormatConvId(req->conv)).Kv("error", err.message());
+    return fail(Internal("could not load the conversation"));
+  }
+  if (!cs->IsMember(req->user)) return fail(Forbidden("not a member of this conversation"));
+
+  uint64_t fp = BodyFingerprint(pm.content_type, pm.content, pm.media_url, pm.target_message_id,
+                                pm.reply_to);
+  int64_t now = clock_.NowMs();
+
+  if (auto p = cs->pending.find(pm.client_msg_id); p != cs->pending.end()) {
+    if (p->second.fingerprint != fp)
+      return fail(Conflict("client_msg_id was already used for a different message"));
+    p->second.waiters.push_back({req->origin_shard, req->origin_session, req->recv_ns, true});
+    return;
+  }
+
+  auto dedup = store_.FindDedup(req->conv, pm.client_msg_id);
+  if (!dedup.ok()) {
+    LOG_ERROR("dedup_lookup_failed").Kv("error", dedup.status().message());
+    return fail(Internal("could not check for duplicates"));
+  }
+  if (dedup->has_value() && (*dedup)->server_ms + opts_.dedup_window_ms > now) {
+    const store::DedupEntry& d = **dedup;
+    if (d.fingerprint != fp)
+      return fail(Conflict("client_msg_id was already used for a different message"));
+    store::Message ref;
+    ref.conv = req->conv;
+    ref.seq = d.seq;
+    ref.client_msg_id = pm.client_msg_id;
+    ref.server_ms = d.server_ms;
+    metrics::Server().messages_duplicate.Inc();
+    Reply(req->origin_shard, req->origin_session, Frame(protocol::AckFrame(ref, true)), req->recv_ns);
+    return;
+  }
+
+  store::Message m;
+  m.conv = req->conv;
+  m.seq = cs->last_seq + 1;
+  m.sender = req->user;
+  m.sender_device = std::move(req->device);
+  m.client_msg_id = pm.client_msg_id;
+  m.content_type = pm.content_type;
+  m.content = std::move(pm.content);
+  m.media_url = std::move(pm.media_url);
+  m.target_message_id = std::move(pm.target_message_id);
+  m.reply_to = std::move(pm.reply_to);
+  // A client that does not say when it sent gets the server's time.
+  m.sent_ms = pm.sent_timestamp_ms ? pm.sent_timestamp_ms : now;
+  m.server_ms = now;
+  m.fingerprint = fp;
+  Seq seq = m.seq;
+  if (!commits_->Push(owner, std::move(m), opts_.max_commit_queue)) {
+    return fail(Unavailable("server overloaded, retry later"));
+  }
+  cs->last_seq = seq;
+  in_flight_.fetch_add(1);
+  cs->pending.emplace(pm.client_msg_id,
+                      ConvState::Pending{fp, {{req->origin_shard, req->origin_session, req->recv_ns, false}}});
+}
+
+void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs) {
+  Shard& sh = *state_[owner];
+  auto& met = metrics::Server();
+  const size_t n = shards_.size();
+  std::vector<std::vector<Ack>> acks(n);
+  std::vector<std::vector<Delivery>> deliveries(n);
+
+  for (store::Message& m : msgs) {
+    auto cit = sh.convs.find(m.conv);
+    if (cit == sh.convs.end()) {
+      // Cannot happen: a conversation with sends in flight is never evicted.
+      LOG_ERROR("committed_unknown_conversation").Kv("conv", FormatConvId(m.conv));
+      continue;
+    }
+    ConvState& cs = *cit->second;
+    auto node = cs.pending.extract(m.client_msg_id);
+    FramePtr frame = Frame(protocol::MessageFrame(m));
+    uint64_t exclude = 0;
+    if (!node.empty()) {
+      FramePtr ack, dup_ack;
+      for (const auto& w : node.mapped().waiters) {
+        FramePtr& f = w.duplicate ? dup_ack : ack;
+        if (!f) f = Frame(protocol::AckFrame(m, w.duplicate));
+        acks[w.shard].push_back({w.session, f, w.recv_ns});
+        if (!w.duplicate) exclude = w.session;
+        else met.messages_duplicate.Inc();
+      }
+    }
+    met.messages_acked.Inc();
+    for (size_t i = 0; i < n; ++i) deliveries[i].push_back({frame, cs.members, exclude});
+  }
+  in_flight_.fetch_sub(static_cast<int64_t>(msgs.size()));
+
+  for (uint32_t target = 0; target < n; ++target) {
+    if (acks[target].empty() && deliveries[target].empty()) continue;
+    auto a = std::make_shared<std::vector<Ack>>(std::move(acks[target]));
+    auto d = std::make_shared<std::vector<Delivery>>(std::move(deliveries[target]));
+    auto run = [this, target, a, d] {
+      Shard& ts = *state_[target];
+      auto& mm = metrics::Server();
+      int64_t now = MonoNs();
+      for (const Ack& ack : *a) {
+        auto it = ts.by_id.find(ack.session);
+        if (it == ts.by_id.end()) continue;  // gone: the client retries and gets duplicate:true
+        it->second->Send(ack.frame);
+        mm.ack_latency_seconds.Observe(static_cast<double>(now - ack.recv_ns) / 1e9);
+      }
+      for (const Delivery& dl : *d) {
+        for (UserId u : *dl.members) {
+          auto it = ts.by_user.find(u);
+          if (it == ts.by_user.end()) continue;
+          for (Session* s : it->second) {
+            if (s->id() == dl.exclude_session) continue;
+            s->Send(dl.frame);
+            mm.deliveries.Inc();
+          }
+        }
+      }
+    };
+    if (target == owner) run();
+    else shards_[target]->Post(std::move(run));
+  }
+}
+
+void ChatCore::Reply(uint32_t shard, uint64_t session_id, FramePtr frame, int64_t recv_ns) {
+  auto run = [this, shard, session_id, frame, recv_ns] {
+    Shard& sh = *state_[shard];
+    auto it = sh.by_id.find(session_id);
+    if (it == sh.by_id.end()) return;
+    it->second->Send(frame);
+    if (recv_ns) metrics::Server().ack_latency_seconds.Observe(static_cast<double>(MonoNs() - recv_ns) / 1e9);
+  };
+  // Replies posted to a shard, like acks, keep FIFO order with everything else the
+  // owner sent that shard.
+  shards_[shard]->Post(std::move(run));
+}
+
+}  // namespace sb::chat

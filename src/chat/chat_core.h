@@ -1,0 +1,99 @@
+// The chat core: validation, membership, dedup, sequencing, and routing of committed
+// messages to connected devices. Shared-nothing by conversation and by connection:
+//
+//  * Each conversation is owned by one shard (hash of its id). Only that shard's
+//    thread assigns its seqs, checks dedup and membership for it: exactly one
+//    sequencer per conversation, so seq is gap-free without locks.
+//  * Each connection (Session) lives on the shard whose thread accepted it; only that
+//    thread sends to it.
+//  * Shards talk by posting tasks to each other (Executor::Post, FIFO per sender).
+//
+// The life of a send (docs/architecture.md walks through it):
+//   session shard: parse + validate -> post to owner shard
+//   owner shard:   membership, dedup, seq = last + 1 -> CommitQueue
+//   commit thread: one atomic store batch (fsync) -> post back to owner shard
+//   owner shard:   serialize `message` once -> post acks and deliveries per shard
+//   every shard:   queue frames on the local sessions of the members
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "base/clock.h"
+#include "chat/executor.h"
+#include "chat/session.h"
+#include "protocol/limits.h"
+#include "store/store.h"
+
+namespace sb::chat {
+
+struct CoreOptions {
+  protocol::Limits limits;
+  std::string node_id = "node-1";
+  int64_t dedup_window_ms = store::kDedupWindowMs;
+  size_t max_commit_batch = 2048;
+  // Messages waiting for the commit thread before sends are refused ("unavailable").
+  size_t max_commit_queue = 200000;
+  // Conversations kept in a shard's memory (state reloads from the store on demand).
+  size_t conv_cache_per_shard = 200000;
+};
+
+class ChatCore {
+ public:
+  // `shards[i]` runs shard i. The store must outlive the core.
+  ChatCore(store::Store& store, std::vector<Executor*> shards, CoreOptions opts, const Clock& clock);
+  ~ChatCore();
+  ChatCore(const ChatCore&) = delete;
+  ChatCore& operator=(const ChatCore&) = delete;
+
+  void Start();
+  // Commits every accepted message and stops the commit thread. Shards must still be
+  // running while Stop waits, so that acknowledgements can be handed out.
+  void Stop();
+
+  size_t shard_count() const { return shards_.size(); }
+  uint32_t OwnerShard(ConvId conv) const;
+
+  // On shard `shard`'s thread. Attach sends the `welcome` frame.
+  void Attach(uint32_t shard, Session* s);
+  void Detach(uint32_t shard, Session* s);
+  // One text frame from a session, on the session's shard thread.
+  void OnFrame(uint32_t shard, Session* s, std::string_view text);
+
+  // Messages accepted (sequenced) and not yet acknowledged. Thread-safe.
+  int64_t InFlight() const { return in_flight_.load(); }
+  // Sessions attached, over all shards. Thread-safe.
+  int64_t Sessions() const { return sessions_.load(); }
+
+  // Runs `fn(session)` on every session of shard `shard` (on that shard's thread).
+  void ForEachSession(uint32_t shard, const std::function<void(Session*)>& fn);
+
+ private:
+  struct Shard;
+  struct ConvState;
+  struct SendRequest;
+
+  void HandleSend(uint32_t owner, std::shared_ptr<SendRequest> req);
+  void OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs);
+  void Reply(uint32_t shard, uint64_t session_id, std::shared_ptr<const std::string> frame,
+             int64_t recv_ns);
+  ConvState* LoadConv(Shard& sh, ConvId conv, Status* err);
+
+  store::Store& store_;
+  std::vector<Executor*> shards_;
+  std::vector<std::unique_ptr<Shard>> state_;
+  CoreOptions opts_;
+  const Clock& clock_;
+  std::unique_ptr<class CommitQueue> commits_;
+  std::atomic<int64_t> in_flight_{0};
+  std::atomic<int64_t> sessions_{0};
+};
+
+// 64-bit FNV-1a over the parts of a message body a retry must repeat exactly.
+uint64_t BodyFingerprint(store::ContentType ct, std::string_view content, std::string_view media_url,
+                         std::string_view target, std::string_view reply_to);
+
+}  // namespace sb::chat

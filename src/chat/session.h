@@ -1,0 +1,28 @@
+// A connected device as the chat core sees it. Implemented by the gateway's WebSocket
+// session. Owned by the gateway; lives on exactly one shard thread, and the core calls
+// it only on that thread, between Attach and Detach.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/ids.h"
+
+namespace sb::chat {
+
+class Session {
+ public:
+  virtual ~Session() = default;
+  // Unique within the process for its lifetime.
+  virtual uint64_t id() const = 0;
+  virtual UserId user() const = 0;
+  virtual const std::string& device_id() const = 0;
+  virtual const std::string& session_id() const = 0;
+  // Queues one text frame. Never blocks. If the session's bounded send queue would
+  // overflow, the session closes itself (the client resumes); nothing is dropped
+  // silently.
+  virtual void Send(std::shared_ptr<const std::string> frame) = 0;
+};
+
+}  // namespace sb::chat

@@ -1,0 +1,482 @@
+// Beast/Asio live here and nowhere else in the server (compile time: see
+// docs/architecture.md, "Build").
+#include "gateway/server.h"
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <deque>
+#include <optional>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/ids.h"
+#include "base/log.h"
+#include "chat/chat_core.h"
+#include "chat/session.h"
+#include "metrics/metrics.h"
+#include "protocol/server_frames.h"
+
+namespace sb::gateway {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ws = beast::websocket;
+using tcp = net::ip::tcp;
+
+namespace {
+
+std::atomic<uint64_t> g_next_session_id{1};
+
+class ShardExecutor final : public chat::Executor {
+ public:
+  explicit ShardExecutor(net::io_context& io) : io_(io) {}
+  void Post(chat::Task t) override { net::post(io_, std::move(t)); }
+
+ private:
+  net::io_context& io_;
+};
+
+struct Shard {
+  explicit Shard(uint32_t i) : index(i), exec(io) {}
+  uint32_t index;
+  net::io_context io{1};
+  ShardExecutor exec;
+  std::optional<tcp::acceptor> acceptor;
+  std::thread thread;
+};
+
+std::string_view Sv(beast::string_view s) { return {s.data(), s.size()}; }
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(ServerOptions o, const auth::TokenService& t, api::RestApi& r)
+      : opts(std::move(o)), tokens(t), rest(r), pool(std::max(1u, opts.rest_threads)) {
+    unsigned n = opts.shards ? opts.shards : std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < n; ++i) shards.push_back(std::make_unique<Shard>(i));
+  }
+
+  ServerOptions opts;
+  const auth::TokenService& tokens;
+  api::RestApi& rest;
+  chat::ChatCore* core = nullptr;
+  std::vector<std::unique_ptr<Shard>> shards;
+  net::thread_pool pool;
+  net::io_context control{1};
+  std::atomic<bool> draining{false};
+  uint16_t port = 0;
+
+  net::awaitable<void> Accept(Shard& sh);
+  net::awaitable<void> HttpSession(Shard& sh, tcp::socket sock);
+  void StartDrain();
+  net::awaitable<void> Drain();
+};
+
+// ---------------------------------------------------------------------------------
+// WebSocket session: one per connected device, living on its shard's thread.
+
+class WsSession final : public chat::Session, public std::enable_shared_from_this<WsSession> {
+ public:
+  WsSession(Server::Impl& srv, Shard& shard, beast::tcp_stream&& stream, auth::Claims claims)
+      : srv_(srv),
+        shard_(shard),
+        ws_(std::move(stream)),
+        user_(claims.user),
+        device_(std::move(claims.device_id)),
+        id_(g_next_session_id.fetch_add(1)),
+        session_id_("ses_" + RandomHex(8)) {}
+
+  uint64_t id() const override { return id_; }
+  UserId user() const override { return user_; }
+  const std::string& device_id() const override { return device_; }
+  const std::string& session_id() const override { return session_id_; }
+
+  void Send(std::shared_ptr<const std::string> frame) override {
+    if (closing_ || failed_) return;
+    const auto& lim = srv_.opts.limits;
+    if (queue_.size() >= lim.send_queue_max_frames ||
+        queued_bytes_ + frame->size() > lim.send_queue_max_bytes) {
+      // A client that cannot keep up is disconnected, never silently skipped: it
+      // reconnects and resumes from the store.
+      metrics::Server().send_queue_overflows.Inc();
+      LOG_WARN("send_queue_overflow").Kv("session", session_id_).Kv("frames", queue_.size());
+      Close(ws::close_code::try_again_later, "send queue overflow", /*flush=*/false);
+      return;
+    }
+    queued_bytes_ += frame->size();
+    queue_.push_back(std::move(frame));
+    if (!writing_) WriteNext();
+  }
+
+  // Sends a close frame once queued frames are written (flush) or at once.
+  void Close(ws::close_code code, std::string_view reason, bool flush) {
+    if (closing_) return;
+    closing_ = true;
+    close_reason_ = ws::close_reason(code, beast::string_view(reason.data(), reason.size()));
+    if (!flush) {
+      queued_bytes_ = 0;
+      // Keep the frame being written (if any); Beast is writing from its buffer.
+      if (writing_ && !queue_.empty()) queue_.erase(queue_.begin() + 1, queue_.end());
+      else queue_.clear();
+    }
+    if (!writing_) DoClose();
+  }
+
+  net::awaitable<void> Run(http::request<http::string_body> req) {
+    auto self = shared_from_this();
+    ws::stream_base::timeout t;
+    t.handshake_timeout = std::chrono::milliseconds(srv_.opts.handshake_timeout_ms);
+    t.idle_timeout = std::chrono::milliseconds(srv_.opts.idle_timeout_ms);
+    t.keep_alive_pings = true;
+    ws_.set_option(t);
+    ws_.set_option(ws::stream_base::decorator(
+        [](ws::response_type& r) { r.set(http::field::server, "switchboard"); }));
+    ws_.read_message_max(srv_.opts.limits.max_frame_bytes);
+    beast::get_lowest_layer(ws_).expires_never();
+
+    auto [ec] = co_await ws_.async_accept(req, net::as_tuple(net::use_awaitable));
+    if (ec) co_return;
+    ws_.text(true);
+    ws_.auto_fragment(false);
+
+    auto& m = metrics::Server();
+    m.connections.Add(1);
+    m.connections_total.Inc();
+    srv_.core->Attach(shard_.index, this);
+    if (srv_.draining) Close(ws::close_code::going_away, "server draining", true);
+
+    beast::flat_buffer buf;
+    for (;;) {
+      auto [rec, n] = co_await ws_.async_read(buf, net::as_tuple(net::use_awaitable));
+      if (rec) break;
+      if (!closing_) {
+        if (ws_.got_text()) {
+          auto d = buf.cdata();
+          srv_.core->OnFrame(shard_.index, this,
+                             std::string_view(static_cast<const char*>(d.data()), d.size()));
+        } else {
+          Send(std::make_shared<const std::string>(protocol::ErrorFrame(
+              BadRequest("binary frames are not supported: send JSON text frames"))));
+        }
+      }
+      buf.consume(buf.size());
+    }
+    srv_.core->Detach(shard_.index, this);
+    m.connections.Add(-1);
+    failed_ = true;
+  }
+
+ private:
+  void WriteNext() {
+    if (queue_.empty()) {
+      writing_ = false;
+      if (closing_ && !close_sent_) DoClose();
+      return;
+    }
+    writing_ = true;
+    ws_.async_write(net::buffer(*queue_.front()),
+                    [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                      if (!self->queue_.empty()) {
+                        if (self->queued_bytes_ >= self->queue_.front()->size())
+                          self->queued_bytes_ -= self->queue_.front()->size();
+                        self->queue_.pop_front();
+                      }
+                      if (ec) {
+                        self->writing_ = false;
+                        self->failed_ = true;
+                        self->queue_.clear();
+                        return;
+                      }
+                      metrics::Server().frames_out.Inc();
+                      self->WriteNext();
+                    });
+  }
+
+  void DoClose() {
+    if (close_sent_ || failed_) return;
+    close_sent_ = true;
+    ws_.async_close(close_reason_, [self = shared_from_this()](beast::error_code) {});
+  }
+
+  Server::Impl& srv_;
+  Shard& shard_;
+  ws::stream<beast::tcp_stream> ws_;
+  UserId user_;
+  std::string device_;
+  uint64_t id_;
+  std::string session_id_;
+  std::deque<std::shared_ptr<const std::string>> queue_;
+  size_t queued_bytes_ = 0;
+  bool writing_ = false;
+  bool closing_ = false;
+  bool close_sent_ = false;
+  bool failed_ = false;
+  ws::close_reason close_reason_;
+};
+
+// ---------------------------------------------------------------------------------
+// HTTP: REST, the upgrade, operational endpoints.
+
+namespace {
+
+http::response<http::string_body> ToBeast(const api::HttpResponse& r, unsigned version, bool keep_alive) {
+  http::response<http::string_body> res{static_cast<http::status>(r.status), version};
+  res.set(http::field::server, "switchboard");
+  res.set(http::field::content_type, r.content_type);
+  for (auto& [k, v] : r.headers) res.set(k, v);
+  res.keep_alive(keep_alive);
+  res.body() = r.body;
+  res.prepare_payload();
+  return res;
+}
+
+api::HttpRequest FromBeast(const http::request<http::string_body>& req, const tcp::socket& sock) {
+  api::HttpRequest r;
+  r.method = std::string(Sv(req.method_string()));
+  std::string_view target = Sv(req.target());
+  size_t q = target.find('?');
+  r.path = api::PercentDecode(target.substr(0, q));
+  if (q != std::string_view::npos) r.query = api::ParseQuery(target.substr(q + 1));
+  r.authorization = std::string(Sv(req[http::field::authorization]));
+  r.content_type = std::string(Sv(req[http::field::content_type]));
+  r.body = req.body();
+  beast::error_code ec;
+  auto ep = sock.remote_endpoint(ec);
+  if (!ec) r.remote = ep.address().to_string();
+  return r;
+}
+
+api::HttpResponse ErrorResponse(const Status& s) {
+  api::HttpResponse r;
+  r.status = HttpStatusFor(s.code());
+  r.body = protocol::ErrorBody(s);
+  return r;
+}
+
+}  // namespace
+
+net::awaitable<void> Server::Impl::HttpSession(Shard& sh, tcp::socket sock) {
+  beast::tcp_stream stream(std::move(sock));
+  beast::flat_buffer buf;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
+    parser.body_limit(opts.limits.max_rest_body_bytes);
+    stream.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
+    auto [ec, n] = co_await http::async_read(stream, buf, parser, net::as_tuple(net::use_awaitable));
+    if (ec) {
+      api::HttpResponse r;
+      if (ec == http::error::body_limit) r = ErrorResponse(TooLarge("request body is too large"));
+      else if (ec == http::error::header_limit) {
+        r = ErrorResponse(TooLarge("request headers are too large"));
+        r.status = 431;
+      } else if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
+                 ec != net::error::eof && ec != net::error::connection_reset &&
+                 ec != net::error::operation_aborted && buf.size() > 0) {
+        r = ErrorResponse(BadRequest("malformed HTTP request"));
+      } else {
+        co_return;
+      }
+      auto res = ToBeast(r, 11, false);
+      stream.expires_after(std::chrono::seconds(5));
+      co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+      beast::error_code ig;
+      stream.socket().shutdown(tcp::socket::shutdown_both, ig);
+      co_return;
+    }
+    http::request<http::string_body> req = parser.release();
+
+    if (ws::is_upgrade(req)) {
+      std::string_view target = Sv(req.target());
+      std::string_view path = target.substr(0, target.find('?'));
+      api::HttpResponse refuse;
+      std::optional<auth::Claims> claims;
+      if (path != "/v1/ws") {
+        refuse = ErrorResponse(NotFound("no WebSocket endpoint here; use /v1/ws"));
+      } else if (draining) {
+        refuse = ErrorResponse(Unavailable("server draining"));
+      } else {
+        std::string token(api::BearerToken(Sv(req[http::field::authorization])));
+        if (token.empty()) {
+          size_t q = target.find('?');
+          if (q != std::string_view::npos) {
+            for (auto& [k, v] : api::ParseQuery(target.substr(q + 1)))
+              if (k == "access_token") token = v;
+          }
+        }
+        if (token.empty()) {
+          refuse = ErrorResponse(Unauthorized("missing access token"));
+        } else {
+          auto c = tokens.Verify(token);
+          if (c.ok()) claims = std::move(*c);
+          else refuse = ErrorResponse(c.status());
+        }
+      }
+      if (!claims) {
+        metrics::Server().upgrades_rejected.Inc();
+        auto res = ToBeast(refuse, req.version(), false);
+        co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+        beast::error_code ig;
+        stream.socket().shutdown(tcp::socket::shutdown_both, ig);
+        co_return;
+      }
+      stream.expires_never();
+      auto session = std::make_shared<WsSession>(*this, sh, std::move(stream), std::move(*claims));
+      co_await session->Run(std::move(req));
+      co_return;
+    }
+
+    api::HttpRequest areq = FromBeast(req, stream.socket());
+    // REST handlers may block (argon2id, store reads): run them on the pool and come
+    // back to this shard for the write.
+    api::HttpResponse ares = co_await net::co_spawn(
+        pool, [this, &areq]() -> net::awaitable<api::HttpResponse> { co_return rest.Handle(areq); },
+        net::use_awaitable);
+    bool keep_alive = req.keep_alive() && !draining;
+    auto res = ToBeast(ares, req.version(), keep_alive);
+    stream.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
+    auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+    if (wec || !keep_alive) {
+      beast::error_code ig;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ig);
+      co_return;
+    }
+  }
+}
+
+net::awaitable<void> Server::Impl::Accept(Shard& sh) {
+  for (;;) {
+    auto [ec, sock] = co_await sh.acceptor->async_accept(net::as_tuple(net::use_awaitable));
+    if (ec) {
+      if (ec == net::error::operation_aborted || !sh.acceptor->is_open()) co_return;
+      // Out of file descriptors or similar: back off briefly instead of spinning.
+      LOG_WARN("accept_failed").Kv("error", ec.message());
+      net::steady_timer t(sh.io, std::chrono::milliseconds(50));
+      co_await t.async_wait(net::as_tuple(net::use_awaitable));
+      continue;
+    }
+    beast::error_code ig;
+    sock.set_option(tcp::no_delay(true), ig);
+    net::co_spawn(sh.io, HttpSession(sh, std::move(sock)), net::detached);
+  }
+}
+
+void Server::Impl::StartDrain() {
+  if (draining.exchange(true)) return;
+  net::co_spawn(control, Drain(), net::detached);
+}
+
+net::awaitable<void> Server::Impl::Drain() {
+  LOG_INFO("drain_started").Kv("sessions", core->Sessions()).Kv("in_flight", core->InFlight());
+  rest.SetDraining();
+  for (auto& sh : shards) {
+    net::post(sh->io, [s = sh.get()] {
+      beast::error_code ig;
+      if (s->acceptor) s->acceptor->close(ig);
+    });
+  }
+  net::steady_timer timer(control);
+  // 1. Let accepted sends reach the store and their acks reach the sockets.
+  int64_t deadline = MonoNs() + opts.drain_timeout_ms * 1000000;
+  while (core->InFlight() > 0 && MonoNs() < deadline) {
+    timer.expires_after(std::chrono::milliseconds(5));
+    co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+  }
+  // 2. Close every socket with 1001 after what is queued for it.
+  for (auto& sh : shards) {
+    net::post(sh->io, [this, s = sh.get()] {
+      core->ForEachSession(s->index, [](chat::Session* cs) {
+        static_cast<WsSession*>(cs)->Close(ws::close_code::going_away, "server draining", true);
+      });
+    });
+  }
+  deadline = MonoNs() + 5000ll * 1000000;
+  while (core->Sessions() > 0 && MonoNs() < deadline) {
+    timer.expires_after(std::chrono::milliseconds(5));
+    co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+  }
+  LOG_INFO("drain_finished").Kv("sessions_left", core->Sessions()).Kv("in_flight", core->InFlight());
+  for (auto& sh : shards) sh->io.stop();
+  control.stop();
+}
+
+// ---------------------------------------------------------------------------------
+
+Server::Server(ServerOptions opts, const auth::TokenService& tokens, api::RestApi& rest)
+    : impl_(std::make_unique<Impl>(std::move(opts), tokens, rest)) {}
+
+Server::~Server() {
+  for (auto& sh : impl_->shards)
+    if (sh->thread.joinable()) {
+      sh->io.stop();
+      sh->thread.join();
+    }
+  impl_->pool.stop();
+  impl_->pool.join();
+}
+
+std::vector<chat::Executor*> Server::Executors() {
+  std::vector<chat::Executor*> out;
+  for (auto& sh : impl_->shards) out.push_back(&sh->exec);
+  return out;
+}
+
+unsigned Server::shard_count() const { return static_cast<unsigned>(impl_->shards.size()); }
+
+void Server::SetCore(chat::ChatCore* core) { impl_->core = core; }
+
+Result<uint16_t> Server::Listen() {
+  beast::error_code ec;
+  auto addr = net::ip::make_address(impl_->opts.host, ec);
+  if (ec) return BadRequest("invalid listen address '" + impl_->opts.host + "'");
+  uint16_t port = impl_->opts.port;
+  for (auto& sh : impl_->shards) {
+    tcp::acceptor a(sh->io);
+    tcp::endpoint ep(addr, port);
+    a.open(ep.protocol(), ec);
+    if (!ec) a.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) {
+      // Every shard binds the same port; the kernel spreads new connections.
+      int one = 1;
+      if (::setsockopt(a.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        return Internal("SO_REUSEPORT failed");
+    }
+    if (!ec) a.bind(ep, ec);
+    if (!ec) a.listen(4096, ec);
+    if (ec) return Unavailable("cannot listen on " + impl_->opts.host + ":" + std::to_string(port) + ": " + ec.message());
+    port = a.local_endpoint().port();
+    sh->acceptor.emplace(std::move(a));
+  }
+  impl_->port = port;
+  return port;
+}
+
+void Server::Run() {
+  Impl& im = *impl_;
+  net::signal_set signals(im.control, SIGINT, SIGTERM);
+  signals.async_wait([&im](beast::error_code ec, int sig) {
+    if (ec) return;
+    LOG_INFO("signal").Kv("signal", sig);
+    im.StartDrain();
+  });
+  for (auto& sh : im.shards) {
+    net::co_spawn(sh->io, im.Accept(*sh), net::detached);
+    sh->thread = std::thread([s = sh.get()] {
+      auto guard = net::make_work_guard(s->io);
+      s->io.run();
+    });
+  }
+  LOG_INFO("listening").Kv("addr", im.opts.host + ":" + std::to_string(im.port)).Kv("shards", im.shards.size());
+  auto guard = net::make_work_guard(im.control);
+  im.control.run();
+  for (auto& sh : im.shards)
+    if (sh->thread.joinable()) sh->thread.join();
+}
+
+void Server::Shutdown() {
+  net::post(impl_->control, [this] { impl_->StartDrain(); });
+}
+
+}  // namespace sb::gateway

@@ -1,0 +1,84 @@
+#include "protocol/server_frames.h"
+
+#include "base/ids.h"
+
+namespace sb::protocol {
+
+void WriteMessageFields(JsonWriter& w, const store::Message& m) {
+  w.Field("message_id", FormatMessageId(m.conv, m.seq));
+  w.Field("conversation_id", FormatConvId(m.conv));
+  w.Field("seq", static_cast<uint64_t>(m.seq));
+  w.Field("sender_id", FormatUserId(m.sender));
+  w.Field("content", m.content);
+  w.Field("content_type", store::ContentTypeName(m.content_type));
+  if (!m.media_url.empty()) w.Field("media_url", m.media_url);
+  if (!m.target_message_id.empty()) w.Field("target_message_id", m.target_message_id);
+  if (!m.reply_to.empty()) w.Field("reply_to", m.reply_to);
+  w.Field("client_msg_id", m.client_msg_id);
+  w.Field("sent_timestamp_ms", m.sent_ms);
+  w.Field("server_timestamp_ms", m.server_ms);
+}
+
+std::string MessageFrame(const store::Message& m) {
+  JsonWriter w(256 + m.content.size());
+  w.BeginObject().Field("event", "message");
+  WriteMessageFields(w, m);
+  w.EndObject();
+  return std::move(w).Take();
+}
+
+std::string AckFrame(const store::Message& m, bool duplicate) {
+  JsonWriter w(200);
+  w.BeginObject()
+      .Field("event", "message_ack")
+      .Field("client_msg_id", m.client_msg_id)
+      .Field("message_id", FormatMessageId(m.conv, m.seq))
+      .Field("conversation_id", FormatConvId(m.conv))
+      .Field("seq", static_cast<uint64_t>(m.seq))
+      .Field("server_timestamp_ms", m.server_ms)
+      .Field("duplicate", duplicate)
+      .EndObject();
+  return std::move(w).Take();
+}
+
+std::string ErrorFrame(const Status& s, std::string_view client_msg_id) {
+  JsonWriter w(128);
+  w.BeginObject()
+      .Field("event", "error")
+      .Field("code", CodeName(s.code()))
+      .Field("message", s.message());
+  if (!client_msg_id.empty()) w.Field("client_msg_id", client_msg_id);
+  w.EndObject();
+  return std::move(w).Take();
+}
+
+std::string PongFrame(int64_t server_ms) {
+  JsonWriter w(64);
+  w.BeginObject().Field("event", "pong").Field("server_timestamp_ms", server_ms).EndObject();
+  return std::move(w).Take();
+}
+
+std::string WelcomeFrame(const WelcomeInfo& i) {
+  JsonWriter w(256);
+  w.BeginObject()
+      .Field("event", "welcome")
+      .Field("user_id", i.user_id)
+      .Field("device_id", i.device_id)
+      .Field("session_id", i.session_id)
+      .Field("node_id", i.node_id)
+      .Field("heartbeat_interval_ms", i.heartbeat_interval_ms)
+      .Field("server_timestamp_ms", i.server_timestamp_ms)
+      .EndObject();
+  return std::move(w).Take();
+}
+
+std::string ErrorBody(const Status& s) {
+  JsonWriter w(128);
+  w.BeginObject().Key("error").BeginObject()
+      .Field("code", CodeName(s.code()))
+      .Field("message", s.message())
+      .EndObject().EndObject();
+  return std::move(w).Take();
+}
+
+}  // namespace sb::protocol

@@ -1,0 +1,31 @@
+// Frames the server sends, serialized once (a group message is serialized once and
+// the same bytes go to every recipient).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "base/json_writer.h"
+#include "base/status.h"
+#include "store/store.h"
+
+namespace sb::protocol {
+
+// The `message` object of the contract (without "event"), for frames and REST pages.
+void WriteMessageFields(JsonWriter& w, const store::Message& m);
+
+std::string MessageFrame(const store::Message& m);
+std::string AckFrame(const store::Message& m, bool duplicate);
+std::string ErrorFrame(const Status& s, std::string_view client_msg_id = {});
+std::string PongFrame(int64_t server_ms);
+struct WelcomeInfo {
+  std::string user_id, device_id, session_id, node_id;
+  int64_t heartbeat_interval_ms = 20000;
+  int64_t server_timestamp_ms = 0;
+};
+std::string WelcomeFrame(const WelcomeInfo& w);
+
+// {"error":{"code":"...","message":"..."}} for REST answers.
+std::string ErrorBody(const Status& s);
+
+}  // namespace sb::protocol

@@ -1,0 +1,161 @@
+#include "server/config.h"
+
+#include <toml++/toml.h>
+
+#include <charconv>
+#include <functional>
+
+namespace sb::server {
+namespace {
+
+template <typename T>
+Status ParseNum(std::string_view key, std::string_view v, T* out, T min, T max) {
+  T x{};
+  auto r = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (r.ec != std::errc() || r.ptr != v.data() + v.size())
+    return BadRequest(std::string(key) + ": '" + std::string(v) + "' is not a number");
+  if (x < min || x > max)
+    return BadRequest(std::string(key) + ": " + std::string(v) + " is out of range [" +
+                      std::to_string(min) + ", " + std::to_string(max) + "]");
+  *out = x;
+  return Status::Ok();
+}
+
+Status ParseDouble(std::string_view key, std::string_view v, double* out, double min, double max) {
+  try {
+    size_t pos = 0;
+    double x = std::stod(std::string(v), &pos);
+    if (pos != v.size()) throw std::invalid_argument("trailing");
+    if (x < min || x > max) return BadRequest(std::string(key) + ": out of range");
+    *out = x;
+    return Status::Ok();
+  } catch (...) {
+    return BadRequest(std::string(key) + ": '" + std::string(v) + "' is not a number");
+  }
+}
+
+struct Entry {
+  const char* key;
+  const char* help;
+  std::function<Status(Config&, std::string_view)> set;
+  std::function<std::string(const Config&)> get;
+};
+
+#define SB_STR(field) \
+  [](Config& c, std::string_view v) { c.field = std::string(v); return Status::Ok(); }, \
+  [](const Config& c) { return std::string(c.field); }
+#define SB_NUM(field, T, lo, hi) \
+  [](Config& c, std::string_view v) { return ParseNum<T>(#field, v, &c.field, lo, hi); }, \
+  [](const Config& c) { return std::to_string(c.field); }
+#define SB_DBL(field, lo, hi) \
+  [](Config& c, std::string_view v) { return ParseDouble(#field, v, &c.field, lo, hi); }, \
+  [](const Config& c) { return std::to_string(c.field); }
+
+const std::vector<Entry>& Entries() {
+  static const std::vector<Entry> e = {
+      {"server.listen", "HOST:PORT to serve HTTP and WebSocket on (port 0: any free port)", SB_STR(listen)},
+      {"server.node_id", "this node's name in welcome frames and logs (default: host name)", SB_STR(node_id)},
+      {"server.shards", "event-loop threads (0: one per core)", SB_NUM(shards, unsigned, 0u, 256u)},
+      {"server.rest_threads", "threads for blocking REST work (password hashing, queries)", SB_NUM(rest_threads, unsigned, 1u, 256u)},
+      {"server.handshake_timeout_ms", "longest wait for an HTTP request or WebSocket handshake", SB_NUM(handshake_timeout_ms, int64_t, 100, 600000)},
+      {"server.idle_timeout_ms", "a socket silent this long is pinged, then closed", SB_NUM(idle_timeout_ms, int64_t, 1000, 3600000)},
+      {"server.max_header_bytes", "largest HTTP request head", SB_NUM(max_header_bytes, size_t, 1024, 1u << 20)},
+      {"server.drain_timeout_ms", "on SIGTERM, longest wait for in-flight commits", SB_NUM(drain_timeout_ms, int64_t, 0, 600000)},
+      {"store.data_dir", "directory of the embedded store and the signing keys", SB_STR(data_dir)},
+      {"store.fsync", "always: fsync each group commit before acking (survives power loss); none: survives a process crash only", SB_STR(fsync)},
+      {"store.cache_mb", "store read cache, MiB", SB_NUM(cache_mb, size_t, 8, 1u << 20)},
+      {"auth.issuer", "JWT iss", SB_STR(token.issuer)},
+      {"auth.audience", "JWT aud", SB_STR(token.audience)},
+      {"auth.access_ttl_s", "access token lifetime, seconds", SB_NUM(token.access_ttl_s, int64_t, 10, 86400 * 7)},
+      {"auth.refresh_ttl_s", "refresh token lifetime, seconds", SB_NUM(token.refresh_ttl_s, int64_t, 60, 86400 * 365)},
+      {"auth.leeway_s", "clock skew allowed on exp/nbf, seconds", SB_NUM(token.leeway_s, int64_t, 0, 300)},
+      {"auth.password_ops", "argon2id passes", SB_NUM(password.ops, uint64_t, 1, 64)},
+      {"auth.password_mem_kib", "argon2id memory, KiB", SB_NUM(password.mem_kib, size_t, 8, 4u << 20)},
+      {"limits.max_content_bytes", "largest message content", SB_NUM(limits.max_content_bytes, size_t, 16, 1u << 20)},
+      {"limits.max_frame_bytes", "largest WebSocket message (larger: close 1009)", SB_NUM(limits.max_frame_bytes, size_t, 1024, 16u << 20)},
+      {"limits.history_page_max", "largest history page", SB_NUM(limits.history_page_max, size_t, 1, 10000)},
+      {"limits.max_group_members", "largest group", SB_NUM(limits.max_group_members, size_t, 2, 100000)},
+      {"limits.max_rest_body_bytes", "largest REST request body", SB_NUM(limits.max_rest_body_bytes, size_t, 1024, 1u << 30)},
+      {"limits.send_queue_max_frames", "frames queued to one socket before it is closed", SB_NUM(limits.send_queue_max_frames, size_t, 16, 1u << 24)},
+      {"limits.send_queue_max_bytes", "bytes queued to one socket before it is closed", SB_NUM(limits.send_queue_max_bytes, size_t, 65536, 1ull << 32)},
+      {"limits.send_rate_per_s", "send_message frames per second per connection (sustained)", SB_DBL(limits.send_rate_per_s, 0.1, 1e9)},
+      {"limits.send_burst", "send_message burst per connection", SB_DBL(limits.send_burst, 1, 1e9)},
+      {"log.level", "debug | info | warn | error | off", SB_STR(log_level)},
+  };
+  return e;
+}
+
+}  // namespace
+
+std::vector<KeyInfo> ConfigKeys() {
+  Config defaults;
+  std::vector<KeyInfo> out;
+  for (auto& e : Entries()) out.push_back({e.key, e.help, e.get(defaults)});
+  return out;
+}
+
+Status SetConfigKey(Config& c, std::string_view key, std::string_view value) {
+  for (auto& e : Entries())
+    if (key == e.key) return e.set(c, value);
+  return BadRequest("unknown setting '" + std::string(key) + "'");
+}
+
+Status LoadConfigFile(Config& c, const std::string& path) {
+  toml::table tbl;
+  try {
+    tbl = toml::parse_file(path);
+  } catch (const toml::parse_error& err) {
+    return BadRequest(path + ": " + std::string(err.description()));
+  }
+  for (auto& [section, node] : tbl) {
+    auto* t = node.as_table();
+    if (!t) return BadRequest(path + ": '" + std::string(section.str()) + "' must be a [section]");
+    for (auto& [name, v] : *t) {
+      std::string key = std::string(section.str()) + "." + std::string(name.str());
+      std::string value;
+      if (auto s = v.value<std::string>(); s && v.is_string()) value = *s;
+      else if (v.is_integer()) value = std::to_string(*v.value<int64_t>());
+      else if (v.is_floating_point()) value = std::to_string(*v.value<double>());
+      else if (v.is_boolean()) value = *v.value<bool>() ? "true" : "false";
+      else return BadRequest(path + ": " + key + " has an unsupported type");
+      if (Status s = SetConfigKey(c, key, value); !s.ok()) return BadRequest(path + ": " + s.message());
+    }
+  }
+  return Status::Ok();
+}
+
+Status ApplyEnvironment(Config& c, char** envp) {
+  constexpr std::string_view kPrefix = "SWITCHBOARD_";
+  for (char** e = envp; e && *e; ++e) {
+    std::string_view kv(*e);
+    if (kv.substr(0, kPrefix.size()) != kPrefix) continue;
+    size_t eq = kv.find('=');
+    if (eq == std::string_view::npos) continue;
+    std::string name(kv.substr(kPrefix.size(), eq - kPrefix.size()));
+    // SWITCHBOARD_STORE_DATA_DIR -> store.data_dir: the first '_' splits section/name.
+    size_t us = name.find('_');
+    if (us == std::string::npos) continue;
+    std::string key;
+    for (size_t i = 0; i < name.size(); ++i) {
+      char ch = name[i];
+      if (i == us) ch = '.';
+      else if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+      key.push_back(ch);
+    }
+    if (Status s = SetConfigKey(c, key, kv.substr(eq + 1)); !s.ok())
+      return BadRequest("environment " + std::string(kv.substr(0, eq)) + ": " + s.message());
+  }
+  return Status::Ok();
+}
+
+Status Validate(const Config& c) {
+  if (c.fsync != "always" && c.fsync != "none") return BadRequest("store.fsync must be always or none");
+  if (c.listen.rfind(':') == std::string::npos) return BadRequest("server.listen must be HOST:PORT");
+  if (c.limits.max_content_bytes + 1024 > c.limits.max_frame_bytes)
+    return BadRequest("limits.max_frame_bytes must exceed limits.max_content_bytes by at least 1 KiB");
+  if (c.limits.history_page_default > c.limits.history_page_max)
+    return BadRequest("limits.history_page_max is below the default page size (50)");
+  return Status::Ok();
+}
+
+}  // namespace sb::server

@@ -1,0 +1,107 @@
+#include "server/node.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "api/rest_api.h"
+#include "auth/tokens.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "chat/chat_core.h"
+#include "gateway/server.h"
+#include "store/store.h"
+
+namespace sb::server {
+
+int RunServe(const Config& cfg) {
+  log::Level level;
+  if (!log::ParseLevel(cfg.log_level, &level)) {
+    LOG_ERROR("bad_config").Kv("error", "log.level must be debug, info, warn, error or off");
+    return 2;
+  }
+  log::SetLevel(level);
+
+  std::error_code fec;
+  std::filesystem::create_directories(cfg.data_dir, fec);
+  if (fec) {
+    LOG_ERROR("data_dir_failed").Kv("dir", cfg.data_dir).Kv("error", fec.message());
+    return 1;
+  }
+  ::chmod(cfg.data_dir.c_str(), 0700);
+
+  store::StoreOptions so;
+  so.dir = cfg.data_dir + "/store";
+  so.sync = cfg.fsync == "none" ? store::SyncPolicy::kNone : store::SyncPolicy::kAlways;
+  so.cache_bytes = cfg.cache_mb << 20;
+  auto st = store::OpenEmbeddedStore(so);
+  if (!st.ok()) {
+    LOG_ERROR("store_open_failed").Kv("dir", so.dir).Kv("error", st.status().message());
+    return 1;
+  }
+  std::unique_ptr<store::Store> store = std::move(*st);
+
+  auto keys = auth::KeyRing::LoadOrCreate(cfg.data_dir + "/keys");
+  if (!keys.ok()) {
+    LOG_ERROR("keys_failed").Kv("error", keys.status().message());
+    return 1;
+  }
+  const Clock& clock = SystemClock::Instance();
+  auth::TokenService tokens(*keys, cfg.token, clock);
+
+  api::RestOptions ro;
+  ro.limits = cfg.limits;
+  ro.password = cfg.password;
+  api::RestApi rest(*store, tokens, ro, clock);
+
+  gateway::ServerOptions go;
+  size_t colon = cfg.listen.rfind(':');
+  go.host = cfg.listen.substr(0, colon);
+  if (go.host.size() >= 2 && go.host.front() == '[' && go.host.back() == ']')
+    go.host = go.host.substr(1, go.host.size() - 2);
+  try {
+    int p = std::stoi(cfg.listen.substr(colon + 1));
+    if (p < 0 || p > 65535) throw std::out_of_range("port");
+    go.port = static_cast<uint16_t>(p);
+  } catch (...) {
+    LOG_ERROR("bad_config").Kv("error", "server.listen has an invalid port");
+    return 2;
+  }
+  go.shards = cfg.shards;
+  go.rest_threads = cfg.rest_threads;
+  go.limits = cfg.limits;
+  go.handshake_timeout_ms = cfg.handshake_timeout_ms;
+  go.idle_timeout_ms = cfg.idle_timeout_ms;
+  go.max_header_bytes = cfg.max_header_bytes;
+  go.drain_timeout_ms = cfg.drain_timeout_ms;
+  gateway::Server server(go, tokens, rest);
+
+  chat::CoreOptions co;
+  co.limits = cfg.limits;
+  co.node_id = cfg.node_id;
+  if (co.node_id.empty()) {
+    char host[256] = {};
+    co.node_id = ::gethostname(host, sizeof host - 1) == 0 ? host : "node-1";
+  }
+  chat::ChatCore core(*store, server.Executors(), co, clock);
+  server.SetCore(&core);
+
+  auto port = server.Listen();
+  if (!port.ok()) {
+    LOG_ERROR("listen_failed").Kv("error", port.status().message());
+    return 1;
+  }
+  core.Start();
+  LOG_INFO("starting")
+      .Kv("node", co.node_id)
+      .Kv("data_dir", cfg.data_dir)
+      .Kv("fsync", cfg.fsync)
+      .Kv("shards", server.shard_count());
+  server.Run();  // returns after the drain
+  core.Stop();
+  LOG_INFO("stopped");
+  return 0;
+}
+
+}  // namespace sb::server
