@@ -1,0 +1,291 @@
+// The chat core driven by hand-cranked shard executors, fake sessions and the real
+// embedded store in a temp dir: sequencing, dedup, membership and routing.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+#include <stdlib.h>
+
+#include <deque>
+#include <map>
+#include <filesystem>
+#include <mutex>
+
+#include "base/clock.h"
+#include "chat/chat_core.h"
+#include "store/store.h"
+
+namespace sb::chat {
+namespace {
+
+class ManualExecutor final : public Executor {
+ public:
+  void Post(Task t) override {
+    std::lock_guard lk(mu_);
+    q_.push_back(std::move(t));
+  }
+  // Runs queued tasks; returns how many ran.
+  size_t RunAll() {
+    size_t n = 0;
+    for (;;) {
+      Task t;
+      {
+        std::lock_guard lk(mu_);
+        if (q_.empty()) return n;
+        t = std::move(q_.front());
+        q_.pop_front();
+      }
+      t();
+      ++n;
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::deque<Task> q_;
+};
+
+class FakeSession final : public Session {
+ public:
+  FakeSession(uint64_t id, UserId u, std::string dev) : id_(id), user_(u), dev_(std::move(dev)), sid_("ses_" + std::to_string(id)) {}
+  uint64_t id() const override { return id_; }
+  UserId user() const override { return user_; }
+  const std::string& device_id() const override { return dev_; }
+  const std::string& session_id() const override { return sid_; }
+  void Send(std::shared_ptr<const std::string> f) override { frames.push_back(*f); }
+
+  // Frames whose "event" is `ev`, parsed.
+  std::vector<std::string> Events(std::string_view ev) const {
+    std::vector<std::string> out;
+    for (auto& f : frames)
+      if (f.find("\"event\":\"" + std::string(ev) + "\"") != std::string::npos) out.push_back(f);
+    return out;
+  }
+  std::vector<std::string> frames;
+
+ private:
+  uint64_t id_;
+  UserId user_;
+  std::string dev_, sid_;
+};
+
+uint64_t Field(const std::string& json, const char* key) {
+  simdjson::dom::parser p;
+  return uint64_t(p.parse(json)[key]);
+}
+std::string StrField(const std::string& json, const char* key) {
+  simdjson::dom::parser p;
+  return std::string(std::string_view(p.parse(json)[key]));
+}
+
+class ChatCoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/sb_core_test_XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    store::StoreOptions so;
+    so.dir = dir_ + "/store";
+    so.sync = store::SyncPolicy::kNone;
+    auto opened = store::OpenEmbeddedStore(so);
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    store_ = std::move(opened).value();
+    core_ = std::make_unique<ChatCore>(*store_, std::vector<Executor*>{&ex_[0], &ex_[1]}, CoreOptions{}, clock_);
+    core_->Start();
+    store::Conversation c;
+    c.id = 1001;
+    c.type = store::ConvType::kGroup;
+    c.members = {kAlice, kBob, kCarol};
+    bool created;
+    ASSERT_TRUE(store_->CreateConversation(c, &created).ok());
+    conv_ = FormatConvId(c.id);
+    store::Conversation other;
+    other.id = 2002;
+    other.type = store::ConvType::kDirect;
+    other.members = {kBob, kCarol};
+    ASSERT_TRUE(store_->CreateConversation(other, &created).ok());
+  }
+  void TearDown() override {
+    core_->Stop();
+    core_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  // Cranks the shards until `pred` holds (the commit thread runs for real).
+  template <typename P>
+  bool Until(P pred) {
+    for (int i = 0; i < 5000; ++i) {
+      ex_[0].RunAll();
+      ex_[1].RunAll();
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return false;
+  }
+  std::string Send(const std::string& cmid, const std::string& content, const std::string& conv = "") {
+    return R"({"event":"send_message","client_msg_id":")" + cmid + R"(","conversation_id":")" +
+           (conv.empty() ? conv_ : conv) + R"(","content":")" + content + "\"}";
+  }
+
+  static constexpr UserId kAlice = 11, kBob = 22, kCarol = 33, kMallory = 44;
+  std::string dir_;
+  ManualClock clock_{1795979690000};
+  ManualExecutor ex_[2];
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<ChatCore> core_;
+  std::string conv_;
+};
+
+TEST_F(ChatCoreTest, WelcomeOnAttach) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  ASSERT_EQ(a.frames.size(), 1u);
+  EXPECT_EQ(StrField(a.frames[0], "event"), "welcome");
+  EXPECT_EQ(StrField(a.frames[0], "user_id"), FormatUserId(kAlice));
+  EXPECT_EQ(StrField(a.frames[0], "device_id"), "phone");
+  core_->Detach(0, &a);
+}
+
+TEST_F(ChatCoreTest, SeqIsGapFreeAndFanOutReachesEveryOtherDevice) {
+  FakeSession a1(1, kAlice, "phone"), a2(2, kAlice, "laptop"), b(3, kBob, "phone"), m(4, kMallory, "x");
+  core_->Attach(0, &a1);
+  core_->Attach(1, &a2);
+  core_->Attach(1, &b);
+  core_->Attach(0, &m);
+  for (int i = 0; i < 50; ++i) core_->OnFrame(0, &a1, Send("c" + std::to_string(i), "hello " + std::to_string(i)));
+  ASSERT_TRUE(Until([&] { return a1.Events("message_ack").size() == 50 && b.Events("message").size() == 50; }));
+  auto acks = a1.Events("message_ack");
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(Field(acks[i], "seq"), uint64_t(i + 1));
+    EXPECT_EQ(StrField(acks[i], "client_msg_id"), "c" + std::to_string(i));
+  }
+  auto got = b.Events("message");
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(Field(got[i], "seq"), uint64_t(i + 1)) << "in seq order";
+  EXPECT_EQ(a2.Events("message").size(), 50u) << "the sender's other device gets every message";
+  EXPECT_EQ(a1.Events("message").size(), 0u) << "the sending device gets acks, not copies";
+  EXPECT_EQ(m.Events("message").size(), 0u) << "non-members get nothing";
+  EXPECT_EQ(*store_->LastSeq(1001), 50u);
+  for (auto* s : {&a1, &a2, &b, &m}) core_->Detach(s == &a1 || s == &m ? 0 : 1, s);
+}
+
+TEST_F(ChatCoreTest, RetryIsAckedAsDuplicateAndStoredOnce) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  // The retry arrives while the first is still in flight, then again after commit.
+  core_->OnFrame(0, &a, Send("same", "hi"));
+  core_->OnFrame(0, &a, Send("same", "hi"));
+  ASSERT_TRUE(Until([&] { return a.Events("message_ack").size() == 2; }));
+  core_->OnFrame(0, &a, Send("same", "hi"));
+  ASSERT_TRUE(Until([&] { return a.Events("message_ack").size() == 3; }));
+  auto acks = a.Events("message_ack");
+  EXPECT_EQ(StrField(acks[0], "message_id"), StrField(acks[1], "message_id"));
+  EXPECT_EQ(StrField(acks[0], "message_id"), StrField(acks[2], "message_id"));
+  int dups = 0;
+  for (auto& f : acks) dups += f.find("\"duplicate\":true") != std::string::npos;
+  EXPECT_EQ(dups, 2);
+  EXPECT_EQ(*store_->LastSeq(1001), 1u);
+  core_->Detach(0, &a);
+}
+
+TEST_F(ChatCoreTest, SameKeyDifferentBodyIsConflict) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  core_->OnFrame(0, &a, Send("k", "one"));
+  core_->OnFrame(0, &a, Send("k", "two"));  // in flight
+  ASSERT_TRUE(Until([&] { return a.Events("message_ack").size() == 1 && a.Events("error").size() == 1; }));
+  core_->OnFrame(0, &a, Send("k", "three"));  // committed
+  ASSERT_TRUE(Until([&] { return a.Events("error").size() == 2; }));
+  for (auto& e : a.Events("error")) {
+    EXPECT_EQ(StrField(e, "code"), "conflict");
+    EXPECT_EQ(StrField(e, "client_msg_id"), "k");
+  }
+  EXPECT_EQ(*store_->LastSeq(1001), 1u);
+  core_->Detach(0, &a);
+}
+
+TEST_F(ChatCoreTest, DedupWindowExpires) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  core_->OnFrame(0, &a, Send("k", "one"));
+  ASSERT_TRUE(Until([&] { return a.Events("message_ack").size() == 1; }));
+  clock_.Advance(store::kDedupWindowMs + 1);
+  core_->OnFrame(0, &a, Send("k", "one"));
+  ASSERT_TRUE(Until([&] { return a.Events("message_ack").size() == 2; }));
+  EXPECT_EQ(Field(a.Events("message_ack")[1], "seq"), 2u) << "after 24 h the key is new again";
+  core_->Detach(0, &a);
+}
+
+TEST_F(ChatCoreTest, NonMembersAndBadIdsAreForbidden) {
+  FakeSession m(1, kMallory, "x"), a(2, kAlice, "phone");
+  core_->Attach(0, &m);
+  core_->Attach(0, &a);
+  core_->OnFrame(0, &m, Send("m1", "let me in"));
+  core_->OnFrame(0, &a, Send("m2", "not mine", FormatConvId(2002)));
+  core_->OnFrame(0, &a, Send("m3", "nowhere", FormatConvId(999999)));
+  core_->OnFrame(0, &a, Send("m4", "garbage", "conv_nope"));
+  core_->OnFrame(0, &a, R"({"event":"send_message","client_msg_id":"m5","conversation_id":")" + conv_ +
+                            R"(","content":"x","sender_id":")" + FormatUserId(kBob) + "\"}");
+  ASSERT_TRUE(Until([&] { return m.Events("error").size() == 1 && a.Events("error").size() == 4; }));
+  EXPECT_EQ(StrField(m.Events("error")[0], "code"), "forbidden");
+  for (auto& e : a.Events("error")) EXPECT_EQ(StrField(e, "code"), "forbidden") << e;
+  // Unknown, foreign and malformed conversation ids answer alike.
+  std::map<std::string, std::string> by_id;
+  for (auto& e : a.Events("error")) by_id[StrField(e, "client_msg_id")] = StrField(e, "message");
+  EXPECT_EQ(by_id["m2"], StrField(m.Events("error")[0], "message"));
+  EXPECT_EQ(by_id["m3"], by_id["m2"]);
+  EXPECT_EQ(by_id["m4"], by_id["m2"]);
+  EXPECT_NE(by_id["m5"], by_id["m2"]);
+  EXPECT_EQ(*store_->LastSeq(1001), 0u);
+  EXPECT_EQ(*store_->LastSeq(2002), 0u);
+  core_->Detach(0, &m);
+  core_->Detach(0, &a);
+}
+
+TEST_F(ChatCoreTest, SequencerResumesFromStoreAfterRestart) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  for (int i = 0; i < 5; ++i) core_->OnFrame(0, &a, Send("r" + std::to_string(i), "x"));
+  ASSERT_TRUE(Until([&] { return a.Events("message_ack").size() == 5; }));
+  core_->Detach(0, &a);
+  core_->Stop();
+  core_ = std::make_unique<ChatCore>(*store_, std::vector<Executor*>{&ex_[0], &ex_[1]}, CoreOptions{}, clock_);
+  core_->Start();
+  FakeSession a2(2, kAlice, "phone");
+  core_->Attach(1, &a2);
+  core_->OnFrame(1, &a2, Send("r0", "x"));  // a retry across the restart
+  core_->OnFrame(1, &a2, Send("r9", "x"));
+  ASSERT_TRUE(Until([&] { return a2.Events("message_ack").size() == 2; }));
+  EXPECT_EQ(Field(a2.Events("message_ack")[0], "seq"), 1u);
+  EXPECT_EQ(Field(a2.Events("message_ack")[1], "seq"), 6u);
+  core_->Detach(1, &a2);
+}
+
+TEST_F(ChatCoreTest, RateLimitPerConnection) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  for (int i = 0; i < 150; ++i) core_->OnFrame(0, &a, Send("rl" + std::to_string(i), "x"));
+  ASSERT_TRUE(Until([&] { return a.Events("message_ack").size() + a.Events("error").size() == 150; }));
+  // Burst 100, plus whatever refilled during the loop (50/s).
+  EXPECT_GE(a.Events("message_ack").size(), 100u);
+  EXPECT_LT(a.Events("message_ack").size(), 110u);
+  EXPECT_EQ(StrField(a.Events("error")[0], "code"), "rate_limited");
+  core_->Detach(0, &a);
+}
+
+TEST_F(ChatCoreTest, NotYetAvailableEventsSaySo) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  core_->OnFrame(0, &a, R"({"event":"resume","cursors":{}})");
+  ASSERT_EQ(a.Events("error").size(), 1u);
+  EXPECT_EQ(StrField(a.Events("error")[0], "code"), "unavailable");
+  core_->OnFrame(0, &a, R"({"event":"ping"})");
+  EXPECT_EQ(a.Events("pong").size(), 1u);
+  core_->Detach(0, &a);
+}
+
+TEST(Fingerprint, DistinguishesFieldBoundaries) {
+  using store::ContentType;
+  EXPECT_NE(BodyFingerprint(ContentType::kText, "ab", "", "", ""), BodyFingerprint(ContentType::kText, "a", "b", "", ""));
+  EXPECT_NE(BodyFingerprint(ContentType::kText, "a", "", "", ""), BodyFingerprint(ContentType::kEdit, "a", "", "", ""));
+  EXPECT_EQ(BodyFingerprint(ContentType::kText, "a", "", "", ""), BodyFingerprint(ContentType::kText, "a", "", "", ""));
+}
+
+}  // namespace
+}  // namespace sb::chat

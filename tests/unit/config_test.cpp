@@ -1,0 +1,65 @@
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "server/config.h"
+
+namespace sb::server {
+namespace {
+
+TEST(Config, SetKeyParsesAndValidates) {
+  Config c;
+  EXPECT_TRUE(SetConfigKey(c, "server.listen", "0.0.0.0:9000").ok());
+  EXPECT_EQ(c.listen, "0.0.0.0:9000");
+  EXPECT_TRUE(SetConfigKey(c, "limits.max_content_bytes", "1000").ok());
+  EXPECT_EQ(c.limits.max_content_bytes, 1000u);
+  EXPECT_EQ(SetConfigKey(c, "limits.max_content_bytes", "lots").code(), Code::kBadRequest);
+  EXPECT_EQ(SetConfigKey(c, "limits.max_content_bytes", "1").code(), Code::kBadRequest);
+  EXPECT_EQ(SetConfigKey(c, "nope.nothing", "1").code(), Code::kBadRequest);
+  EXPECT_TRUE(SetConfigKey(c, "store.fsync", "sometimes").ok());
+  EXPECT_FALSE(Validate(c).ok());
+}
+
+TEST(Config, FileThenEnvironmentThenFlags) {
+  std::string path = "/tmp/sb_config_test.toml";
+  {
+    std::ofstream f(path);
+    f << "[server]\nlisten = \"127.0.0.1:7000\"\nshards = 3\n[store]\nfsync = \"none\"\n";
+  }
+  Config c;
+  ASSERT_TRUE(LoadConfigFile(c, path).ok());
+  EXPECT_EQ(c.listen, "127.0.0.1:7000");
+  EXPECT_EQ(c.shards, 3u);
+  EXPECT_EQ(c.fsync, "none");
+  std::string e1 = "SWITCHBOARD_SERVER_LISTEN=127.0.0.1:7001", e2 = "SWITCHBOARD_STORE_DATA_DIR=/x", e3 = "OTHER=1";
+  char* env[] = {e1.data(), e2.data(), e3.data(), nullptr};
+  ASSERT_TRUE(ApplyEnvironment(c, env).ok());
+  EXPECT_EQ(c.listen, "127.0.0.1:7001");
+  EXPECT_EQ(c.data_dir, "/x");
+  EXPECT_TRUE(Validate(c).ok());
+  std::remove(path.c_str());
+}
+
+TEST(Config, BadFileIsAClearError) {
+  std::string path = "/tmp/sb_config_bad.toml";
+  {
+    std::ofstream f(path);
+    f << "[server\nlisten=";
+  }
+  Config c;
+  Status s = LoadConfigFile(c, path);
+  EXPECT_EQ(s.code(), Code::kBadRequest);
+  EXPECT_NE(s.message().find(path), std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST(Config, EveryKeyHasHelpAndRoundTripsItsDefault) {
+  for (auto& k : ConfigKeys()) {
+    EXPECT_FALSE(k.help.empty()) << k.key;
+    Config c;
+    EXPECT_TRUE(SetConfigKey(c, k.key, k.default_value).ok()) << k.key << "=" << k.default_value;
+  }
+}
+
+}  // namespace
+}  // namespace sb::server
