@@ -162,6 +162,8 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
   }
 
   if (seg.size() == 3 && seg[1] == "users" && m == "GET") return GetUser(c, seg[2]);
+  if (seg.size() == 4 && seg[1] == "users" && seg[3] == "presence" && m == "GET")
+    return GetPresence(c, seg[2]);
   if (seg[1] == "conversations") {
     if (seg.size() == 2 && m == "POST") return CreateConversation(c, req);
     if (seg.size() == 2 && m == "GET") return ListConversations(c, req);
@@ -173,8 +175,7 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
   bool known_later =
       (seg.size() >= 4 && seg[1] == "conversations" && (seg[3] == "members" || seg.size() == 6)) ||
       (seg.size() == 2 && (seg[1] == "search" || seg[1] == "attachments")) ||
-      (seg.size() == 3 && seg[1] == "attachments") ||
-      (seg.size() == 4 && seg[1] == "users" && seg[3] == "presence");
+      (seg.size() == 3 && seg[1] == "attachments");
   if (known_later) return Error(Unavailable("not available on this server version"));
   return Error(NotFound("no such endpoint"));
 }
@@ -288,6 +289,22 @@ HttpResponse RestApi::GetUser(const Ctx&, std::string_view id) {
   JsonWriter w;
   w.BeginObject();
   WriteUser(w, *u);
+  w.EndObject();
+  return Json(200, std::move(w).Take());
+}
+
+HttpResponse RestApi::GetPresence(const Ctx& c, std::string_view id) {
+  // Unknown users and users who share no conversation with the caller answer alike.
+  auto uid = ParseUserId(id);
+  if (!uid || !presence_) return Error(NotFound("no such user"));
+  auto view = presence_(c.claims.user, *uid);
+  if (!view) return Error(NotFound("no such user"));
+  JsonWriter w;
+  w.BeginObject()
+      .Field("user_id", FormatUserId(*uid))
+      .Field("status", view->online ? "online" : "offline");
+  if (view->last_seen_ms > 0) w.Field("last_seen_ms", view->last_seen_ms);
+  else w.Key("last_seen_ms").Null();
   w.EndObject();
   return Json(200, std::move(w).Take());
 }

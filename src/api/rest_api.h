@@ -10,6 +10,7 @@
 #include "auth/password.h"
 #include "auth/tokens.h"
 #include "base/clock.h"
+#include "chat/chat_core.h"
 #include "protocol/limits.h"
 #include "store/store.h"
 
@@ -26,6 +27,11 @@ class RestApi {
 
   HttpResponse Handle(const HttpRequest& req);
 
+  // Presence of `target` as `viewer` may see it; nullopt when they share no
+  // conversation. Set once at start-up (the chat core provides it).
+  using PresenceQuery = std::function<std::optional<chat::PresenceView>(UserId viewer, UserId target)>;
+  void SetPresenceQuery(PresenceQuery q) { presence_ = std::move(q); }
+
   // /readyz answers 503 once this is set (drain started).
   void SetDraining() { draining_ = true; }
 
@@ -35,6 +41,7 @@ class RestApi {
   HttpResponse CreateSession(const HttpRequest& req);
   HttpResponse RefreshSession(const HttpRequest& req);
   HttpResponse GetUser(const Ctx& c, std::string_view id);
+  HttpResponse GetPresence(const Ctx& c, std::string_view id);
   HttpResponse CreateConversation(const Ctx& c, const HttpRequest& req);
   HttpResponse ListConversations(const Ctx& c, const HttpRequest& req);
   HttpResponse GetConversation(const Ctx& c, std::string_view id);
@@ -47,7 +54,8 @@ class RestApi {
   RestOptions opts_;
   const Clock& clock_;
   std::atomic<bool> draining_{false};
-  std::string dummy_hash_;  // verified against when a username is unknown (equal timing)
+  std::string dummy_hash_;
+  PresenceQuery presence_;  // verified against when a username is unknown (equal timing)
 };
 
 }  // namespace sb::api

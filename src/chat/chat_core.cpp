@@ -5,6 +5,7 @@
 
 #include "base/log.h"
 #include "chat/commit_queue.h"
+#include "chat/core_state.h"
 #include "metrics/metrics.h"
 #include "protocol/client_frames.h"
 #include "protocol/server_frames.h"
@@ -12,7 +13,6 @@
 namespace sb::chat {
 
 using protocol::FrameError;
-using FramePtr = std::shared_ptr<const std::string>;
 
 uint64_t BodyFingerprint(store::ContentType ct, std::string_view content, std::string_view media_url,
                          std::string_view target, std::string_view reply_to) {
@@ -37,54 +37,6 @@ uint64_t BodyFingerprint(store::ContentType ct, std::string_view content, std::s
   return h;
 }
 
-struct ChatCore::ConvState {
-  ConvId id = 0;
-  store::ConvType type = store::ConvType::kGroup;
-  std::shared_ptr<const std::vector<UserId>> members;  // sorted; replaced, never mutated
-  Seq last_seq = 0;  // last seq handed out (committed or in flight)
-  struct Waiter {
-    uint32_t shard;
-    uint64_t session;
-    int64_t recv_ns;
-    bool duplicate;
-  };
-  struct Pending {
-    uint64_t fingerprint;
-    std::vector<Waiter> waiters;
-  };
-  // Sequenced, not yet committed, by client_msg_id: a retry that arrives meanwhile
-  // waits for the same commit instead of being stored twice.
-  std::unordered_map<std::string, Pending> pending;
-  uint64_t last_used = 0;
-
-  bool IsMember(UserId u) const { return std::binary_search(members->begin(), members->end(), u); }
-};
-
-struct ChatCore::SendRequest {
-  protocol::SendMessage msg;
-  ConvId conv = 0;
-  UserId user = 0;
-  std::string device;
-  uint32_t origin_shard = 0;
-  uint64_t origin_session = 0;
-  int64_t recv_ns = 0;
-};
-
-struct TokenBucket {
-  double tokens;
-  int64_t last_ns;
-};
-
-struct ChatCore::Shard {
-  explicit Shard(const protocol::Limits& l) : parser(l) {}
-  protocol::FrameParser parser;
-  std::unordered_map<ConvId, std::unique_ptr<ConvState>> convs;
-  std::unordered_map<UserId, std::vector<Session*>> by_user;
-  std::unordered_map<uint64_t, Session*> by_id;
-  std::unordered_map<uint64_t, TokenBucket> buckets;
-  uint64_t tick = 0;
-};
-
 namespace {
 
 struct Delivery {
@@ -98,7 +50,7 @@ struct Ack {
   int64_t recv_ns;
 };
 
-FramePtr Frame(std::string s) { return std::make_shared<const std::string>(std::move(s)); }
+FramePtr Frame(std::string s) { return MakeFrame(std::move(s)); }
 
 }  // namespace
 
@@ -129,7 +81,10 @@ void ChatCore::Attach(uint32_t shard, Session* s) {
   Shard& sh = *state_[shard];
   sh.by_user[s->user()].push_back(s);
   sh.by_id[s->id()] = s;
-  sh.buckets[s->id()] = TokenBucket{opts_.limits.send_burst, MonoNs()};
+  SessionState& ss = sh.sessions[s->id()];
+  ss.tokens = opts_.limits.send_burst;
+  ss.bucket_ns = MonoNs();
+  ss.last_active_ms = clock_.NowMs();
   sessions_.fetch_add(1);
   protocol::WelcomeInfo w;
   w.user_id = FormatUserId(s->user());
@@ -139,12 +94,14 @@ void ChatCore::Attach(uint32_t shard, Session* s) {
   w.heartbeat_interval_ms = opts_.limits.heartbeat_interval_ms;
   w.server_timestamp_ms = clock_.NowMs();
   s->Send(Frame(protocol::WelcomeFrame(w)));
+  PresenceDeviceOnline(shard, s);
 }
 
 void ChatCore::Detach(uint32_t shard, Session* s) {
   Shard& sh = *state_[shard];
   if (sh.by_id.erase(s->id()) == 0) return;
-  sh.buckets.erase(s->id());
+  PresenceSessionGone(shard, s);
+  sh.sessions.erase(s->id());
   auto it = sh.by_user.find(s->user());
   if (it != sh.by_user.end()) {
     auto& v = it->second;
@@ -166,6 +123,7 @@ void ChatCore::OnFrame(uint32_t shard, Session* s, std::string_view text) {
   auto& m = metrics::Server();
   m.frames_in.Inc();
   int64_t recv_ns = MonoNs();
+  Heartbeat(shard, s);
   FrameError err;
   auto frame = sh.parser.Parse(text, &err);
   if (!frame) {
@@ -185,10 +143,10 @@ void ChatCore::OnFrame(uint32_t shard, Session* s, std::string_view text) {
       s->Send(Frame(protocol::ErrorFrame(st, send->client_msg_id)));
     };
     // Per-connection token bucket: a flood costs the flooder, not everyone else.
-    TokenBucket& b = sh.buckets[s->id()];
-    double refill = static_cast<double>(recv_ns - b.last_ns) / 1e9 * opts_.limits.send_rate_per_s;
+    SessionState& b = sh.sessions[s->id()];
+    double refill = static_cast<double>(recv_ns - b.bucket_ns) / 1e9 * opts_.limits.send_rate_per_s;
     b.tokens = std::min(opts_.limits.send_burst, b.tokens + refill);
-    b.last_ns = recv_ns;
+    b.bucket_ns = recv_ns;
     if (b.tokens < 1.0) return reject(RateLimited("more than the allowed sends per second"));
     b.tokens -= 1.0;
 
@@ -214,7 +172,10 @@ void ChatCore::OnFrame(uint32_t shard, Session* s, std::string_view text) {
     return;
   }
 
-  // Receipts, resume, typing and presence come with later work (docs/protocol.md,
+  if (auto* t = std::get_if<protocol::Typing>(&*frame)) return OnTyping(shard, s, *t);
+  if (auto* p = std::get_if<protocol::PresenceSubscribe>(&*frame)) return OnPresenceSubscribe(shard, s, *p);
+
+  // Receipts and resume come with later work (docs/protocol.md,
   // "Status of this implementation"): say so instead of pretending.
   m.frame_errors.Inc();
   const char* name = std::visit(
@@ -222,8 +183,6 @@ void ChatCore::OnFrame(uint32_t shard, Session* s, std::string_view text) {
         using T = std::decay_t<decltype(f)>;
         if constexpr (std::is_same_v<T, protocol::MessageReceipt>) return "message_receipt";
         if constexpr (std::is_same_v<T, protocol::Resume>) return "resume";
-        if constexpr (std::is_same_v<T, protocol::Typing>) return "typing";
-        if constexpr (std::is_same_v<T, protocol::PresenceSubscribe>) return "presence_subscribe";
         return "event";
       },
       *frame);

@@ -19,11 +19,13 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <vector>
 
 #include "base/clock.h"
 #include "chat/executor.h"
+#include "protocol/client_frames.h"
 #include "chat/session.h"
 #include "protocol/limits.h"
 #include "store/store.h"
@@ -39,7 +41,24 @@ struct CoreOptions {
   size_t max_commit_queue = 200000;
   // Conversations kept in a shard's memory (state reloads from the store on demand).
   size_t conv_cache_per_shard = 200000;
+  // A device silent (no frame of any kind) this long is offline.
+  int64_t presence_ttl_ms = 30000;
+  // A user whose last device left is announced offline only after this grace, so a
+  // quick reconnect announces nothing at all (flap damping).
+  int64_t presence_grace_ms = 5000;
+  // presence_subscribe targets per connection.
+  size_t max_presence_subscriptions = 500;
+  // A `typing` `started` with no `stopped` ends by itself after this long.
+  int64_t typing_ttl_ms = 6000;
 };
+
+// What one user may see of another's presence.
+struct PresenceView {
+  bool online = false;
+  int64_t last_seen_ms = 0;  // 0: never seen since this node started
+};
+
+using FramePtrT = std::shared_ptr<const std::string>;
 
 class ChatCore {
  public:
@@ -71,6 +90,20 @@ class ChatCore {
   // Runs `fn(session)` on every session of shard `shard` (on that shard's thread).
   void ForEachSession(uint32_t shard, const std::function<void(Session*)>& fn);
 
+  // Periodic work of shard `shard` (heartbeat expiry, offline announcements after the
+  // grace, typing expiry). The gateway calls it about once a second on that shard's
+  // thread; tests call it after moving the clock.
+  void Tick(uint32_t shard);
+
+  // Presence of `target` as `viewer` may see it, or nullopt when they share no
+  // conversation (a stranger learns nothing, not even whether the user exists).
+  // Blocking (waits for the owner shard): call it from a pool thread, not a shard.
+  std::optional<PresenceView> QueryPresence(UserId viewer, UserId target);
+  // True when some conversation has both users as members. Thread-safe (reads the store).
+  bool SharesConversation(UserId a, UserId b);
+
+  uint32_t UserOwnerShard(UserId user) const { return static_cast<uint32_t>(user % shards_.size()); }
+
  private:
   struct Shard;
   struct ConvState;
@@ -81,6 +114,22 @@ class ChatCore {
   void Reply(uint32_t shard, uint64_t session_id, std::shared_ptr<const std::string> frame,
              int64_t recv_ns);
   ConvState* LoadConv(Shard& sh, ConvId conv, Status* err);
+  // Runs fn on shard `shard`: inline if `from` is that shard, else posted.
+  void RunOn(uint32_t from, uint32_t shard, Task fn);
+  // Queues `frame` on every local session of `users` except those of `except_user`
+  // (0: none) and except session `except_session` (0: none). On shard `shard`.
+  void SendToUsers(uint32_t shard, const std::vector<UserId>& users, const FramePtrT& frame,
+                   UserId except_user, uint64_t except_session);
+
+  // presence.cpp
+  void Heartbeat(uint32_t shard, Session* s);
+  void PresenceDeviceOnline(uint32_t shard, Session* s);
+  void PresenceSessionGone(uint32_t shard, Session* s);
+  void OnTyping(uint32_t shard, Session* s, const protocol::Typing& t);
+  void OnPresenceSubscribe(uint32_t shard, Session* s, const protocol::PresenceSubscribe& p);
+  void OwnerDeviceOnline(uint32_t owner, UserId user, uint64_t session, uint32_t session_shard);
+  void OwnerDeviceOffline(uint32_t owner, UserId user, uint64_t session);
+  void AnnouncePresence(uint32_t owner, UserId user);
 
   store::Store& store_;
   std::vector<Executor*> shards_;

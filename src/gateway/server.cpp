@@ -69,6 +69,7 @@ struct Server::Impl {
   uint16_t port = 0;
 
   net::awaitable<void> Accept(Shard& sh);
+  net::awaitable<void> Ticker(Shard& sh);
   net::awaitable<void> HttpSession(Shard& sh, tcp::socket sock);
   void StartDrain();
   net::awaitable<void> Drain();
@@ -363,6 +364,17 @@ net::awaitable<void> Server::Impl::Accept(Shard& sh) {
   }
 }
 
+// Presence expiry, offline announcements and typing expiry run once a second per shard.
+net::awaitable<void> Server::Impl::Ticker(Shard& sh) {
+  net::steady_timer t(sh.io);
+  for (;;) {
+    t.expires_after(std::chrono::seconds(1));
+    auto [ec] = co_await t.async_wait(net::as_tuple(net::use_awaitable));
+    if (ec) co_return;
+    core->Tick(sh.index);
+  }
+}
+
 void Server::Impl::StartDrain() {
   if (draining.exchange(true)) return;
   net::co_spawn(control, Drain(), net::detached);
@@ -463,6 +475,7 @@ void Server::Run() {
   });
   for (auto& sh : im.shards) {
     net::co_spawn(sh->io, im.Accept(*sh), net::detached);
+    net::co_spawn(sh->io, im.Ticker(*sh), net::detached);
     sh->thread = std::thread([s = sh.get()] {
       auto guard = net::make_work_guard(s->io);
       s->io.run();

@@ -86,6 +86,7 @@ int RunServe(const Config& cfg) {
   }
   chat::ChatCore core(*store, server.Executors(), co, clock);
   server.SetCore(&core);
+  rest.SetPresenceQuery([&core](UserId viewer, UserId target) { return core.QueryPresence(viewer, target); });
 
   auto port = server.Listen();
   if (!port.ok()) {

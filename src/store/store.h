@@ -135,7 +135,8 @@ class Store {
   // Writes every message and its dedup entry (replacing an older entry for the same
   // key) as one atomic batch. Messages of one conversation appear in seq order.
   virtual Status AppendMessages(std::span<const Message> batch) = 0;
-  // Up to `limit` messages with seq < before_seq, newest first.
+  // Up to `limit` messages with seq < before_seq, newest first. The newest page is
+  // before_seq = std::numeric_limits<Seq>::max().
   virtual Result<std::vector<Message>> ReadBefore(ConvId conv, Seq before_seq, size_t limit) = 0;
   // Up to `limit` messages with seq > after_seq, oldest first.
   virtual Result<std::vector<Message>> ReadAfter(ConvId conv, Seq after_seq, size_t limit) = 0;

@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <filesystem>
+#include <future>
 #include <mutex>
 
 #include "base/clock.h"
@@ -103,6 +104,8 @@ class ChatCoreTest : public ::testing::Test {
     ASSERT_TRUE(store_->CreateConversation(other, &created).ok());
   }
   void TearDown() override {
+    ex_[0].RunAll();
+    ex_[1].RunAll();
     core_->Stop();
     core_.reset();
     store_.reset();
@@ -244,6 +247,8 @@ TEST_F(ChatCoreTest, SequencerResumesFromStoreAfterRestart) {
   for (int i = 0; i < 5; ++i) core_->OnFrame(0, &a, Send("r" + std::to_string(i), "x"));
   ASSERT_TRUE(Until([&] { return a.Events("message_ack").size() == 5; }));
   core_->Detach(0, &a);
+  ex_[0].RunAll();  // tasks posted by the old core run against the old core
+  ex_[1].RunAll();
   core_->Stop();
   core_ = std::make_unique<ChatCore>(*store_, std::vector<Executor*>{&ex_[0], &ex_[1]}, CoreOptions{}, clock_);
   core_->Start();
@@ -273,11 +278,195 @@ TEST_F(ChatCoreTest, NotYetAvailableEventsSaySo) {
   FakeSession a(1, kAlice, "phone");
   core_->Attach(0, &a);
   core_->OnFrame(0, &a, R"({"event":"resume","cursors":{}})");
+  ex_[0].RunAll();
   ASSERT_EQ(a.Events("error").size(), 1u);
   EXPECT_EQ(StrField(a.Events("error")[0], "code"), "unavailable");
   core_->OnFrame(0, &a, R"({"event":"ping"})");
   EXPECT_EQ(a.Events("pong").size(), 1u);
   core_->Detach(0, &a);
+}
+
+
+// ---- presence and typing (clock driven by hand, no sleeps) ------------------------
+
+class PresenceTest : public ChatCoreTest {
+ protected:
+  void Tick() {
+    core_->Tick(0);
+    core_->Tick(1);
+    Crank();
+  }
+  void Crank() {
+    for (int i = 0; i < 4; ++i) {
+      ex_[0].RunAll();
+      ex_[1].RunAll();
+    }
+  }
+  void Subscribe(FakeSession& s, uint32_t shard, UserId target) {
+    core_->OnFrame(shard, &s, R"({"event":"presence_subscribe","user_ids":[")" + FormatUserId(target) + "\"]}");
+    Crank();
+  }
+  std::vector<std::string> PresenceOf(const FakeSession& s, UserId u) {
+    std::vector<std::string> out;
+    for (auto& f : s.Events("presence"))
+      if (StrField(f, "user_id") == FormatUserId(u)) out.push_back(f);
+    return out;
+  }
+  static bool IsNull(const std::string& f, const char* key) {
+    simdjson::dom::parser p;
+    return p.parse(f)[key].is_null();
+  }
+};
+
+TEST_F(PresenceTest, OnlineOfflineAndLastSeen) {
+  FakeSession b(2, kBob, "phone");
+  core_->Attach(0, &b);
+  Crank();
+  Subscribe(b, 0, kAlice);
+  auto p = PresenceOf(b, kAlice);
+  ASSERT_EQ(p.size(), 1u) << "the current state answers a subscription: " << ::testing::PrintToString(b.frames);
+  EXPECT_EQ(StrField(p[0], "status"), "offline");
+  EXPECT_TRUE(IsNull(p[0], "last_seen_ms")) << "never seen";
+
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(1, &a);
+  Crank();
+  p = PresenceOf(b, kAlice);
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(StrField(p[1], "status"), "online");
+
+  clock_.Advance(1000);
+  int64_t left_at = clock_.NowMs();
+  core_->Detach(1, &a);
+  Crank();
+  EXPECT_EQ(PresenceOf(b, kAlice).size(), 2u) << "offline waits for the grace";
+  clock_.Advance(4999);
+  Tick();
+  EXPECT_EQ(PresenceOf(b, kAlice).size(), 2u);
+  clock_.Advance(1);
+  Tick();
+  p = PresenceOf(b, kAlice);
+  ASSERT_EQ(p.size(), 3u);
+  EXPECT_EQ(StrField(p[2], "status"), "offline");
+  EXPECT_EQ(int64_t(Field(p[2], "last_seen_ms")), left_at);
+  core_->Detach(0, &b);
+}
+
+TEST_F(PresenceTest, SilentDeviceExpiresAndComesBackWithAnyFrame) {
+  FakeSession a(1, kAlice, "phone"), b(2, kBob, "phone");
+  core_->Attach(1, &a);
+  core_->Attach(0, &b);
+  Crank();
+  Subscribe(b, 0, kAlice);
+  ASSERT_EQ(StrField(PresenceOf(b, kAlice).back(), "status"), "online");
+  clock_.Advance(29999);
+  Tick();
+  EXPECT_EQ(PresenceOf(b, kAlice).size(), 1u) << "heartbeat TTL is 30 s";
+  clock_.Advance(1);
+  Tick();  // device expires; offline is pending its grace
+  clock_.Advance(5000);
+  Tick();
+  ASSERT_EQ(PresenceOf(b, kAlice).size(), 2u);
+  EXPECT_EQ(StrField(PresenceOf(b, kAlice).back(), "status"), "offline");
+  core_->OnFrame(1, &a, R"({"event":"ping"})");
+  Crank();
+  ASSERT_EQ(PresenceOf(b, kAlice).size(), 3u);
+  EXPECT_EQ(StrField(PresenceOf(b, kAlice).back(), "status"), "online");
+  core_->Detach(1, &a);
+  core_->Detach(0, &b);
+}
+
+TEST_F(PresenceTest, ReconnectWithinGraceAnnouncesNothing) {
+  FakeSession a(1, kAlice, "phone"), b(2, kBob, "phone");
+  core_->Attach(1, &a);
+  core_->Attach(0, &b);
+  Crank();
+  Subscribe(b, 0, kAlice);
+  size_t before = b.frames.size();
+  for (int i = 0; i < 20; ++i) {  // a flapping phone
+    core_->Detach(1, &a);
+    Crank();
+    clock_.Advance(1000);
+    Tick();
+    core_->Attach(1, &a);
+    Crank();
+  }
+  clock_.Advance(10000);
+  Tick();
+  EXPECT_EQ(b.frames.size(), before) << "no presence frames for a flap within the grace";
+  core_->Detach(1, &a);
+  core_->Detach(0, &b);
+}
+
+TEST_F(PresenceTest, StrangersLearnNothing) {
+  FakeSession a(1, kAlice, "phone"), m(4, kMallory, "x");
+  core_->Attach(1, &a);
+  core_->Attach(0, &m);
+  Crank();
+  Subscribe(m, 0, kAlice);
+  Subscribe(m, 0, 987654321);  // does not exist
+  EXPECT_TRUE(m.Events("presence").empty());
+  EXPECT_TRUE(m.Events("error").empty()) << "same silence for strangers and unknown ids";
+  auto q = std::async(std::launch::async, [&] {
+    return std::make_pair(core_->QueryPresence(kMallory, kAlice), core_->QueryPresence(kBob, kAlice));
+  });
+  while (q.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready) Crank();
+  auto [stranger, friend_view] = q.get();
+  EXPECT_FALSE(stranger.has_value());
+  ASSERT_TRUE(friend_view.has_value());
+  EXPECT_TRUE(friend_view->online);
+  core_->Detach(1, &a);
+  core_->Detach(0, &m);
+}
+
+TEST_F(PresenceTest, SubscriptionLimit) {
+  FakeSession b(2, kBob, "phone");
+  core_->Attach(0, &b);
+  std::string ids;
+  for (int i = 0; i < 501; ++i) ids += (i ? ",\"" : "\"") + FormatUserId(1000 + i) + "\"";
+  core_->OnFrame(0, &b, R"({"event":"presence_subscribe","user_ids":[)" + ids + "]}");
+  ASSERT_EQ(b.Events("error").size(), 1u);
+  EXPECT_EQ(StrField(b.Events("error")[0], "code"), "bad_request");
+  core_->Detach(0, &b);
+}
+
+TEST_F(PresenceTest, TypingRelayAndExpiry) {
+  FakeSession a1(1, kAlice, "phone"), a2(5, kAlice, "laptop"), b(2, kBob, "phone"), m(4, kMallory, "x");
+  core_->Attach(1, &a1);
+  core_->Attach(0, &a2);
+  core_->Attach(0, &b);
+  core_->Attach(1, &m);
+  Crank();
+  std::string started = R"({"event":"typing","conversation_id":")" + conv_ + R"(","state":"started"})";
+  core_->OnFrame(1, &a1, started);
+  core_->OnFrame(1, &a1, started);  // refresh, not a second relay
+  Crank();
+  ASSERT_EQ(b.Events("typing").size(), 1u);
+  EXPECT_EQ(StrField(b.Events("typing")[0], "user_id"), FormatUserId(kAlice));
+  EXPECT_EQ(StrField(b.Events("typing")[0], "state"), "started");
+  EXPECT_TRUE(a2.Events("typing").empty()) << "not echoed to the typist's own devices";
+  EXPECT_TRUE(m.Events("typing").empty());
+
+  core_->OnFrame(1, &m, R"({"event":"typing","conversation_id":")" + conv_ + R"(","state":"started"})");
+  Crank();
+  ASSERT_EQ(m.Events("error").size(), 1u);
+  EXPECT_EQ(StrField(m.Events("error")[0], "code"), "forbidden");
+
+  clock_.Advance(5999);
+  Tick();
+  EXPECT_EQ(b.Events("typing").size(), 1u);
+  clock_.Advance(1);
+  Tick();
+  ASSERT_EQ(b.Events("typing").size(), 2u) << "started without stopped expires";
+  EXPECT_EQ(StrField(b.Events("typing")[1], "state"), "stopped");
+
+  core_->OnFrame(1, &a1, started);
+  core_->OnFrame(1, &a1, R"({"event":"typing","conversation_id":")" + conv_ + R"(","state":"stopped"})");
+  Crank();
+  ASSERT_EQ(b.Events("typing").size(), 4u);
+  EXPECT_EQ(StrField(b.Events("typing")[3], "state"), "stopped");
+  for (auto* s : {&a1, &m}) core_->Detach(1, s);
+  for (auto* s : {&a2, &b}) core_->Detach(0, s);
 }
 
 TEST(Fingerprint, DistinguishesFieldBoundaries) {

@@ -1,0 +1,818 @@
+#include "store/embedded/rocks_store.h"
+
+#include <rocksdb/compaction_filter.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <limits>
+#include <utility>
+
+#include "base/clock.h"
+#include "base/log.h"
+
+namespace sb::store {
+
+namespace {
+
+// Big-endian so that bytewise key order is numeric order (range scans by seq).
+void PutFixed64(std::string* out, uint64_t v) {
+  char buf[8];
+  for (int i = 7; i >= 0; --i) {
+    buf[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  out->append(buf, 8);
+}
+
+uint64_t LoadFixed64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+Status Corrupt(std::string_view what) {
+  return Internal("store: corrupted " + std::string(what) + " record");
+}
+
+}  // namespace
+
+namespace rocks_format {
+namespace {
+
+constexpr char kUserTag = 'u';
+constexpr char kUsernameTag = 'n';
+constexpr char kTokenTag = 'r';
+constexpr char kConvTag = 'c';
+constexpr char kPairTag = 'p';
+constexpr char kMemberTag = 'x';
+constexpr char kMessageTag = 'm';
+constexpr char kDedupTag = 'd';
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+// Signed times go through a plain cast: they round-trip exactly, and the negative
+// values that would cost ten bytes do not occur.
+void PutVarintSigned(std::string* out, int64_t v) { PutVarint(out, static_cast<uint64_t>(v)); }
+
+void PutBytes(std::string* out, std::string_view s) {
+  PutVarint(out, s.size());
+  out->append(s);
+}
+
+std::string Tagged(char tag, size_t reserve) {
+  std::string k;
+  k.reserve(reserve);
+  k.push_back(tag);
+  return k;
+}
+
+// Bounds-checked cursor over a value. Every getter fails (returns false) rather
+// than read past the end, so damaged bytes can only ever produce an error.
+class Reader {
+ public:
+  explicit Reader(std::string_view v) : p_(v.data()), end_(v.data() + v.size()) {}
+
+  bool Byte(uint8_t* out) {
+    if (p_ == end_) return false;
+    *out = static_cast<uint8_t>(*p_++);
+    return true;
+  }
+  bool Fixed64(uint64_t* out) {
+    if (end_ - p_ < 8) return false;
+    *out = LoadFixed64(p_);
+    p_ += 8;
+    return true;
+  }
+  bool Varint(uint64_t* out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift <= 63; shift += 7) {
+      if (p_ == end_) return false;
+      uint8_t b = static_cast<uint8_t>(*p_++);
+      if (shift == 63 && b > 1) return false;  // would overflow 64 bits
+      v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) {
+        *out = v;
+        return true;
+      }
+    }
+    return false;
+  }
+  bool VarintSigned(int64_t* out) {
+    uint64_t v;
+    if (!Varint(&v)) return false;
+    *out = static_cast<int64_t>(v);
+    return true;
+  }
+  bool Bytes(std::string* out) {
+    uint64_t n;
+    if (!Varint(&n) || n > static_cast<uint64_t>(end_ - p_)) return false;
+    out->assign(p_, n);
+    p_ += n;
+    return true;
+  }
+  size_t remaining() const { return static_cast<size_t>(end_ - p_); }
+  bool AtEnd() const { return p_ == end_; }
+
+ private:
+  const char* p_;
+  const char* end_;
+};
+
+// The version byte comes first so a later format can be told apart; this build
+// reads only version 1 and rejects anything else rather than guess.
+bool ReadVersion(Reader& r) {
+  uint8_t v;
+  return r.Byte(&v) && v == kRecordVersion;
+}
+
+}  // namespace
+
+std::string UserKey(UserId id) {
+  std::string k = Tagged(kUserTag, 9);
+  PutFixed64(&k, id);
+  return k;
+}
+
+std::string UsernameKey(std::string_view username) {
+  std::string k = Tagged(kUsernameTag, 1 + username.size());
+  k.append(username);
+  return k;
+}
+
+std::string TokenKey(std::string_view token_hash) {
+  std::string k = Tagged(kTokenTag, 1 + token_hash.size());
+  k.append(token_hash);
+  return k;
+}
+
+std::string ConvKey(ConvId id) {
+  std::string k = Tagged(kConvTag, 9);
+  PutFixed64(&k, id);
+  return k;
+}
+
+std::string PairKey(UserId a, UserId b) {
+  std::string k = Tagged(kPairTag, 17);
+  PutFixed64(&k, std::min(a, b));
+  PutFixed64(&k, std::max(a, b));
+  return k;
+}
+
+std::string MemberPrefix(UserId user) {
+  std::string k = Tagged(kMemberTag, 17);
+  PutFixed64(&k, user);
+  return k;
+}
+
+std::string MemberKey(UserId user, ConvId conv) {
+  std::string k = MemberPrefix(user);
+  PutFixed64(&k, conv);
+  return k;
+}
+
+std::string MessagePrefix(ConvId conv) {
+  std::string k = Tagged(kMessageTag, 18);
+  PutFixed64(&k, conv);
+  return k;
+}
+
+std::string MessageKey(ConvId conv, Seq seq) {
+  std::string k = MessagePrefix(conv);
+  PutFixed64(&k, seq);
+  return k;
+}
+
+std::string DedupKey(ConvId conv, std::string_view client_msg_id) {
+  std::string k = Tagged(kDedupTag, 9 + client_msg_id.size());
+  PutFixed64(&k, conv);
+  k.append(client_msg_id);
+  return k;
+}
+
+std::string EncodeUser(const User& u) {
+  std::string v;
+  v.reserve(16 + u.username.size() + u.display_name.size() + u.password_hash.size());
+  v.push_back(static_cast<char>(kRecordVersion));
+  PutVarintSigned(&v, u.created_ms);
+  PutBytes(&v, u.username);
+  PutBytes(&v, u.display_name);
+  PutBytes(&v, u.password_hash);
+  return v;
+}
+
+Status DecodeUser(std::string_view v, UserId id, User* out) {
+  Reader r(v);
+  User u;
+  u.id = id;
+  if (!ReadVersion(r) || !r.VarintSigned(&u.created_ms) || !r.Bytes(&u.username) ||
+      !r.Bytes(&u.display_name) || !r.Bytes(&u.password_hash) || !r.AtEnd())
+    return Corrupt("user");
+  *out = std::move(u);
+  return Status::Ok();
+}
+
+std::string EncodeId(uint64_t id) {
+  std::string v;
+  v.reserve(9);
+  v.push_back(static_cast<char>(kRecordVersion));
+  PutFixed64(&v, id);
+  return v;
+}
+
+Status DecodeId(std::string_view v, uint64_t* out) {
+  Reader r(v);
+  uint64_t id;
+  if (!ReadVersion(r) || !r.Fixed64(&id) || !r.AtEnd()) return Corrupt("index");
+  *out = id;
+  return Status::Ok();
+}
+
+std::string EncodeToken(const RefreshToken& t) {
+  std::string v;
+  v.reserve(32 + t.device_id.size());
+  v.push_back(static_cast<char>(kRecordVersion));
+  PutFixed64(&v, t.user);
+  PutVarintSigned(&v, t.created_ms);
+  PutVarintSigned(&v, t.expires_ms);
+  PutBytes(&v, t.device_id);
+  return v;
+}
+
+Status DecodeToken(std::string_view v, std::string_view token_hash, RefreshToken* out) {
+  Reader r(v);
+  RefreshToken t;
+  t.token_hash.assign(token_hash);
+  if (!ReadVersion(r) || !r.Fixed64(&t.user) || !r.VarintSigned(&t.created_ms) ||
+      !r.VarintSigned(&t.expires_ms) || !r.Bytes(&t.device_id) || !r.AtEnd())
+    return Corrupt("refresh token");
+  *out = std::move(t);
+  return Status::Ok();
+}
+
+std::string EncodeConversation(const Conversation& c) {
+  std::string v;
+  v.reserve(32 + c.title.size() + 8 * c.members.size());
+  v.push_back(static_cast<char>(kRecordVersion));
+  v.push_back(static_cast<char>(c.type));
+  PutFixed64(&v, c.created_by);
+  PutVarintSigned(&v, c.created_ms);
+  PutBytes(&v, c.title);
+  PutVarint(&v, c.members.size());
+  for (UserId m : c.members) PutFixed64(&v, m);
+  return v;
+}
+
+Status DecodeConversation(std::string_view v, ConvId id, Conversation* out) {
+  Reader r(v);
+  Conversation c;
+  c.id = id;
+  uint8_t type;
+  uint64_t n;
+  if (!ReadVersion(r) || !r.Byte(&type) || !r.Fixed64(&c.created_by) ||
+      !r.VarintSigned(&c.created_ms) || !r.Bytes(&c.title) || !r.Varint(&n))
+    return Corrupt("conversation");
+  if (type != static_cast<uint8_t>(ConvType::kDirect) && type != static_cast<uint8_t>(ConvType::kGroup))
+    return Corrupt("conversation");
+  c.type = static_cast<ConvType>(type);
+  // Checked before reserve() so a damaged count cannot ask for gigabytes.
+  if (n > r.remaining() / 8) return Corrupt("conversation");
+  c.members.resize(n);
+  for (auto& m : c.members)
+    if (!r.Fixed64(&m)) return Corrupt("conversation");
+  if (!r.AtEnd()) return Corrupt("conversation");
+  *out = std::move(c);
+  return Status::Ok();
+}
+
+std::string EncodeMessage(const Message& m) {
+  std::string v;
+  v.reserve(48 + m.sender_device.size() + m.client_msg_id.size() + m.content.size() +
+            m.media_url.size() + m.target_message_id.size() + m.reply_to.size());
+  v.push_back(static_cast<char>(kRecordVersion));
+  PutFixed64(&v, m.sender);
+  v.push_back(static_cast<char>(m.content_type));
+  PutVarintSigned(&v, m.sent_ms);
+  PutVarintSigned(&v, m.server_ms);
+  PutFixed64(&v, m.fingerprint);
+  PutBytes(&v, m.sender_device);
+  PutBytes(&v, m.client_msg_id);
+  PutBytes(&v, m.content);
+  PutBytes(&v, m.media_url);
+  PutBytes(&v, m.target_message_id);
+  PutBytes(&v, m.reply_to);
+  return v;
+}
+
+Status DecodeMessage(std::string_view v, ConvId conv, Seq seq, Message* out) {
+  Reader r(v);
+  Message m;
+  m.conv = conv;
+  m.seq = seq;
+  uint8_t ct;
+  if (!ReadVersion(r) || !r.Fixed64(&m.sender) || !r.Byte(&ct) || !r.VarintSigned(&m.sent_ms) ||
+      !r.VarintSigned(&m.server_ms) || !r.Fixed64(&m.fingerprint) || !r.Bytes(&m.sender_device) ||
+      !r.Bytes(&m.client_msg_id) || !r.Bytes(&m.content) || !r.Bytes(&m.media_url) ||
+      !r.Bytes(&m.target_message_id) || !r.Bytes(&m.reply_to) || !r.AtEnd())
+    return Corrupt("message");
+  if (ct < static_cast<uint8_t>(ContentType::kText) || ct > static_cast<uint8_t>(ContentType::kDelete))
+    return Corrupt("message");
+  m.content_type = static_cast<ContentType>(ct);
+  *out = std::move(m);
+  return Status::Ok();
+}
+
+std::string EncodeDedup(const DedupEntry& d) {
+  std::string v;
+  v.reserve(1 + 10 + 10 + 8);
+  v.push_back(static_cast<char>(kRecordVersion));
+  PutVarint(&v, d.seq);
+  PutVarintSigned(&v, d.server_ms);
+  PutFixed64(&v, d.fingerprint);
+  return v;
+}
+
+Status DecodeDedup(std::string_view v, DedupEntry* out) {
+  Reader r(v);
+  DedupEntry d;
+  if (!ReadVersion(r) || !r.Varint(&d.seq) || !r.VarintSigned(&d.server_ms) ||
+      !r.Fixed64(&d.fingerprint) || !r.AtEnd())
+    return Corrupt("dedup");
+  *out = d;
+  return Status::Ok();
+}
+
+}  // namespace rocks_format
+
+namespace {
+
+namespace fmt = rocks_format;
+
+// Dedup entries must outlive the window by a margin so that a retry arriving just
+// inside the window, against a slightly skewed clock, still finds its entry.
+constexpr int64_t kDedupGraceMs = 3600LL * 1000;
+constexpr size_t kMessageKeyBytes = 17;
+constexpr size_t kMessagePrefixBytes = 9;
+constexpr size_t kMemberKeyBytes = 17;
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  return Internal("rocksdb " + std::string(what) + ": " + s.ToString());
+}
+
+std::string_view ToView(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
+
+// An exclusive upper bound just above every key that starts with `key_of_max`
+// (the key built with the largest id/seq). It shares the 9-byte prefix, which a
+// prefix-mode iterator requires of its bounds.
+std::string JustAbove(std::string key_of_max) {
+  key_of_max.push_back('\0');
+  return key_of_max;
+}
+
+class DedupExpiryFilter final : public rocksdb::CompactionFilter {
+ public:
+  explicit DedupExpiryFilter(int64_t cutoff_ms) : cutoff_ms_(cutoff_ms) {}
+
+  bool Filter(int /*level*/, const rocksdb::Slice& /*key*/, const rocksdb::Slice& value,
+              std::string* /*new_value*/, bool* /*value_changed*/) const override {
+    DedupEntry d;
+    // An entry we cannot read is kept: losing dedup state silently would turn a
+    // decoding bug into duplicate messages.
+    if (!fmt::DecodeDedup(ToView(value), &d).ok()) return false;
+    return d.server_ms < cutoff_ms_;
+  }
+  const char* Name() const override { return "sb.DedupExpiryFilter"; }
+
+ private:
+  int64_t cutoff_ms_;
+};
+
+// A factory rather than one shared filter so the cutoff is read from the clock once
+// per compaction instead of once per key.
+class DedupExpiryFactory final : public rocksdb::CompactionFilterFactory {
+ public:
+  std::unique_ptr<rocksdb::CompactionFilter> CreateCompactionFilter(
+      const rocksdb::CompactionFilter::Context& /*context*/) override {
+    return std::make_unique<DedupExpiryFilter>(WallMs() - kDedupWindowMs - kDedupGraceMs);
+  }
+  const char* Name() const override { return "sb.DedupExpiryFactory"; }
+};
+
+rocksdb::BlockBasedTableOptions TableOptions(const std::shared_ptr<rocksdb::Cache>& cache,
+                                             bool whole_key_filtering, size_t block_bytes) {
+  rocksdb::BlockBasedTableOptions t;
+  t.block_cache = cache;
+  t.block_size = block_bytes;
+  // 10 bits/key: ~1% false positives. FindDedup runs on every send and nearly always
+  // misses, so without a filter each miss would read a block from every level.
+  t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  t.whole_key_filtering = whole_key_filtering;
+  // Index and filter blocks live in (and are bounded by) the block cache rather than
+  // growing the heap with the data; L0's are pinned because every read touches them.
+  t.cache_index_and_filter_blocks = true;
+  t.pin_l0_filter_and_index_blocks_in_cache = true;
+  return t;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<RocksStore>> RocksStore::Open(const StoreOptions& options,
+                                                     const RocksTuning& tuning) {
+  if (options.dir.empty()) return BadRequest("store: empty data directory");
+  std::error_code ec;
+  std::filesystem::create_directories(options.dir, ec);
+  if (ec) return Internal("store: cannot create " + options.dir + ": " + ec.message());
+
+  std::unique_ptr<RocksStore> s(new RocksStore());
+  s->cache_ = rocksdb::NewLRUCache(options.cache_bytes);
+
+  rocksdb::DBOptions db;
+  db.create_if_missing = true;
+  db.create_missing_column_families = true;
+  // Two background threads: flushes must never wait behind a compaction (a full
+  // memtable stalls the commit thread), and more would steal from the event loops.
+  db.max_background_jobs = 2;
+  // Write SST data out in 1 MB steps so a flush never leaves hundreds of MB dirty for
+  // one big fsync that the WAL's own fsyncs would queue behind.
+  db.bytes_per_sync = 1 << 20;
+  // The rarely written meta CF would otherwise pin old WAL files; bounding the WAL
+  // forces its flush and bounds replay time after a crash.
+  db.max_total_wal_size = 4 * options.write_buffer_bytes;
+  db.keep_log_file_num = 4;
+  db.max_log_file_size = 8 << 20;
+
+  // messages: the bulk of the data, written in seq order per conversation and read
+  // as short ranges of one conversation.
+  rocksdb::ColumnFamilyOptions msg_cf;
+  msg_cf.write_buffer_size = options.write_buffer_bytes;
+  msg_cf.level_compaction_dynamic_level_bytes = true;
+  msg_cf.compression = tuning.compress_messages ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
+  if (tuning.message_prefix_bloom) {
+    // A bloom on 'm'+conv lets a page read skip SST files holding nothing of that
+    // conversation. Off by default: every L0 file holds most active conversations and
+    // each deeper level costs one index probe anyway, so the benchmark saw no gain.
+    msg_cf.prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(kMessagePrefixBytes));
+  }
+  msg_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(
+      TableOptions(s->cache_, !tuning.message_prefix_bloom, tuning.message_block_bytes)));
+
+  // dedup: small entries, point lookups that mostly miss, expire after the window.
+  rocksdb::ColumnFamilyOptions dedup_cf;
+  dedup_cf.write_buffer_size = std::max<size_t>(options.write_buffer_bytes / 4, 4 << 20);
+  dedup_cf.level_compaction_dynamic_level_bytes = true;
+  dedup_cf.compression = rocksdb::kNoCompression;  // random ids: little to gain
+  // Misses answered by the memtable's bloom skip the skiplist walk.
+  dedup_cf.memtable_prefix_bloom_size_ratio = 0.05;
+  dedup_cf.memtable_whole_key_filtering = true;
+  dedup_cf.compaction_filter_factory = std::make_shared<DedupExpiryFactory>();
+  // Files untouched by write-driven compaction are still rewritten (and so filtered)
+  // once a day; otherwise a quiet store would keep expired entries forever.
+  dedup_cf.periodic_compaction_seconds = 24 * 3600;
+  dedup_cf.table_factory.reset(
+      rocksdb::NewBlockBasedTableFactory(TableOptions(s->cache_, true, 4 << 10)));
+
+  // meta: accounts, tokens, conversations; tiny and point-read.
+  rocksdb::ColumnFamilyOptions meta_cf;
+  meta_cf.write_buffer_size = 8 << 20;
+  meta_cf.compression = rocksdb::kLZ4Compression;
+  meta_cf.table_factory.reset(
+      rocksdb::NewBlockBasedTableFactory(TableOptions(s->cache_, true, 4 << 10)));
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {kMetaCf, meta_cf}, {kMessagesCf, msg_cf}, {kDedupCf, dedup_cf}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status st = rocksdb::DB::Open(db, options.dir, cfs, &handles, &raw);
+  if (!st.ok()) return FromRocks(st, "open " + options.dir);
+  s->db_.reset(raw);
+  s->meta_ = handles[0];
+  s->msgs_ = handles[1];
+  s->dedup_ = handles[2];
+
+  s->append_wo_.sync = options.sync == SyncPolicy::kAlways;
+  s->account_wo_.sync = true;
+  return s;
+}
+
+RocksStore::~RocksStore() {
+  if (!db_) return;
+  for (auto* h : {meta_, msgs_, dedup_})
+    if (h) db_->DestroyColumnFamilyHandle(h);
+  rocksdb::Status st = db_->Close();
+  if (!st.ok()) LOG_WARN("store_close_failed").Kv("error", st.ToString());
+}
+
+// ---- accounts ----------------------------------------------------------------------
+
+Status RocksStore::CreateUser(const User& u) {
+  if (u.id == 0) return BadRequest("store: user id 0");
+  if (u.username.empty()) return BadRequest("store: empty username");
+  const std::string id_key = fmt::UserKey(u.id);
+  const std::string name_key = fmt::UsernameKey(u.username);
+
+  std::lock_guard<std::mutex> lock(create_mu_);
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, id_key, &v);
+  if (st.ok()) return Conflict("user id taken");
+  if (!st.IsNotFound()) return FromRocks(st, "get user");
+  v.Reset();
+  st = db_->Get(rocksdb::ReadOptions(), meta_, name_key, &v);
+  if (st.ok()) return Conflict("username taken");
+  if (!st.IsNotFound()) return FromRocks(st, "get username");
+
+  rocksdb::WriteBatch wb;
+  wb.Put(meta_, id_key, fmt::EncodeUser(u));
+  wb.Put(meta_, name_key, fmt::EncodeId(u.id));
+  st = db_->Write(account_wo_, &wb);
+  if (!st.ok()) return FromRocks(st, "write user");
+  return Status::Ok();
+}
+
+Result<User> RocksStore::GetUser(UserId id) {
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, fmt::UserKey(id), &v);
+  if (st.IsNotFound()) return NotFound("no such user");
+  if (!st.ok()) return FromRocks(st, "get user");
+  User u;
+  if (Status d = fmt::DecodeUser(ToView(v), id, &u); !d.ok()) return d;
+  return u;
+}
+
+Result<User> RocksStore::FindUserByUsername(std::string_view username) {
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, fmt::UsernameKey(username), &v);
+  if (st.IsNotFound()) return NotFound("no such user");
+  if (!st.ok()) return FromRocks(st, "get username");
+  uint64_t id;
+  if (Status d = fmt::DecodeId(ToView(v), &id); !d.ok()) return d;
+  // Both keys are written in one batch, so a username whose user is missing is
+  // damage, not a race.
+  auto u = GetUser(id);
+  if (!u.ok() && u.status().code() == Code::kNotFound)
+    return Internal("store: username index points at a missing user");
+  return u;
+}
+
+// Token writes are synced whatever the policy: a revoked token that reappears after a
+// power cut would be a security bug, and these writes are rare.
+Status RocksStore::PutRefreshToken(const RefreshToken& t) {
+  rocksdb::Status st = db_->Put(account_wo_, meta_, fmt::TokenKey(t.token_hash), fmt::EncodeToken(t));
+  if (!st.ok()) return FromRocks(st, "put token");
+  return Status::Ok();
+}
+
+Result<RefreshToken> RocksStore::GetRefreshToken(std::string_view token_hash) {
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, fmt::TokenKey(token_hash), &v);
+  if (st.IsNotFound()) return NotFound("no such token");
+  if (!st.ok()) return FromRocks(st, "get token");
+  RefreshToken t;
+  if (Status d = fmt::DecodeToken(ToView(v), token_hash, &t); !d.ok()) return d;
+  return t;
+}
+
+Status RocksStore::DeleteRefreshToken(std::string_view token_hash) {
+  rocksdb::Status st = db_->Delete(account_wo_, meta_, fmt::TokenKey(token_hash));
+  if (!st.ok()) return FromRocks(st, "delete token");
+  return Status::Ok();
+}
+
+// ---- conversations -----------------------------------------------------------------
+
+Result<Conversation> RocksStore::CreateConversation(const Conversation& c, bool* created) {
+  if (created) *created = false;
+  if (c.id == 0) return BadRequest("store: conversation id 0");
+  Conversation conv = c;
+  // The record promises sorted, unique members; enforce it here rather than trust it.
+  std::sort(conv.members.begin(), conv.members.end());
+  conv.members.erase(std::unique(conv.members.begin(), conv.members.end()), conv.members.end());
+  const bool direct = conv.type == ConvType::kDirect;
+  if (direct && conv.members.size() != 2)
+    return BadRequest("store: a direct conversation needs two distinct members");
+  if (conv.type != ConvType::kDirect && conv.type != ConvType::kGroup)
+    return BadRequest("store: unknown conversation type");
+
+  const std::string conv_key = fmt::ConvKey(conv.id);
+  const std::string pair_key = direct ? fmt::PairKey(conv.members[0], conv.members[1]) : "";
+
+  std::lock_guard<std::mutex> lock(create_mu_);
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st;
+  if (direct) {
+    st = db_->Get(rocksdb::ReadOptions(), meta_, pair_key, &v);
+    if (st.ok()) {
+      uint64_t existing;
+      if (Status d = fmt::DecodeId(ToView(v), &existing); !d.ok()) return d;
+      auto found = GetConversation(existing);
+      if (!found.ok() && found.status().code() == Code::kNotFound)
+        return Internal("store: direct pair index points at a missing conversation");
+      return found;
+    }
+    if (!st.IsNotFound()) return FromRocks(st, "get pair");
+    v.Reset();
+  }
+  st = db_->Get(rocksdb::ReadOptions(), meta_, conv_key, &v);
+  if (st.ok()) return Conflict("conversation id taken");
+  if (!st.IsNotFound()) return FromRocks(st, "get conversation");
+
+  rocksdb::WriteBatch wb;
+  wb.Put(meta_, conv_key, fmt::EncodeConversation(conv));
+  if (direct) wb.Put(meta_, pair_key, fmt::EncodeId(conv.id));
+  for (UserId m : conv.members) wb.Put(meta_, fmt::MemberKey(m, conv.id), rocksdb::Slice());
+  st = db_->Write(account_wo_, &wb);
+  if (!st.ok()) return FromRocks(st, "write conversation");
+  if (created) *created = true;
+  return conv;
+}
+
+Result<Conversation> RocksStore::GetConversation(ConvId id) {
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, fmt::ConvKey(id), &v);
+  if (st.IsNotFound()) return NotFound("no such conversation");
+  if (!st.ok()) return FromRocks(st, "get conversation");
+  Conversation c;
+  if (Status d = fmt::DecodeConversation(ToView(v), id, &c); !d.ok()) return d;
+  return c;
+}
+
+Result<std::vector<ConvId>> RocksStore::ListConversationsOf(UserId user) {
+  const std::string lower = fmt::MemberPrefix(user);
+  const std::string upper = JustAbove(fmt::MemberKey(user, std::numeric_limits<ConvId>::max()));
+  rocksdb::Slice lo(lower), up(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &lo;
+  ro.iterate_upper_bound = &up;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
+  std::vector<ConvId> out;
+  for (it->Seek(lo); it->Valid(); it->Next()) {
+    rocksdb::Slice k = it->key();
+    if (k.size() != kMemberKeyBytes) return Corrupt("membership");
+    out.push_back(LoadFixed64(k.data() + 9));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan memberships");
+  return out;
+}
+
+// ---- messages ----------------------------------------------------------------------
+
+namespace {
+
+// Both bounds stay inside the conversation's 9-byte prefix: with a prefix extractor
+// the iterator is in prefix mode, where order outside the prefix is undefined.
+rocksdb::ReadOptions MessageReadOptions(const rocksdb::Slice* lo, const rocksdb::Slice* up) {
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = lo;
+  ro.iterate_upper_bound = up;
+  ro.prefix_same_as_start = true;
+  return ro;
+}
+
+Status DecodeAt(const rocksdb::Iterator& it, ConvId conv, Message* out) {
+  rocksdb::Slice k = it.key();
+  if (k.size() != kMessageKeyBytes) return Corrupt("message key");
+  return fmt::DecodeMessage(ToView(it.value()), conv, LoadFixed64(k.data() + kMessagePrefixBytes), out);
+}
+
+}  // namespace
+
+Result<Seq> RocksStore::LastSeq(ConvId conv) {
+  const std::string lower = fmt::MessagePrefix(conv);
+  const std::string last = fmt::MessageKey(conv, std::numeric_limits<Seq>::max());
+  const std::string upper = JustAbove(last);
+  rocksdb::Slice lo(lower), up(upper);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(MessageReadOptions(&lo, &up), msgs_));
+  it->SeekForPrev(last);
+  if (it->Valid()) {
+    rocksdb::Slice k = it->key();
+    if (k.size() != kMessageKeyBytes) return Corrupt("message key");
+    return LoadFixed64(k.data() + kMessagePrefixBytes);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "last seq");
+  return Seq{0};
+}
+
+Result<std::optional<DedupEntry>> RocksStore::FindDedup(ConvId conv, std::string_view client_msg_id) {
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), dedup_, fmt::DedupKey(conv, client_msg_id), &v);
+  if (st.IsNotFound()) return std::optional<DedupEntry>();
+  if (!st.ok()) return FromRocks(st, "get dedup");
+  DedupEntry d;
+  if (Status s = fmt::DecodeDedup(ToView(v), &d); !s.ok()) return s;
+  return std::optional<DedupEntry>(d);
+}
+
+Status RocksStore::AppendMessages(std::span<const Message> batch) {
+  if (batch.empty()) return Status::Ok();
+  rocksdb::WriteBatch wb;
+  for (const Message& m : batch) {
+    wb.Put(msgs_, fmt::MessageKey(m.conv, m.seq), fmt::EncodeMessage(m));
+    // A message without a client key has nothing to deduplicate against.
+    if (!m.client_msg_id.empty())
+      wb.Put(dedup_, fmt::DedupKey(m.conv, m.client_msg_id),
+             fmt::EncodeDedup({.seq = m.seq, .server_ms = m.server_ms, .fingerprint = m.fingerprint}));
+  }
+  // One batch, one WAL record: RocksDB applies it all or nothing, also after a crash.
+  rocksdb::Status st = db_->Write(append_wo_, &wb);
+  if (!st.ok()) return FromRocks(st, "append messages");
+  return Status::Ok();
+}
+
+Result<std::vector<Message>> RocksStore::ReadBefore(ConvId conv, Seq before_seq, size_t limit) {
+  std::vector<Message> out;
+  if (limit == 0 || before_seq == 0) return out;
+  const std::string lower = fmt::MessagePrefix(conv);
+  const std::string upper = fmt::MessageKey(conv, before_seq);
+  rocksdb::Slice lo(lower), up(upper);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(MessageReadOptions(&lo, &up), msgs_));
+  it->SeekForPrev(fmt::MessageKey(conv, before_seq - 1));
+  if (!it->Valid()) {
+    if (!it->status().ok()) return FromRocks(it->status(), "read before");
+    return out;
+  }
+  rocksdb::Slice top_key = it->key();
+  if (top_key.size() != kMessageKeyBytes) return Corrupt("message key");
+  const Seq top = LoadFixed64(top_key.data() + kMessagePrefixBytes);
+
+  // Backward iteration costs about three times forward (each Prev in the memtable's
+  // skiplist is a fresh search, and every level's iterator must be reversed), and this
+  // is the history-page read. Seqs are dense in practice, so the `limit` newest are
+  // read forward from top-limit+1; only if gaps leave the page short is the rest
+  // fetched backward. The iterator's implicit snapshot keeps both passes consistent.
+  const Seq start = limit - 1 >= top ? 0 : top - (limit - 1);
+  out.reserve(std::min<size_t>(limit, 256));  // a huge limit is not a huge allocation
+  for (it->Seek(fmt::MessageKey(conv, start)); it->Valid(); it->Next()) {
+    Message m;
+    if (Status s = DecodeAt(*it, conv, &m); !s.ok()) return s;
+    out.push_back(std::move(m));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "read before");
+  std::reverse(out.begin(), out.end());
+  if (out.size() < limit && start > 0) {
+    for (it->SeekForPrev(fmt::MessageKey(conv, start - 1)); it->Valid() && out.size() < limit; it->Prev()) {
+      Message m;
+      if (Status s = DecodeAt(*it, conv, &m); !s.ok()) return s;
+      out.push_back(std::move(m));
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "read before");
+  }
+  return out;
+}
+
+Result<std::vector<Message>> RocksStore::ReadAfter(ConvId conv, Seq after_seq, size_t limit) {
+  std::vector<Message> out;
+  if (limit == 0 || after_seq == std::numeric_limits<Seq>::max()) return out;
+  const std::string lower = fmt::MessageKey(conv, after_seq + 1);
+  const std::string upper = JustAbove(fmt::MessageKey(conv, std::numeric_limits<Seq>::max()));
+  rocksdb::Slice lo(lower), up(upper);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(MessageReadOptions(&lo, &up), msgs_));
+  out.reserve(std::min<size_t>(limit, 256));
+  for (it->Seek(lo); it->Valid() && out.size() < limit; it->Next()) {
+    Message m;
+    if (Status s = DecodeAt(*it, conv, &m); !s.ok()) return s;
+    out.push_back(std::move(m));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "read after");
+  return out;
+}
+
+Result<Message> RocksStore::GetMessage(ConvId conv, Seq seq) {
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), msgs_, fmt::MessageKey(conv, seq), &v);
+  if (st.IsNotFound()) return NotFound("no such message");
+  if (!st.ok()) return FromRocks(st, "get message");
+  Message m;
+  if (Status s = fmt::DecodeMessage(ToView(v), conv, seq, &m); !s.ok()) return s;
+  return m;
+}
+
+Status RocksStore::CompactAll() {
+  std::vector<rocksdb::ColumnFamilyHandle*> all = {meta_, msgs_, dedup_};
+  rocksdb::Status st = db_->Flush(rocksdb::FlushOptions(), all);
+  if (!st.ok()) return FromRocks(st, "flush");
+  rocksdb::CompactRangeOptions cro;
+  // Forced so the bottom level is rewritten too, which is where old dedup entries sit.
+  cro.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  for (auto* h : all) {
+    st = db_->CompactRange(cro, h, nullptr, nullptr);
+    if (!st.ok()) return FromRocks(st, "compact " + h->GetName());
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Store>> OpenEmbeddedStore(const StoreOptions& options) {
+  auto s = RocksStore::Open(options);
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<Store>(std::move(s).value());
+}
+
+}  // namespace sb::store

@@ -1,0 +1,116 @@
+// The embedded store: one RocksDB database under StoreOptions::dir.
+//
+// Layout, record format and tuning rationale are in src/store/README.md. The
+// encoding helpers are public (namespace rocks_format) so tests can check the key
+// layout byte for byte and feed the decoders damaged input; nothing else should
+// need them.
+#pragma once
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "store/store.h"
+
+namespace sb::store {
+
+// Knobs the storage benchmark flips to justify the defaults; production code uses
+// the defaults through OpenEmbeddedStore().
+// The defaults are what the benchmark supported (src/store/README.md, "Tuning").
+struct RocksTuning {
+  bool compress_messages = true;      // LZ4 on the messages column family: -20% disk, no cost seen
+  bool message_prefix_bloom = false;  // bloom on the 9-byte 'm'+conv prefix: no gain measured
+  size_t message_block_bytes = 16 << 10;  // vs 4 KiB: -20% disk (better LZ4), same page cost
+};
+
+class RocksStore final : public Store {
+ public:
+  // Column families. "default" holds accounts, tokens and conversations.
+  static constexpr const char* kMetaCf = "default";
+  static constexpr const char* kMessagesCf = "messages";
+  static constexpr const char* kDedupCf = "dedup";
+
+  static Result<std::unique_ptr<RocksStore>> Open(const StoreOptions& options,
+                                                  const RocksTuning& tuning = {});
+  ~RocksStore() override;
+  RocksStore(const RocksStore&) = delete;
+  RocksStore& operator=(const RocksStore&) = delete;
+
+  Status CreateUser(const User& u) override;
+  Result<User> GetUser(UserId id) override;
+  Result<User> FindUserByUsername(std::string_view username) override;
+
+  Status PutRefreshToken(const RefreshToken& t) override;
+  Result<RefreshToken> GetRefreshToken(std::string_view token_hash) override;
+  Status DeleteRefreshToken(std::string_view token_hash) override;
+
+  Result<Conversation> CreateConversation(const Conversation& c, bool* created) override;
+  Result<Conversation> GetConversation(ConvId id) override;
+  Result<std::vector<ConvId>> ListConversationsOf(UserId user) override;
+
+  Result<Seq> LastSeq(ConvId conv) override;
+  Result<std::optional<DedupEntry>> FindDedup(ConvId conv, std::string_view client_msg_id) override;
+  Status AppendMessages(std::span<const Message> batch) override;
+  Result<std::vector<Message>> ReadBefore(ConvId conv, Seq before_seq, size_t limit) override;
+  Result<std::vector<Message>> ReadAfter(ConvId conv, Seq after_seq, size_t limit) override;
+  Result<Message> GetMessage(ConvId conv, Seq seq) override;
+
+  // Flushes every memtable and compacts every column family down to one level.
+  // Besides reclaiming space it runs the dedup expiry filter over everything now,
+  // which is what tests and an operator's "compact" command want.
+  Status CompactAll();
+
+ private:
+  RocksStore() = default;
+
+  std::shared_ptr<rocksdb::Cache> cache_;
+  std::unique_ptr<rocksdb::DB> db_;
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  rocksdb::ColumnFamilyHandle* msgs_ = nullptr;
+  rocksdb::ColumnFamilyHandle* dedup_ = nullptr;
+  rocksdb::WriteOptions append_wo_;   // sync per StoreOptions::sync
+  rocksdb::WriteOptions account_wo_;  // always sync
+  // Serialises the check-then-put of CreateUser / CreateConversation. Those are rare,
+  // so one lock is simpler than RocksDB transactions and costs nothing measurable.
+  std::mutex create_mu_;
+};
+
+// Key and value encodings (see README.md, "Key layout" and "Records").
+namespace rocks_format {
+
+inline constexpr uint8_t kRecordVersion = 1;
+
+std::string UserKey(UserId id);
+std::string UsernameKey(std::string_view username);
+std::string TokenKey(std::string_view token_hash);
+std::string ConvKey(ConvId id);
+std::string PairKey(UserId a, UserId b);  // order of a, b does not matter
+std::string MemberPrefix(UserId user);
+std::string MemberKey(UserId user, ConvId conv);
+std::string MessagePrefix(ConvId conv);
+std::string MessageKey(ConvId conv, Seq seq);
+std::string DedupKey(ConvId conv, std::string_view client_msg_id);
+
+// Fields that live in the key (ids, seq, token hash) are not repeated in the value;
+// decoders take them from the caller. Decoders never crash or over-allocate on
+// damaged input: they return kInternal.
+std::string EncodeUser(const User& u);
+Status DecodeUser(std::string_view v, UserId id, User* out);
+std::string EncodeId(uint64_t id);  // username -> user id, pair -> conv id
+Status DecodeId(std::string_view v, uint64_t* out);
+std::string EncodeToken(const RefreshToken& t);
+Status DecodeToken(std::string_view v, std::string_view token_hash, RefreshToken* out);
+std::string EncodeConversation(const Conversation& c);
+Status DecodeConversation(std::string_view v, ConvId id, Conversation* out);
+std::string EncodeMessage(const Message& m);
+Status DecodeMessage(std::string_view v, ConvId conv, Seq seq, Message* out);
+std::string EncodeDedup(const DedupEntry& d);
+Status DecodeDedup(std::string_view v, DedupEntry* out);
+
+}  // namespace rocks_format
+
+}  // namespace sb::store
