@@ -43,6 +43,8 @@ struct Delivery {
   FramePtr frame;
   std::shared_ptr<const std::vector<UserId>> members;
   uint64_t exclude_session;
+  ConvId conv;
+  Seq seq;
 };
 struct Ack {
   uint64_t session;
@@ -59,9 +61,11 @@ ChatCore::ChatCore(store::Store& store, std::vector<Executor*> shards, CoreOptio
     : store_(store), shards_(std::move(shards)), opts_(std::move(opts)), clock_(clock) {
   for (size_t i = 0; i < shards_.size(); ++i) state_.push_back(std::make_unique<Shard>(opts_.limits));
   commits_ = std::make_unique<CommitQueue>(
-      store_, opts_.max_commit_batch, [this](uint32_t shard, std::vector<store::Message>&& msgs) {
+      store_, opts_.max_commit_batch,
+      [this](uint32_t shard, std::vector<store::Message>&& msgs, std::vector<ReceiptChange>&& rcpts) {
         auto batch = std::make_shared<std::vector<store::Message>>(std::move(msgs));
-        shards_[shard]->Post([this, shard, batch] { OnCommitted(shard, std::move(*batch)); });
+        auto rc = std::make_shared<std::vector<ReceiptChange>>(std::move(rcpts));
+        shards_[shard]->Post([this, shard, batch, rc] { OnCommitted(shard, std::move(*batch), std::move(*rc)); });
       });
 }
 
@@ -85,6 +89,7 @@ void ChatCore::Attach(uint32_t shard, Session* s) {
   ss.tokens = opts_.limits.send_burst;
   ss.bucket_ns = MonoNs();
   ss.last_active_ms = clock_.NowMs();
+  ss.attached_ms = ss.last_active_ms;
   sessions_.fetch_add(1);
   protocol::WelcomeInfo w;
   w.user_id = FormatUserId(s->user());
@@ -127,10 +132,13 @@ void ChatCore::OnFrame(uint32_t shard, Session* s, std::string_view text) {
   FrameError err;
   auto frame = sh.parser.Parse(text, &err);
   if (!frame) {
+    StartLive(sh, s, false);
     m.frame_errors.Inc();
     s->Send(Frame(protocol::ErrorFrame(err.status, err.client_msg_id)));
     return;
   }
+
+  if (!std::holds_alternative<protocol::Resume>(*frame)) StartLive(sh, s, false);
 
   if (std::holds_alternative<protocol::Ping>(*frame)) {
     s->Send(Frame(protocol::PongFrame(clock_.NowMs())));
@@ -172,22 +180,51 @@ void ChatCore::OnFrame(uint32_t shard, Session* s, std::string_view text) {
     return;
   }
 
+  if (auto* r = std::get_if<protocol::MessageReceipt>(&*frame)) return OnReceipt(shard, s, *r);
+  if (auto* r = std::get_if<protocol::Resume>(&*frame)) return OnResume(shard, s, *r);
   if (auto* t = std::get_if<protocol::Typing>(&*frame)) return OnTyping(shard, s, *t);
   if (auto* p = std::get_if<protocol::PresenceSubscribe>(&*frame)) return OnPresenceSubscribe(shard, s, *p);
 
-  // Receipts and resume come with later work (docs/protocol.md,
-  // "Status of this implementation"): say so instead of pretending.
-  m.frame_errors.Inc();
-  const char* name = std::visit(
-      [](auto&& f) -> const char* {
-        using T = std::decay_t<decltype(f)>;
-        if constexpr (std::is_same_v<T, protocol::MessageReceipt>) return "message_receipt";
-        if constexpr (std::is_same_v<T, protocol::Resume>) return "resume";
-        return "event";
-      },
-      *frame);
-  s->Send(Frame(protocol::ErrorFrame(
-      Unavailable(std::string("'") + name + "' is not available on this server version"))));
+}
+
+bool ChatCore::HoldOrPass(Shard& sh, Session* s, ConvId conv, Seq seq, const FramePtr& frame) {
+  auto st = sh.sessions.find(s->id());
+  if (st == sh.sessions.end()) return true;
+  if (st->second.awaiting_first_frame) {
+    if (clock_.NowMs() - st->second.attached_ms < opts_.first_frame_wait_ms) {
+      st->second.early.emplace_back(conv, seq, frame);
+      return false;
+    }
+    StartLive(sh, s, false);
+  }
+  if (st->second.replay.empty()) return true;
+  auto r = st->second.replay.find(conv);
+  if (r == st->second.replay.end()) return true;
+  Replay& rp = r->second;
+  if (!rp.done) {
+    rp.held.emplace_back(seq, frame);  // sent in order when the replay reaches the end
+    return false;
+  }
+  // A delivery posted before the replay read the store, run after it: already sent.
+  if (seq <= rp.sent_upto) return false;
+  rp.sent_upto = seq;
+  return true;
+}
+
+void ChatCore::StartLive(Shard& sh, Session* s, bool for_resume) {
+  auto st = sh.sessions.find(s->id());
+  if (st == sh.sessions.end() || !st->second.awaiting_first_frame) return;
+  SessionState& ss = st->second;
+  ss.awaiting_first_frame = false;
+  auto early = std::move(ss.early);
+  ss.early.clear();
+  if (for_resume) {
+    // OnResume set up the replays; early messages of replayed conversations are held.
+    for (auto& [conv, seq, f] : early)
+      if (HoldOrPass(sh, s, conv, seq, f)) s->Send(f);
+    return;
+  }
+  for (auto& [conv, seq, f] : early) s->Send(f);
 }
 
 ChatCore::ConvState* ChatCore::LoadConv(Shard& sh, ConvId conv, Status* err) {
@@ -207,6 +244,11 @@ ChatCore::ConvState* ChatCore::LoadConv(Shard& sh, ConvId conv, Status* err) {
     *err = last.status();
     return nullptr;
   }
+  auto receipts = store_.GetReceipts(conv);
+  if (!receipts.ok()) {
+    *err = receipts.status();
+    return nullptr;
+  }
   if (sh.convs.size() >= opts_.conv_cache_per_shard) {
     // Forget the least recently used half of the idle conversations; they reload from
     // the store on their next message. Conversations with sends in flight stay.
@@ -220,6 +262,8 @@ ChatCore::ConvState* ChatCore::LoadConv(Shard& sh, ConvId conv, Status* err) {
   st->type = c->type;
   st->members = std::make_shared<const std::vector<UserId>>(c->members);
   st->last_seq = *last;
+  st->committed_seq = *last;
+  for (const store::MemberReceipt& r : *receipts) st->receipts[r.user] = r;
   st->last_used = sh.tick;
   return sh.convs.emplace(conv, std::move(st)).first->second.get();
 }
@@ -297,7 +341,8 @@ void ChatCore::HandleSend(uint32_t owner, std::shared_ptr<SendRequest> req) {
                       ConvState::Pending{fp, {{req->origin_shard, req->origin_session, req->recv_ns, false}}});
 }
 
-void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs) {
+void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs,
+                           std::vector<ReceiptChange>&& receipts) {
   Shard& sh = *state_[owner];
   auto& met = metrics::Server();
   const size_t n = shards_.size();
@@ -312,6 +357,9 @@ void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs) {
       continue;
     }
     ConvState& cs = *cit->second;
+    cs.committed_seq = m.seq;
+    cs.recent_senders.emplace_back(m.seq, m.sender);
+    if (cs.recent_senders.size() > opts_.recent_senders) cs.recent_senders.pop_front();
     auto node = cs.pending.extract(m.client_msg_id);
     FramePtr frame = Frame(protocol::MessageFrame(m));
     uint64_t exclude = 0;
@@ -326,9 +374,13 @@ void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs) {
       }
     }
     met.messages_acked.Inc();
-    for (size_t i = 0; i < n; ++i) deliveries[i].push_back({frame, cs.members, exclude});
+    for (size_t i = 0; i < n; ++i) deliveries[i].push_back({frame, cs.members, exclude, m.conv, m.seq});
   }
   in_flight_.fetch_sub(static_cast<int64_t>(msgs.size()));
+  for (const ReceiptChange& rc : receipts) {
+    auto cit = sh.convs.find(rc.conv);
+    if (cit != sh.convs.end() && rc.member_moved) RouteReceipts(owner, *cit->second, rc);
+  }
 
   for (uint32_t target = 0; target < n; ++target) {
     if (acks[target].empty() && deliveries[target].empty()) continue;
@@ -350,6 +402,7 @@ void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs) {
           if (it == ts.by_user.end()) continue;
           for (Session* s : it->second) {
             if (s->id() == dl.exclude_session) continue;
+            if (!HoldOrPass(ts, s, dl.conv, dl.seq, dl.frame)) continue;
             s->Send(dl.frame);
             mm.deliveries.Inc();
           }

@@ -50,6 +50,17 @@ struct CoreOptions {
   size_t max_presence_subscriptions = 500;
   // A `typing` `started` with no `stopped` ends by itself after this long.
   int64_t typing_ttl_ms = 6000;
+  // Resume: messages read from the store per step, and the send-queue level below
+  // which the next step runs (so a long catch-up flows at the client's pace).
+  size_t replay_page = 256;
+  size_t replay_queue_watermark = 1024;
+  // Resume also replays the receipt state of the other members of conversations up to
+  // this size (larger groups: GET .../receipts).
+  size_t resume_receipts_max_members = 100;
+  // Live delivery to a new connection starts with its first frame, or after this.
+  int64_t first_frame_wait_ms = 1000;
+  // Senders of this many latest messages per conversation are kept in memory.
+  size_t recent_senders = 4096;
 };
 
 // What one user may see of another's presence.
@@ -109,11 +120,28 @@ class ChatCore {
   struct ConvState;
   struct SendRequest;
 
+  struct ReceiptRequest;
   void HandleSend(uint32_t owner, std::shared_ptr<SendRequest> req);
-  void OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs);
+  void OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs,
+                   std::vector<struct ReceiptChange>&& receipts);
+
+  // delivery.cpp: receipts and resume.
+  void OnReceipt(uint32_t shard, Session* s, const protocol::MessageReceipt& r);
+  void HandleReceipt(uint32_t owner, const ReceiptRequest& r);
+  void RouteReceipts(uint32_t owner, ConvState& cs, const struct ReceiptChange& rc);
+  void OnResume(uint32_t shard, Session* s, const protocol::Resume& r);
+  void ContinueReplay(uint32_t shard, uint64_t session_id);
+  void ReplayReceipts(Session* s, const std::vector<ConvId>& convs);
+  // The senders (other than `except`) of messages lo..hi and the highest seq of each.
+  std::vector<std::pair<UserId, Seq>> SendersIn(ConvState& cs, Seq lo, Seq hi, UserId except);
   void Reply(uint32_t shard, uint64_t session_id, std::shared_ptr<const std::string> frame,
              int64_t recv_ns);
   ConvState* LoadConv(Shard& sh, ConvId conv, Status* err);
+  // Live delivery filter for sessions that resumed: false when the frame must not be
+  // sent now (held during a replay, or already sent by it).
+  bool HoldOrPass(Shard& sh, Session* s, ConvId conv, Seq seq, const FramePtrT& frame);
+  // Ends the first-frame wait of a session; `resume` keeps the early messages for its replay.
+  void StartLive(Shard& sh, Session* s, bool for_resume);
   // Runs fn on shard `shard`: inline if `from` is that shard, else posted.
   void RunOn(uint32_t from, uint32_t shard, Task fn);
   // Queues `frame` on every local session of `users` except those of `except_user`

@@ -28,10 +28,18 @@ bool CommitQueue::Push(uint32_t owner_shard, store::Message&& m, size_t max_queu
   {
     std::lock_guard lk(mu_);
     if (queue_.size() >= max_queued) return false;
-    queue_.emplace_back(owner_shard, std::move(m));
+    queue_.push_back(Item{owner_shard, false, std::move(m), {}});
   }
   cv_.notify_one();
   return true;
+}
+
+void CommitQueue::PushReceipt(uint32_t owner_shard, ReceiptChange&& r) {
+  {
+    std::lock_guard lk(mu_);
+    queue_.push_back(Item{owner_shard, true, {}, std::move(r)});
+  }
+  cv_.notify_one();
 }
 
 size_t CommitQueue::Queued() const {
@@ -40,9 +48,10 @@ size_t CommitQueue::Queued() const {
 }
 
 void CommitQueue::Run() {
-  std::vector<std::pair<uint32_t, store::Message>> taken;
-  std::vector<store::Message> batch;
-  std::vector<std::vector<store::Message>> by_shard;
+  std::vector<Item> taken;
+  store::CommitBatch batch;
+  std::vector<std::vector<store::Message>> msgs_by_shard;
+  std::vector<std::vector<ReceiptChange>> rcpt_by_shard;
   auto& m = metrics::Server();
   for (;;) {
     {
@@ -55,34 +64,48 @@ void CommitQueue::Run() {
         taken.swap(queue_);
       } else {
         taken.assign(std::make_move_iterator(queue_.begin()),
-                     std::make_move_iterator(queue_.begin() + max_batch_));
-        queue_.erase(queue_.begin(), queue_.begin() + max_batch_);
+                     std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(max_batch_)));
+        queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(max_batch_));
       }
     }
-    batch.clear();
-    batch.reserve(taken.size());
-    for (auto& [shard, msg] : taken) batch.push_back(std::move(msg));
+    batch.messages.clear();
+    batch.receipts.clear();
+    batch.cursors.clear();
+    for (Item& it : taken) {
+      if (!it.is_receipt) {
+        batch.messages.push_back(std::move(it.msg));
+        continue;
+      }
+      if (it.receipt.member_moved) batch.receipts.emplace_back(it.receipt.conv, it.receipt.after);
+      if (it.receipt.cursor) batch.cursors.push_back(*it.receipt.cursor);
+    }
 
     int64_t t0 = MonoNs();
-    Status s = store_.AppendMessages(batch);
+    Status s = store_.Commit(batch);
     if (!s.ok()) {
-      LOG_ERROR("store_commit_failed").Kv("error", s.message()).Kv("batch", batch.size());
+      LOG_ERROR("store_commit_failed").Kv("error", s.message()).Kv("batch", taken.size());
       std::abort();
     }
     m.store_commit_seconds.Observe(static_cast<double>(MonoNs() - t0) / 1e9);
-    m.store_commit_batch_size.Observe(static_cast<double>(batch.size()));
+    m.store_commit_batch_size.Observe(static_cast<double>(batch.messages.size()));
     m.store_commits.Inc();
-    m.store_commit_messages.Inc(batch.size());
+    m.store_commit_messages.Inc(batch.messages.size());
 
     uint32_t max_shard = 0;
-    for (auto& [shard, msg] : taken) max_shard = std::max(max_shard, shard);
-    by_shard.resize(std::max<size_t>(by_shard.size(), max_shard + 1));
-    for (size_t i = 0; i < taken.size(); ++i) by_shard[taken[i].first].push_back(std::move(batch[i]));
+    for (const Item& it : taken) max_shard = std::max(max_shard, it.shard);
+    msgs_by_shard.resize(std::max<size_t>(msgs_by_shard.size(), max_shard + 1));
+    rcpt_by_shard.resize(msgs_by_shard.size());
+    size_t next_msg = 0;
+    for (Item& it : taken) {
+      if (it.is_receipt) rcpt_by_shard[it.shard].push_back(std::move(it.receipt));
+      else msgs_by_shard[it.shard].push_back(std::move(batch.messages[next_msg++]));
+    }
     taken.clear();
-    for (uint32_t sh = 0; sh < by_shard.size(); ++sh) {
-      if (by_shard[sh].empty()) continue;
-      done_(sh, std::move(by_shard[sh]));
-      by_shard[sh] = {};
+    for (uint32_t sh = 0; sh < msgs_by_shard.size(); ++sh) {
+      if (msgs_by_shard[sh].empty() && rcpt_by_shard[sh].empty()) continue;
+      done_(sh, std::move(msgs_by_shard[sh]), std::move(rcpt_by_shard[sh]));
+      msgs_by_shard[sh] = {};
+      rcpt_by_shard[sh] = {};
     }
   }
 }

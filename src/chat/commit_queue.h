@@ -1,8 +1,8 @@
-// Group commit. Shards hand sequenced messages to one commit thread, which writes
-// whatever has accumulated as one atomic store batch (one fsync for the lot), then
-// hands each message back to the shard that owns its conversation.
+// Group commit. Shards hand sequenced messages (and receipt/cursor changes) to one
+// commit thread, which writes whatever has accumulated as one atomic store batch (one
+// fsync for the lot), then hands each item back to the shard that pushed it.
 //
-// Ordering: messages pushed by one shard are committed and handed back in push order,
+// Ordering: items pushed by one shard are committed and handed back in push order,
 // so a conversation's messages (all pushed by its owning shard, in seq order) reach
 // the store and come back in seq order. A failed commit is fatal (the process
 // aborts): the sequencer has already handed out those seqs, and continuing would
@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -21,11 +22,22 @@
 
 namespace sb::chat {
 
+// A member's receipt state moved (or only a device cursor did): written in the next
+// batch, then routed to the senders of the covered messages by the owner shard.
+struct ReceiptChange {
+  ConvId conv = 0;
+  store::MemberReceipt before;  // the member's state before this change
+  store::MemberReceipt after;   // what is written
+  std::optional<store::DeviceCursor> cursor;
+  bool member_moved = false;
+};
+
 class CommitQueue {
  public:
-  // Called on the commit thread after each successful commit with the messages of one
+  // Called on the commit thread after each successful commit with the items of one
   // owner shard, in push order.
-  using Done = std::function<void(uint32_t shard, std::vector<store::Message>&& msgs)>;
+  using Done = std::function<void(uint32_t shard, std::vector<store::Message>&& msgs,
+                                  std::vector<ReceiptChange>&& receipts)>;
 
   CommitQueue(store::Store& store, size_t max_batch, Done done);
   ~CommitQueue();
@@ -34,19 +46,28 @@ class CommitQueue {
   // Commits everything already pushed, then stops the thread.
   void Stop();
   // Thread-safe. Returns false (and keeps nothing) when more than `max_queued`
-  // messages wait: the caller answers "unavailable" and the client retries.
+  // items wait: the caller answers "unavailable" and the client retries.
   bool Push(uint32_t owner_shard, store::Message&& m, size_t max_queued);
+  // Receipt changes are never refused: they are small and bounded by what was sent.
+  void PushReceipt(uint32_t owner_shard, ReceiptChange&& r);
   size_t Queued() const;
 
  private:
   void Run();
+
+  struct Item {
+    uint32_t shard;
+    bool is_receipt;
+    store::Message msg;
+    ReceiptChange receipt;
+  };
 
   store::Store& store_;
   const size_t max_batch_;
   Done done_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::pair<uint32_t, store::Message>> queue_;
+  std::vector<Item> queue_;
   bool stop_ = false;
   std::thread thread_;
 };

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <algorithm>
+#include <deque>
+#include <tuple>
 #include <map>
 #include <unordered_map>
 #include <vector>
@@ -32,6 +34,14 @@ struct ChatCore::ConvState {
   // Sequenced, not yet committed, by client_msg_id: a retry that arrives meanwhile
   // waits for the same commit instead of being stored twice.
   std::unordered_map<std::string, Pending> pending;
+  Seq committed_seq = 0;  // last seq known to be in the store
+  // Senders of the latest committed messages (seq, sender), oldest first: receipts
+  // find whom to notify here without reading the store.
+  std::deque<std::pair<Seq, UserId>> recent_senders;
+  // Receipt state per member (loaded with the conversation) and the last cursor
+  // written per device ("user:device"): both only move forward.
+  std::unordered_map<UserId, store::MemberReceipt> receipts;
+  std::unordered_map<std::string, Seq> device_cursors;
   // Members typing now, with the time their `started` expires (never stored).
   std::unordered_map<UserId, int64_t> typing_until_ms;
   uint64_t last_used = 0;
@@ -49,6 +59,14 @@ struct ChatCore::SendRequest {
   int64_t recv_ns = 0;
 };
 
+// A conversation being (or having been) replayed to one connection by `resume`.
+struct Replay {
+  Seq sent_upto = 0;  // highest seq sent to this connection
+  bool done = false;  // replay reached the end of the store
+  // Live messages that arrived while the replay ran, sent after it (seq, frame).
+  std::vector<std::pair<Seq, std::shared_ptr<const std::string>>> held;
+};
+
 // Per connection, on the connection's shard.
 struct SessionState {
   double tokens = 0;        // send_message token bucket
@@ -56,6 +74,19 @@ struct SessionState {
   int64_t last_active_ms = 0;  // any frame counts as a heartbeat
   bool online = true;          // false once silent past the presence TTL
   std::vector<UserId> subscriptions;  // presence targets
+  // Set by `resume`, kept for the connection's life: live deliveries of these
+  // conversations are held during the replay and deduplicated by seq after it.
+  std::unordered_map<ConvId, Replay> replay;
+  std::vector<ConvId> replay_queue;  // conversations still to replay, in order
+  bool resuming = false;
+  // A new connection gets no live message before its first frame (or first_frame_wait_ms):
+  // if that frame is `resume`, what arrived meanwhile joins the replay in seq order
+  // instead of running ahead of it.
+  bool awaiting_first_frame = true;
+  int64_t attached_ms = 0;
+  std::vector<std::tuple<ConvId, Seq, std::shared_ptr<const std::string>>> early;
+  uint64_t replayed = 0;
+  size_t replay_convs = 0;
 };
 
 // Presence of one user, on the user's owner shard.

@@ -275,6 +275,12 @@ void ChatCore::Tick(uint32_t shard) {
   Shard& sh = *state_[shard];
   int64_t now = clock_.NowMs();
 
+  // Connections that sent nothing since `welcome` start receiving live messages.
+  for (auto& [sid, ss] : sh.sessions) {
+    if (!ss.awaiting_first_frame || now - ss.attached_ms < opts_.first_frame_wait_ms) continue;
+    if (auto it = sh.by_id.find(sid); it != sh.by_id.end()) StartLive(sh, it->second, false);
+  }
+
   // Devices silent past the TTL go offline (they come back with their next frame).
   for (auto& [sid, ss] : sh.sessions) {
     if (!ss.online || now - ss.last_active_ms < opts_.presence_ttl_ms) continue;

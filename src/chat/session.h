@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,13 @@ class Session {
   // overflow, the session closes itself (the client resumes); nothing is dropped
   // silently.
   virtual void Send(std::shared_ptr<const std::string> frame) = 0;
+  // Frames queued and not yet written.
+  virtual size_t Queued() const = 0;
+  // Runs `fn` (on the session's thread) once fewer than `frames` are queued; at once
+  // if that is already so. Replays use it so that a catch-up of 10,000 messages flows
+  // at the client's pace instead of overflowing the queue. If the session closes
+  // first, `fn` is dropped.
+  virtual void WhenQueueBelow(size_t frames, std::function<void()> fn) = 0;
 };
 
 }  // namespace sb::chat

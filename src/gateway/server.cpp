@@ -111,6 +111,15 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
     if (!writing_) WriteNext();
   }
 
+  size_t Queued() const override { return queue_.size(); }
+
+  void WhenQueueBelow(size_t frames, std::function<void()> fn) override {
+    if (closing_ || failed_) return;
+    if (queue_.size() < frames) return fn();
+    drain_at_ = frames;
+    on_drain_ = std::move(fn);
+  }
+
   // Sends a close frame once queued frames are written (flush) or at once.
   void Close(ws::close_code code, std::string_view reason, bool flush) {
     if (closing_) return;
@@ -191,6 +200,11 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
                         return;
                       }
                       metrics::Server().frames_out.Inc();
+                      if (self->on_drain_ && self->queue_.size() < self->drain_at_ && !self->closing_) {
+                        auto fn = std::move(self->on_drain_);
+                        self->on_drain_ = nullptr;
+                        fn();
+                      }
                       self->WriteNext();
                     });
   }
@@ -215,6 +229,8 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
   bool close_sent_ = false;
   bool failed_ = false;
   ws::close_reason close_reason_;
+  std::function<void()> on_drain_;
+  size_t drain_at_ = 0;
 };
 
 // ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 #include <string>
 #include <string_view>
 
+#include "check/check.h"
 #include "server/config.h"
 #include "server/node.h"
 
@@ -18,6 +19,8 @@ void Usage() {
       "switchboard %s: a real-time chat server (WebSocket + REST).\n\n"
       "Usage:\n"
       "  switchboard serve [options]   run a node (all roles, embedded store)\n"
+      "  switchboard check [options]   drive clients against a server and report lost,\n"
+      "                                duplicated, reordered messages and gaps\n"
       "  switchboard version           print the version\n"
       "  switchboard --help            this text; `switchboard serve --help` lists every setting\n",
       kVersion);
@@ -124,6 +127,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "serve") return Serve(argc - 2, argv + 2);
+  if (cmd == "check") return sb::check::Main(argc - 2, argv + 2);
   std::fprintf(stderr, "switchboard: unknown command '%s' (see --help)\n", argv[1]);
   return 2;
 }

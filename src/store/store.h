@@ -88,6 +88,33 @@ struct DedupEntry {
   uint64_t fingerprint = 0;
 };
 
+// One member's receipt state in one conversation: every message up to `delivered`
+// reached one of the member's devices, every message up to `read` was read. Both only
+// move forward, and read <= delivered.
+struct MemberReceipt {
+  UserId user = 0;
+  Seq delivered = 0;
+  Seq read = 0;
+  int64_t delivered_ms = 0;  // when `delivered` last moved
+  int64_t read_ms = 0;       // when `read` last moved
+};
+
+// The highest seq one device of a user acknowledged as DELIVERED in a conversation.
+struct DeviceCursor {
+  UserId user = 0;
+  std::string device;
+  ConvId conv = 0;
+  Seq delivered = 0;
+};
+
+// Everything the commit thread writes in one atomic batch.
+struct CommitBatch {
+  std::vector<Message> messages;  // with their dedup entries, as AppendMessages
+  std::vector<std::pair<ConvId, MemberReceipt>> receipts;  // replace the member's state
+  std::vector<DeviceCursor> cursors;                       // replace the device's cursor
+  bool empty() const { return messages.empty() && receipts.empty() && cursors.empty(); }
+};
+
 enum class SyncPolicy {
   kAlways,  // fsync (fdatasync) the log before AppendMessages returns: the default
   kNone,    // write to the OS only: survives kill -9, not a power cut
@@ -142,6 +169,15 @@ class Store {
   virtual Result<std::vector<Message>> ReadAfter(ConvId conv, Seq after_seq, size_t limit) = 0;
   // kNotFound if absent.
   virtual Result<Message> GetMessage(ConvId conv, Seq seq) = 0;
+
+  // ---- delivery state ----
+  // Writes the whole batch atomically, durable per StoreOptions::sync (like
+  // AppendMessages, which is Commit with messages only).
+  virtual Status Commit(const CommitBatch& batch) = 0;
+  // Receipt state of every member that has any, ascending by user.
+  virtual Result<std::vector<MemberReceipt>> GetReceipts(ConvId conv) = 0;
+  // Every conversation cursor recorded for the device, ascending by conversation.
+  virtual Result<std::vector<std::pair<ConvId, Seq>>> GetDeviceCursors(UserId user, std::string_view device) = 0;
 };
 
 // The embedded default: RocksDB in options.dir.

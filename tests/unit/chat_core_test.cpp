@@ -52,6 +52,8 @@ class FakeSession final : public Session {
   const std::string& device_id() const override { return dev_; }
   const std::string& session_id() const override { return sid_; }
   void Send(std::shared_ptr<const std::string> f) override { frames.push_back(*f); }
+  size_t Queued() const override { return 0; }
+  void WhenQueueBelow(size_t, std::function<void()> fn) override { fn(); }
 
   // Frames whose "event" is `ev`, parsed.
   std::vector<std::string> Events(std::string_view ev) const {
@@ -88,7 +90,7 @@ class ChatCoreTest : public ::testing::Test {
     auto opened = store::OpenEmbeddedStore(so);
     ASSERT_TRUE(opened.ok()) << opened.status().message();
     store_ = std::move(opened).value();
-    core_ = std::make_unique<ChatCore>(*store_, std::vector<Executor*>{&ex_[0], &ex_[1]}, CoreOptions{}, clock_);
+    core_ = std::make_unique<ChatCore>(*store_, std::vector<Executor*>{&ex_[0], &ex_[1]}, Options(), clock_);
     core_->Start();
     store::Conversation c;
     c.id = 1001;
@@ -103,6 +105,14 @@ class ChatCoreTest : public ::testing::Test {
     other.members = {kBob, kCarol};
     ASSERT_TRUE(store_->CreateConversation(other, &created).ok());
   }
+  // Fake sessions send no first frame: start live delivery at once unless a test
+  // wants the first-frame wait.
+  virtual CoreOptions Options() {
+    CoreOptions o;
+    o.first_frame_wait_ms = 0;
+    return o;
+  }
+
   void TearDown() override {
     ex_[0].RunAll();
     ex_[1].RunAll();
@@ -274,18 +284,178 @@ TEST_F(ChatCoreTest, RateLimitPerConnection) {
   core_->Detach(0, &a);
 }
 
-TEST_F(ChatCoreTest, NotYetAvailableEventsSaySo) {
+TEST_F(ChatCoreTest, PingPong) {
   FakeSession a(1, kAlice, "phone");
   core_->Attach(0, &a);
-  core_->OnFrame(0, &a, R"({"event":"resume","cursors":{}})");
-  ex_[0].RunAll();
-  ASSERT_EQ(a.Events("error").size(), 1u);
-  EXPECT_EQ(StrField(a.Events("error")[0], "code"), "unavailable");
   core_->OnFrame(0, &a, R"({"event":"ping"})");
-  EXPECT_EQ(a.Events("pong").size(), 1u);
+  ASSERT_EQ(a.Events("pong").size(), 1u);
+  EXPECT_GT(Field(a.Events("pong")[0], "server_timestamp_ms"), 0u);
   core_->Detach(0, &a);
 }
 
+// ---- receipts and resume ----------------------------------------------------------
+
+class DeliveryTest : public ChatCoreTest {
+ protected:
+  CoreOptions Options() override {
+    CoreOptions o;
+    o.limits.send_burst = 1e6;  // these tests send fast on purpose
+    o.first_frame_wait_ms = 1000;  // the clock does not move: new sessions wait for their first frame
+    return o;
+  }
+  std::string Receipt(const char* status, Seq up_to) {
+    return R"({"event":"message_receipt","conversation_id":")" + conv_ + R"(","status":")" + status +
+           R"(","up_to_seq":)" + std::to_string(up_to) + "}";
+  }
+  std::string Resume(std::optional<Seq> cursor) {
+    if (!cursor) return R"({"event":"resume"})";
+    return R"({"event":"resume","cursors":{")" + conv_ + "\":" + std::to_string(*cursor) + "}}";
+  }
+  void SendN(FakeSession& s, uint32_t shard, int n, const std::string& prefix) {
+    size_t before = s.Events("message_ack").size();
+    for (int i = 0; i < n; ++i) core_->OnFrame(shard, &s, Send(prefix + std::to_string(i), "m" + std::to_string(i)));
+    ASSERT_TRUE(Until([&] { return s.Events("message_ack").size() == before + n; }));
+  }
+  static std::vector<uint64_t> Seqs(const FakeSession& s) {
+    std::vector<uint64_t> out;
+    for (auto& f : s.Events("message")) out.push_back(Field(f, "seq"));
+    return out;
+  }
+};
+
+TEST_F(DeliveryTest, ReceiptsRouteToEverySenderDeviceAndOnlyMoveForward) {
+  FakeSession a1(1, kAlice, "phone"), a2(2, kAlice, "laptop"), b(3, kBob, "phone"), c(4, kCarol, "phone");
+  core_->Attach(0, &a1);
+  core_->Attach(1, &a2);
+  core_->Attach(1, &b);
+  core_->Attach(0, &c);
+  SendN(a1, 0, 3, "a");
+  core_->OnFrame(1, &b, Receipt("DELIVERED", 3));
+  ASSERT_TRUE(Until([&] { return a1.Events("message_receipt").size() == 1 && a2.Events("message_receipt").size() == 1; }));
+  auto r = a1.Events("message_receipt")[0];
+  EXPECT_EQ(StrField(r, "status"), "DELIVERED");
+  EXPECT_EQ(StrField(r, "recipient_id"), FormatUserId(kBob));
+  EXPECT_EQ(StrField(r, "sender_id"), FormatUserId(kAlice));
+  EXPECT_EQ(Field(r, "up_to_seq"), 3u);
+  EXPECT_EQ(StrField(r, "message_id"), FormatMessageId(1001, 3));
+  EXPECT_TRUE(c.Events("message_receipt").empty()) << "only the senders of covered messages";
+
+  core_->OnFrame(1, &b, Receipt("DELIVERED", 2));  // backward: not routed
+  core_->OnFrame(1, &b, Receipt("DELIVERED", 3));  // same: not routed
+  core_->OnFrame(1, &b, Receipt("READ", 99));      // beyond the end: clamped to 3
+  ASSERT_TRUE(Until([&] { return a1.Events("message_receipt").size() == 2; }));
+  EXPECT_EQ(StrField(a1.Events("message_receipt")[1], "status"), "READ");
+  EXPECT_EQ(Field(a1.Events("message_receipt")[1], "up_to_seq"), 3u);
+  // Let anything else that was queued arrive: still exactly two.
+  for (int i = 0; i < 20; ++i) Until([] { return true; }), std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(a1.Events("message_receipt").size(), 2u);
+
+  // Receipts by message_id; Carol's message gets Bob's receipt, Alice's do not again.
+  SendN(c, 0, 1, "c");
+  core_->OnFrame(1, &b, R"({"event":"message_receipt","conversation_id":")" + conv_ +
+                            R"(","message_id":")" + FormatMessageId(1001, 4) + R"(","status":"DELIVERED"})");
+  ASSERT_TRUE(Until([&] { return c.Events("message_receipt").size() == 1; }));
+  EXPECT_EQ(Field(c.Events("message_receipt")[0], "up_to_seq"), 4u);
+  EXPECT_EQ(a1.Events("message_receipt").size(), 2u);
+
+  auto states = store_->GetReceipts(1001);
+  ASSERT_TRUE(states.ok());
+  ASSERT_EQ(states->size(), 1u);
+  EXPECT_EQ((*states)[0].user, kBob);
+  EXPECT_EQ((*states)[0].delivered, 4u);
+  EXPECT_EQ((*states)[0].read, 3u);
+  for (auto* s : {&a1, &c}) core_->Detach(0, s);
+  for (auto* s : {&a2, &b}) core_->Detach(1, s);
+}
+
+TEST_F(DeliveryTest, ReceiptsFromStrangersAreForbidden) {
+  FakeSession m(1, kMallory, "x");
+  core_->Attach(0, &m);
+  core_->OnFrame(0, &m, Receipt("READ", 1));
+  ASSERT_TRUE(Until([&] { return m.Events("error").size() == 1; }));
+  EXPECT_EQ(StrField(m.Events("error")[0], "code"), "forbidden");
+  core_->Detach(0, &m);
+}
+
+TEST_F(DeliveryTest, ResumeReplaysAfterTheCursorOrTheServerRecord) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  SendN(a, 0, 5, "r");
+
+  FakeSession b1(2, kBob, "phone");
+  core_->Attach(1, &b1);
+  core_->OnFrame(1, &b1, Resume(2));
+  ASSERT_TRUE(Until([&] { return b1.Events("resume_done").size() == 1; }));
+  EXPECT_EQ(Seqs(b1), (std::vector<uint64_t>{3, 4, 5}));
+  EXPECT_EQ(Field(b1.Events("resume_done")[0], "replayed"), 3u);
+  EXPECT_EQ(Field(b1.Events("resume_done")[0], "conversations"), 2u);
+  core_->OnFrame(1, &b1, Receipt("DELIVERED", 4));
+  ASSERT_TRUE(Until([&] { return a.Events("message_receipt").size() == 1; }));
+  core_->Detach(1, &b1);
+
+  // Same device, no cursors: the server's record (4) decides.
+  FakeSession b2(3, kBob, "phone");
+  core_->Attach(0, &b2);
+  core_->OnFrame(0, &b2, Resume(std::nullopt));
+  ASSERT_TRUE(Until([&] { return b2.Events("resume_done").size() == 1; }));
+  EXPECT_EQ(Seqs(b2), (std::vector<uint64_t>{5}));
+  // Another device has acknowledged nothing: it gets everything.
+  FakeSession b3(4, kBob, "tablet");
+  core_->Attach(1, &b3);
+  core_->OnFrame(1, &b3, Resume(std::nullopt));
+  ASSERT_TRUE(Until([&] { return b3.Events("resume_done").size() == 1; }));
+  EXPECT_EQ(Seqs(b3), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+  core_->Detach(0, &a);
+  core_->Detach(0, &b2);
+  core_->Detach(1, &b3);
+}
+
+TEST_F(DeliveryTest, SendsDuringResumeAreNeitherLostNorDoubledNorReordered) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  SendN(a, 0, 300, "before");  // in the store before the resume
+  FakeSession b(2, kBob, "phone");
+  core_->Attach(1, &b);
+  // 600 more sends race with the replay: some are committed before it reads, some
+  // while it pages, some after.
+  for (int i = 0; i < 600; ++i) {
+    core_->OnFrame(0, &a, Send("during" + std::to_string(i), "x"));
+    if (i == 100) core_->OnFrame(1, &b, Resume(0));
+    if (i % 50 == 0) {
+      ex_[0].RunAll();
+      ex_[1].RunAll();
+    }
+  }
+  ASSERT_TRUE(Until([&] { return b.Events("resume_done").size() == 1 && Seqs(b).size() >= 900; }));
+  std::vector<uint64_t> want(900);
+  for (int i = 0; i < 900; ++i) want[i] = i + 1;
+  EXPECT_EQ(Seqs(b), want);
+  core_->Detach(0, &a);
+  core_->Detach(1, &b);
+}
+
+TEST_F(DeliveryTest, SenderWhoWasAwayGetsMissedReceiptsOnResume) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  SendN(a, 0, 2, "x");
+  core_->Detach(0, &a);
+  FakeSession b(2, kBob, "phone");
+  core_->Attach(1, &b);
+  core_->OnFrame(1, &b, Receipt("READ", 2));
+  ASSERT_TRUE(Until([&] { return store_->GetReceipts(1001).ok() && !store_->GetReceipts(1001)->empty(); }));
+  for (int i = 0; i < 3; ++i) ex_[0].RunAll(), ex_[1].RunAll();  // the live routing (to no one) is done
+  FakeSession a2(3, kAlice, "phone");
+  core_->Attach(0, &a2);
+  core_->OnFrame(0, &a2, Resume(2));
+  ASSERT_TRUE(Until([&] { return a2.Events("resume_done").size() == 1; }));
+  auto rs = a2.Events("message_receipt");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(StrField(rs[0], "status"), "READ");
+  EXPECT_EQ(StrField(rs[0], "recipient_id"), FormatUserId(kBob));
+  EXPECT_EQ(Field(rs[0], "up_to_seq"), 2u);
+  core_->Detach(1, &b);
+  core_->Detach(0, &a2);
+}
 
 // ---- presence and typing (clock driven by hand, no sleeps) ------------------------
 

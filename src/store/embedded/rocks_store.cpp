@@ -456,6 +456,7 @@ Result<std::unique_ptr<RocksStore>> RocksStore::Open(const StoreOptions& options
   rocksdb::ColumnFamilyOptions msg_cf;
   msg_cf.write_buffer_size = options.write_buffer_bytes;
   msg_cf.level_compaction_dynamic_level_bytes = true;
+  msg_cf.level0_file_num_compaction_trigger = tuning.message_l0_trigger;
   msg_cf.compression = tuning.compress_messages ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
   if (tuning.message_prefix_bloom) {
     // A bloom on 'm'+conv lets a page read skip SST files holding nothing of that
@@ -807,6 +808,15 @@ Status RocksStore::CompactAll() {
     if (!st.ok()) return FromRocks(st, "compact " + h->GetName());
   }
   return Status::Ok();
+}
+
+std::string RocksStore::Property(const char* cf, const std::string& name) {
+  rocksdb::ColumnFamilyHandle* h = nullptr;
+  for (auto* c : {meta_, msgs_, dedup_})
+    if (c->GetName() == cf) h = c;
+  std::string v;
+  if (!h || !db_->GetProperty(h, name, &v)) return "";
+  return v;
 }
 
 Result<std::unique_ptr<Store>> OpenEmbeddedStore(const StoreOptions& options) {

@@ -25,6 +25,7 @@ struct RocksTuning {
   bool compress_messages = true;      // LZ4 on the messages column family: -20% disk, no cost seen
   bool message_prefix_bloom = false;  // bloom on the 9-byte 'm'+conv prefix: no gain measured
   size_t message_block_bytes = 16 << 10;  // vs 4 KiB: -20% disk (better LZ4), same page cost
+  int message_l0_trigger = 4;  // L0 files that start a compaction (RocksDB's default)
 };
 
 class RocksStore final : public Store {
@@ -59,10 +60,19 @@ class RocksStore final : public Store {
   Result<std::vector<Message>> ReadAfter(ConvId conv, Seq after_seq, size_t limit) override;
   Result<Message> GetMessage(ConvId conv, Seq seq) override;
 
+  // rocks_delivery.cpp
+  Status Commit(const CommitBatch& batch) override;
+  Result<std::vector<MemberReceipt>> GetReceipts(ConvId conv) override;
+  Result<std::vector<std::pair<ConvId, Seq>>> GetDeviceCursors(UserId user, std::string_view device) override;
+
   // Flushes every memtable and compacts every column family down to one level.
   // Besides reclaiming space it runs the dedup expiry filter over everything now,
   // which is what tests and an operator's "compact" command want.
   Status CompactAll();
+
+  // A RocksDB property of one column family (e.g. "rocksdb.levelstats",
+  // "rocksdb.estimate-live-data-size"), for metrics and the benchmark; "" if unknown.
+  std::string Property(const char* cf, const std::string& name);
 
  private:
   RocksStore() = default;

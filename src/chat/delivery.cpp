@@ -1,0 +1,284 @@
+// Receipts (SENT -> DELIVERED -> READ, routed to the senders) and resume (catch-up
+// after any disconnect, with no window between the replay and live delivery).
+//
+// Receipts are handled by the conversation's owner shard, which keeps each member's
+// state in memory (loaded with the conversation). A change is written in the next
+// group commit together with the device's cursor, and only then routed, so what a
+// sender is told is always what a later resume would tell it.
+//
+// Resume runs on the connection's shard. The connection is registered for live
+// delivery before `resume` can even arrive (at `welcome`), so every message committed
+// later reaches it live; the replay reads everything already in the store. Live
+// messages of a conversation still being replayed are held and sent after the replay
+// of that conversation, skipping any seq the replay already sent: nothing falls
+// between the two, nothing is sent twice, and order is kept.
+#include <algorithm>
+#include <map>
+
+#include "base/json_writer.h"
+#include "chat/chat_core.h"
+#include "chat/commit_queue.h"
+#include "chat/core_state.h"
+#include "metrics/metrics.h"
+#include "protocol/server_frames.h"
+
+namespace sb::chat {
+namespace {
+
+FramePtr ReceiptFrame(ConvId conv, Seq up_to, UserId recipient, UserId sender, bool read, int64_t ts) {
+  JsonWriter w(320);
+  w.BeginObject()
+      .Field("event", "message_receipt")
+      .Field("message_id", FormatMessageId(conv, up_to))
+      .Field("conversation_id", FormatConvId(conv))
+      .Field("recipient_id", FormatUserId(recipient))
+      .Field("sender_id", FormatUserId(sender))
+      .Field("status", read ? "READ" : "DELIVERED")
+      .Field("up_to_seq", static_cast<uint64_t>(up_to))
+      .Field("receipt_timestamp_ms", ts)
+      .EndObject();
+  return MakeFrame(std::move(w).Take());
+}
+
+void SendError(Session* s, Status st) {
+  metrics::Server().frame_errors.Inc();
+  s->Send(MakeFrame(protocol::ErrorFrame(st)));
+}
+
+}  // namespace
+
+struct ChatCore::ReceiptRequest {
+  ConvId conv = 0;
+  UserId user = 0;
+  std::string device;
+  bool read = false;
+  Seq up_to = 0;
+  int64_t ts = 0;
+  uint32_t origin_shard = 0;
+  uint64_t origin_session = 0;
+};
+
+// ---- receipts ------------------------------------------------------------------
+
+void ChatCore::OnReceipt(uint32_t shard, Session* s, const protocol::MessageReceipt& r) {
+  auto conv = ParseConvId(r.conversation_id);
+  if (!conv) return SendError(s, Forbidden("not a member of this conversation"));
+  ReceiptRequest req;
+  req.conv = *conv;
+  req.user = s->user();
+  req.device = s->device_id();
+  req.read = r.status == "READ";
+  req.ts = clock_.NowMs();
+  req.origin_shard = shard;
+  req.origin_session = s->id();
+  if (r.up_to_seq) {
+    req.up_to = *r.up_to_seq;
+  } else {
+    auto ref = ParseMessageId(r.message_id);
+    if (!ref || ref->conv != *conv) return SendError(s, BadRequest("message_id is not a message of this conversation"));
+    req.up_to = ref->seq;
+  }
+  uint32_t owner = OwnerShard(*conv);
+  RunOn(shard, owner, [this, owner, req] { HandleReceipt(owner, req); });
+}
+
+void ChatCore::HandleReceipt(uint32_t owner, const ReceiptRequest& r) {
+  Shard& sh = *state_[owner];
+  Status err;
+  ConvState* cs = LoadConv(sh, r.conv, &err);
+  if (!cs || !cs->IsMember(r.user)) {
+    Reply(r.origin_shard, r.origin_session,
+          MakeFrame(protocol::ErrorFrame(Forbidden("not a member of this conversation"))), 0);
+    return;
+  }
+  // A receipt cannot cover what is not stored yet (no device has seen it).
+  Seq up = std::min(r.up_to, cs->committed_seq);
+  if (up == 0) return;
+
+  ReceiptChange rc;
+  rc.conv = r.conv;
+  store::MemberReceipt& st = cs->receipts[r.user];
+  st.user = r.user;
+  rc.before = st;
+  if (up > st.delivered) {
+    st.delivered = up;
+    st.delivered_ms = r.ts;
+  }
+  if (r.read && up > st.read) {
+    st.read = up;
+    st.read_ms = r.ts;
+  }
+  rc.after = st;
+  rc.member_moved = rc.after.delivered != rc.before.delivered || rc.after.read != rc.before.read;
+
+  // Any receipt from a device proves it holds everything up to `up`.
+  std::string key = FormatUserId(r.user) + ":" + r.device;
+  Seq& cur = cs->device_cursors[key];
+  if (up > cur) {
+    cur = up;
+    rc.cursor = store::DeviceCursor{r.user, r.device, r.conv, up};
+  }
+  if (!rc.member_moved && !rc.cursor) return;  // nothing moves backward or twice
+  commits_->PushReceipt(owner, std::move(rc));
+}
+
+std::vector<std::pair<UserId, Seq>> ChatCore::SendersIn(ConvState& cs, Seq lo, Seq hi, UserId except) {
+  std::map<UserId, Seq> top;
+  if (lo > hi) return {};
+  if (!cs.recent_senders.empty() && cs.recent_senders.front().first <= lo) {
+    for (auto it = cs.recent_senders.rbegin(); it != cs.recent_senders.rend() && it->first >= lo; ++it)
+      if (it->first <= hi && it->second != except) top.emplace(it->second, it->first);  // first seen = highest
+  } else {
+    // Older than what memory holds: read the range (bounded), else tell every member.
+    constexpr Seq kMaxScan = 10000;
+    if (hi - lo + 1 > kMaxScan) {
+      for (UserId u : *cs.members)
+        if (u != except) top[u] = hi;
+    } else {
+      auto page = store_.ReadAfter(cs.id, lo - 1, hi - lo + 1);
+      if (page.ok())
+        for (const auto& m : *page)
+          if (m.sender != except) top[m.sender] = std::max(top[m.sender], m.seq);
+    }
+  }
+  return {top.begin(), top.end()};
+}
+
+void ChatCore::RouteReceipts(uint32_t owner, ConvState& cs, const ReceiptChange& rc) {
+  // READ implies DELIVERED: send READ for what was read, DELIVERED only for what was
+  // delivered beyond it. One cumulative frame per sender, not one per message.
+  std::vector<std::pair<UserId, FramePtr>> frames;
+  UserId recipient = rc.after.user;
+  if (rc.after.read > rc.before.read) {
+    for (auto [sender, seq] : SendersIn(cs, rc.before.read + 1, rc.after.read, recipient))
+      frames.emplace_back(sender, ReceiptFrame(cs.id, rc.after.read, recipient, sender, true, rc.after.read_ms));
+  }
+  if (rc.after.delivered > rc.before.delivered && rc.after.delivered > rc.after.read) {
+    Seq lo = std::max(rc.before.delivered, rc.after.read) + 1;
+    for (auto [sender, seq] : SendersIn(cs, lo, rc.after.delivered, recipient))
+      frames.emplace_back(sender,
+                          ReceiptFrame(cs.id, rc.after.delivered, recipient, sender, false, rc.after.delivered_ms));
+  }
+  if (frames.empty()) return;
+  auto shared = std::make_shared<const std::vector<std::pair<UserId, FramePtr>>>(std::move(frames));
+  for (uint32_t t = 0; t < shards_.size(); ++t) {
+    RunOn(owner, t, [this, t, shared] {
+      for (auto& [sender, f] : *shared) SendToUsers(t, {sender}, f, 0, 0);
+    });
+  }
+}
+
+// ---- resume --------------------------------------------------------------------
+
+void ChatCore::OnResume(uint32_t shard, Session* s, const protocol::Resume& r) {
+  Shard& sh = *state_[shard];
+  SessionState& ss = sh.sessions[s->id()];
+  if (ss.resuming) {
+    StartLive(sh, s, false);
+    return SendError(s, BadRequest("a resume is already running on this connection"));
+  }
+  auto convs = store_.ListConversationsOf(s->user());
+  if (!convs.ok()) {
+    StartLive(sh, s, false);
+    return SendError(s, Internal("could not list conversations"));
+  }
+  // Where the client gave no cursor for a conversation, the server's record of what
+  // this device acknowledged decides: unacknowledged messages are sent again.
+  std::unordered_map<ConvId, Seq> recorded;
+  auto cursors = store_.GetDeviceCursors(s->user(), s->device_id());
+  if (cursors.ok())
+    for (auto [c, seq] : *cursors) recorded[c] = seq;
+  std::unordered_map<ConvId, Seq> given;
+  for (auto& [id, seq] : r.cursors)
+    if (auto c = ParseConvId(id)) given[*c] = seq;
+
+  ss.resuming = true;
+  ss.replayed = 0;
+  ss.replay_convs = convs->size();
+  ss.replay_queue.assign(convs->rbegin(), convs->rend());  // popped from the back
+  for (ConvId c : *convs) {
+    Replay& rp = ss.replay[c];
+    Seq from = given.count(c) ? given[c] : recorded[c];
+    // A second resume on the same connection never re-sends what this connection got.
+    rp.sent_upto = rp.done ? std::max(rp.sent_upto, from) : from;
+    rp.done = false;
+  }
+  StartLive(sh, s, true);
+  ContinueReplay(shard, s->id());
+}
+
+void ChatCore::ContinueReplay(uint32_t shard, uint64_t session_id) {
+  Shard& sh = *state_[shard];
+  auto sit = sh.by_id.find(session_id);
+  auto stit = sh.sessions.find(session_id);
+  if (sit == sh.by_id.end() || stit == sh.sessions.end()) return;  // closed meanwhile
+  Session* s = sit->second;
+  SessionState& ss = stit->second;
+
+  while (!ss.replay_queue.empty()) {
+    ConvId c = ss.replay_queue.back();
+    Replay& rp = ss.replay[c];
+    auto page = store_.ReadAfter(c, rp.sent_upto, opts_.replay_page);
+    if (!page.ok()) {
+      SendError(s, Internal("could not read history"));
+      page = std::vector<store::Message>{};
+    }
+    for (const store::Message& m : *page) {
+      s->Send(MakeFrame(protocol::MessageFrame(m)));
+      rp.sent_upto = m.seq;
+      ++ss.replayed;
+    }
+    if (page->size() == opts_.replay_page) {
+      // More to come: continue when the client has taken most of it.
+      s->WhenQueueBelow(opts_.replay_queue_watermark, [this, shard, session_id] {
+        shards_[shard]->Post([this, shard, session_id] { ContinueReplay(shard, session_id); });
+      });
+      return;
+    }
+    // The end of the store for this conversation: what arrived live meanwhile follows.
+    std::sort(rp.held.begin(), rp.held.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (auto& [seq, f] : rp.held) {
+      if (seq <= rp.sent_upto) continue;
+      s->Send(f);
+      rp.sent_upto = seq;
+    }
+    rp.held.clear();
+    rp.held.shrink_to_fit();
+    rp.done = true;
+    ss.replay_queue.pop_back();
+  }
+
+  auto convs = store_.ListConversationsOf(s->user());
+  if (convs.ok()) ReplayReceipts(s, *convs);
+  JsonWriter w(128);
+  w.BeginObject()
+      .Field("event", "resume_done")
+      .Field("replayed", ss.replayed)
+      .Field("conversations", static_cast<uint64_t>(ss.replay_convs))
+      .Key("truncated")
+      .BeginArray()
+      .EndArray()
+      .EndObject();
+  s->Send(MakeFrame(std::move(w).Take()));
+  ss.resuming = false;
+}
+
+void ChatCore::ReplayReceipts(Session* s, const std::vector<ConvId>& convs) {
+  // What the other members received and read, as cumulative receipts addressed to
+  // this user: a sender who was away learns the ticks it missed.
+  for (ConvId c : convs) {
+    auto conv = store_.GetConversation(c);
+    if (!conv.ok() || conv->members.size() > opts_.resume_receipts_max_members) continue;
+    auto rs = store_.GetReceipts(c);
+    if (!rs.ok()) continue;
+    for (const store::MemberReceipt& r : *rs) {
+      if (r.user == s->user()) continue;
+      if (r.read > 0) s->Send(ReceiptFrame(c, r.read, r.user, s->user(), true, r.read_ms));
+      if (r.delivered > r.read)
+        s->Send(ReceiptFrame(c, r.delivered, r.user, s->user(), false, r.delivered_ms));
+    }
+  }
+}
+
+}  // namespace sb::chat
