@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <unordered_map>
 
 #include "base/ids.h"
 #include "base/json_writer.h"
@@ -164,16 +165,20 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
   if (seg.size() == 3 && seg[1] == "users" && m == "GET") return GetUser(c, seg[2]);
   if (seg.size() == 4 && seg[1] == "users" && seg[3] == "presence" && m == "GET")
     return GetPresence(c, seg[2]);
+  if (seg.size() == 4 && seg[1] == "users" && seg[3] == "settings" && (m == "GET" || m == "PATCH"))
+    return Settings(c, seg[2], req);
   if (seg[1] == "conversations") {
     if (seg.size() == 2 && m == "POST") return CreateConversation(c, req);
     if (seg.size() == 2 && m == "GET") return ListConversations(c, req);
     if (seg.size() == 3 && m == "GET") return GetConversation(c, seg[2]);
     if (seg.size() == 4 && seg[3] == "messages" && m == "GET") return History(c, seg[2], req);
+    if (seg.size() == 6 && seg[3] == "messages" && seg[5] == "receipts" && m == "GET")
+      return Receipts(c, seg[2], seg[4]);
   }
   // Routes of the contract that later work adds (members, receipts, search,
   // attachments, presence): say so plainly.
   bool known_later =
-      (seg.size() >= 4 && seg[1] == "conversations" && (seg[3] == "members" || seg.size() == 6)) ||
+      (seg.size() >= 4 && seg[1] == "conversations" && seg[3] == "members") ||
       (seg.size() == 2 && (seg[1] == "search" || seg[1] == "attachments")) ||
       (seg.size() == 3 && seg[1] == "attachments");
   if (known_later) return Error(Unavailable("not available on this server version"));
@@ -309,6 +314,29 @@ HttpResponse RestApi::GetPresence(const Ctx& c, std::string_view id) {
   return Json(200, std::move(w).Take());
 }
 
+HttpResponse RestApi::Settings(const Ctx& c, std::string_view id, const HttpRequest& req) {
+  auto uid = ParseUserId(id);
+  if (!uid || *uid != c.claims.user) return Error(Forbidden("only your own settings"));
+  auto cur = store_.GetUserSettings(*uid);
+  if (!cur.ok()) return Error(cur.status());
+  store::UserSettings st = *cur;
+  if (req.method == "PATCH") {
+    auto body = ParseBody(req);
+    if (!body.ok()) return Error(body.status());
+    simdjson::dom::element e;
+    if ((*body)["hide_last_seen"].get(e) == simdjson::SUCCESS) {
+      bool b;
+      if (e.get_bool().get(b) != simdjson::SUCCESS) return Error(BadRequest("hide_last_seen must be a boolean"));
+      st.hide_last_seen = b;
+    }
+    if (Status s = store_.PutUserSettings(*uid, st); !s.ok()) return Error(s);
+    if (settings_changed_) settings_changed_(*uid, st);
+  }
+  JsonWriter w;
+  w.BeginObject().Field("hide_last_seen", st.hide_last_seen).EndObject();
+  return Json(200, std::move(w).Take());
+}
+
 HttpResponse RestApi::CreateConversation(const Ctx& c, const HttpRequest& req) {
   auto body = ParseBody(req);
   if (!body.ok()) return Error(body.status());
@@ -408,6 +436,7 @@ HttpResponse RestApi::ListConversations(const Ctx& c, const HttpRequest& req) {
   struct Row {
     store::Conversation conv;
     Seq last_seq = 0;
+    Seq read = 0;
     std::optional<store::Message> last;
   };
   std::vector<Row> rows;
@@ -422,6 +451,10 @@ HttpResponse RestApi::ListConversations(const Ctx& c, const HttpRequest& req) {
     if (r.last_seq > 0) {
       auto msg = store_.GetMessage(id, r.last_seq);
       if (msg.ok()) r.last = std::move(*msg);
+      auto receipts = store_.GetReceipts(id);
+      if (receipts.ok())
+        for (const auto& st : *receipts)
+          if (st.user == c.claims.user) r.read = st.read;
     }
     rows.push_back(std::move(r));
   }
@@ -450,15 +483,44 @@ HttpResponse RestApi::ListConversations(const Ctx& c, const HttpRequest& req) {
       w.Field("last_message_preview", "");
       w.Key("last_message_ms").Null();
     }
-    // Until READ receipts exist (docs/protocol.md, "Status") nothing is ever marked
-    // read, so every message of the conversation counts as unread.
-    w.Field("unread_count", static_cast<uint64_t>(r.last_seq));
+    // Messages after the caller's READ mark (from any of the caller's devices).
+    w.Field("unread_count", static_cast<uint64_t>(r.last_seq > r.read ? r.last_seq - r.read : 0));
     w.EndObject();
   }
   w.EndArray();
   if (end < rows.size()) w.Field("next_cursor", std::to_string(end));
   else w.Key("next_cursor").Null();
   w.EndObject();
+  return Json(200, std::move(w).Take());
+}
+
+HttpResponse RestApi::Receipts(const Ctx& c, std::string_view id, std::string_view seq_str) {
+  auto conv = MemberConversation(c, id);
+  if (!conv.ok()) return Error(conv.status());
+  std::string seq_s(seq_str);
+  auto seq = ParseUint(&seq_s);
+  if (!seq || *seq == 0) return Error(NotFound("no such message"));
+  auto msg = store_.GetMessage(conv->id, *seq);
+  if (!msg.ok()) return Error(msg.status().code() == Code::kNotFound ? NotFound("no such message") : msg.status());
+  auto states = store_.GetReceipts(conv->id);
+  if (!states.ok()) return Error(states.status());
+  std::unordered_map<UserId, store::MemberReceipt> by_user;
+  for (const auto& st : *states) by_user[st.user] = st;
+  JsonWriter w(64 + 96 * conv->members.size());
+  w.BeginObject().Key("receipts").BeginArray();
+  for (UserId u : conv->members) {
+    if (u == msg->sender) continue;
+    const store::MemberReceipt* st = by_user.count(u) ? &by_user[u] : nullptr;
+    w.BeginObject().Field("user_id", FormatUserId(u));
+    // The time is when the member's mark last moved to or past this message: exact
+    // for the newest message, an upper bound for older ones.
+    if (st && st->read >= *seq) w.Field("status", "READ").Field("receipt_timestamp_ms", st->read_ms);
+    else if (st && st->delivered >= *seq)
+      w.Field("status", "DELIVERED").Field("receipt_timestamp_ms", st->delivered_ms);
+    else w.Field("status", "SENT").Key("receipt_timestamp_ms").Null();
+    w.EndObject();
+  }
+  w.EndArray().EndObject();
   return Json(200, std::move(w).Take());
 }
 

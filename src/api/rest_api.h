@@ -31,6 +31,9 @@ class RestApi {
   // conversation. Set once at start-up (the chat core provides it).
   using PresenceQuery = std::function<std::optional<chat::PresenceView>(UserId viewer, UserId target)>;
   void SetPresenceQuery(PresenceQuery q) { presence_ = std::move(q); }
+  // Told after a user's settings were stored (the chat core applies them live).
+  using SettingsChanged = std::function<void(UserId, const store::UserSettings&)>;
+  void SetSettingsChanged(SettingsChanged f) { settings_changed_ = std::move(f); }
 
   // /readyz answers 503 once this is set (drain started).
   void SetDraining() { draining_ = true; }
@@ -42,10 +45,12 @@ class RestApi {
   HttpResponse RefreshSession(const HttpRequest& req);
   HttpResponse GetUser(const Ctx& c, std::string_view id);
   HttpResponse GetPresence(const Ctx& c, std::string_view id);
+  HttpResponse Settings(const Ctx& c, std::string_view id, const HttpRequest& req);
   HttpResponse CreateConversation(const Ctx& c, const HttpRequest& req);
   HttpResponse ListConversations(const Ctx& c, const HttpRequest& req);
   HttpResponse GetConversation(const Ctx& c, std::string_view id);
   HttpResponse History(const Ctx& c, std::string_view id, const HttpRequest& req);
+  HttpResponse Receipts(const Ctx& c, std::string_view id, std::string_view seq);
   HttpResponse IssueTokens(const store::User& u, std::string device_id, int status);
   Result<store::Conversation> MemberConversation(const Ctx& c, std::string_view id);
 
@@ -55,7 +60,8 @@ class RestApi {
   const Clock& clock_;
   std::atomic<bool> draining_{false};
   std::string dummy_hash_;
-  PresenceQuery presence_;  // verified against when a username is unknown (equal timing)
+  PresenceQuery presence_;
+  SettingsChanged settings_changed_;  // verified against when a username is unknown (equal timing)
 };
 
 }  // namespace sb::api

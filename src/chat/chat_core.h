@@ -110,6 +110,8 @@ class ChatCore {
   // conversation (a stranger learns nothing, not even whether the user exists).
   // Blocking (waits for the owner shard): call it from a pool thread, not a shard.
   std::optional<PresenceView> QueryPresence(UserId viewer, UserId target);
+  // The user changed the "hide last seen" setting (already stored). Thread-safe.
+  void SetHideLastSeen(UserId user, bool hide);
   // True when some conversation has both users as members. Thread-safe (reads the store).
   bool SharesConversation(UserId a, UserId b);
 
@@ -158,6 +160,8 @@ class ChatCore {
   void OwnerDeviceOnline(uint32_t owner, UserId user, uint64_t session, uint32_t session_shard);
   void OwnerDeviceOffline(uint32_t owner, UserId user, uint64_t session);
   void AnnouncePresence(uint32_t owner, UserId user);
+  // What others may see as the user's last seen time (0: hidden or never seen).
+  int64_t VisibleLastSeen(uint32_t owner, UserId user, struct UserPresence& up);
 
   store::Store& store_;
   std::vector<Executor*> shards_;

@@ -97,6 +97,7 @@ struct UserPresence {
   int64_t last_seen_ms = 0;     // when the last device went away (or 0: never seen)
   int64_t offline_since_ms = 0; // devices empty since; offline is told after the grace
   std::vector<std::pair<uint32_t, uint64_t>> subscribers;  // (shard, session id)
+  int8_t hide_last_seen = -1;   // -1: not loaded from the store yet
 };
 
 struct ChatCore::Shard {

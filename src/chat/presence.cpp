@@ -141,7 +141,7 @@ void ChatCore::OnPresenceSubscribe(uint32_t shard, Session* s, const protocol::P
     RunOn(shard, owner, [this, owner, t, shard, sid] {
       UserPresence& up = state_[owner]->presence[t];
       up.subscribers.emplace_back(shard, sid);
-      FramePtr f = PresenceFrame(t, up.told_online, up.told_online ? clock_.NowMs() : up.last_seen_ms);
+      FramePtr f = PresenceFrame(t, up.told_online, VisibleLastSeen(owner, t, up));
       RunOn(owner, shard, [this, shard, sid, f] {
         auto it = state_[shard]->by_id.find(sid);
         if (it != state_[shard]->by_id.end()) it->second->Send(f);
@@ -182,7 +182,7 @@ void ChatCore::OwnerDeviceOffline(uint32_t owner, UserId user, uint64_t session)
 void ChatCore::AnnouncePresence(uint32_t owner, UserId user) {
   UserPresence& up = state_[owner]->presence[user];
   if (up.subscribers.empty()) return;
-  FramePtr f = PresenceFrame(user, up.told_online, up.told_online ? clock_.NowMs() : up.last_seen_ms);
+  FramePtr f = PresenceFrame(user, up.told_online, VisibleLastSeen(owner, user, up));
   std::vector<std::vector<uint64_t>> by_shard(shards_.size());
   for (auto& [shard, sid] : up.subscribers) by_shard[shard].push_back(sid);
   for (uint32_t t = 0; t < by_shard.size(); ++t) {
@@ -201,17 +201,34 @@ std::optional<PresenceView> ChatCore::QueryPresence(UserId viewer, UserId target
   auto promise = std::make_shared<std::promise<PresenceView>>();
   auto fut = promise->get_future();
   uint32_t owner = UserOwnerShard(target);
-  shards_[owner]->Post([this, owner, target, promise] {
+  shards_[owner]->Post([this, owner, viewer, target, promise] {
     PresenceView v;
     auto& pres = state_[owner]->presence;
-    if (auto it = pres.find(target); it != pres.end()) {
-      v.online = it->second.told_online;
-      v.last_seen_ms = v.online ? clock_.NowMs() : it->second.last_seen_ms;
-    }
+    UserPresence& up = pres[target];
+    v.online = up.told_online;
+    v.last_seen_ms = viewer == target ? (v.online ? clock_.NowMs() : up.last_seen_ms)
+                                      : VisibleLastSeen(owner, target, up);
     promise->set_value(v);
   });
   if (fut.wait_for(std::chrono::seconds(2)) != std::future_status::ready) return PresenceView{};
   return fut.get();
+}
+
+int64_t ChatCore::VisibleLastSeen(uint32_t owner, UserId user, UserPresence& up) {
+  if (up.hide_last_seen < 0) {
+    auto st = store_.GetUserSettings(user);
+    up.hide_last_seen = st.ok() && st->hide_last_seen ? 1 : 0;
+  }
+  if (up.hide_last_seen == 1) return 0;
+  return up.told_online ? clock_.NowMs() : up.last_seen_ms;
+}
+
+void ChatCore::SetHideLastSeen(UserId user, bool hide) {
+  uint32_t owner = UserOwnerShard(user);
+  shards_[owner]->Post([this, owner, user, hide] {
+    auto it = state_[owner]->presence.find(user);
+    if (it != state_[owner]->presence.end()) it->second.hide_last_seen = hide ? 1 : 0;
+  });
 }
 
 bool ChatCore::SharesConversation(UserId a, UserId b) {

@@ -87,6 +87,8 @@ int RunServe(const Config& cfg) {
   chat::ChatCore core(*store, server.Executors(), co, clock);
   server.SetCore(&core);
   rest.SetPresenceQuery([&core](UserId viewer, UserId target) { return core.QueryPresence(viewer, target); });
+  rest.SetSettingsChanged(
+      [&core](UserId user, const store::UserSettings& s) { core.SetHideLastSeen(user, s.hide_last_seen); });
 
   auto port = server.Listen();
   if (!port.ok()) {

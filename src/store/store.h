@@ -107,6 +107,11 @@ struct DeviceCursor {
   Seq delivered = 0;
 };
 
+// Per-user preferences the server enforces.
+struct UserSettings {
+  bool hide_last_seen = false;  // others see online/offline, never last_seen_ms
+};
+
 // Everything the commit thread writes in one atomic batch.
 struct CommitBatch {
   std::vector<Message> messages;  // with their dedup entries, as AppendMessages
@@ -178,6 +183,11 @@ class Store {
   virtual Result<std::vector<MemberReceipt>> GetReceipts(ConvId conv) = 0;
   // Every conversation cursor recorded for the device, ascending by conversation.
   virtual Result<std::vector<std::pair<ConvId, Seq>>> GetDeviceCursors(UserId user, std::string_view device) = 0;
+
+  // ---- settings ----
+  // Defaults when the user never saved any.
+  virtual Result<UserSettings> GetUserSettings(UserId user) = 0;
+  virtual Status PutUserSettings(UserId user, const UserSettings& s) = 0;
 };
 
 // The embedded default: RocksDB in options.dir.

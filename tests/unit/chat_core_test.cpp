@@ -589,6 +589,24 @@ TEST_F(PresenceTest, StrangersLearnNothing) {
   core_->Detach(0, &m);
 }
 
+TEST_F(PresenceTest, HiddenLastSeenIsNeverShown) {
+  ASSERT_TRUE(store_->PutUserSettings(kAlice, store::UserSettings{true}).ok());
+  FakeSession a(1, kAlice, "phone"), b(2, kBob, "phone");
+  core_->Attach(1, &a);
+  core_->Attach(0, &b);
+  Crank();
+  Subscribe(b, 0, kAlice);
+  core_->Detach(1, &a);
+  Crank();
+  clock_.Advance(6000);
+  Tick();
+  auto p = PresenceOf(b, kAlice);
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(StrField(p[1], "status"), "offline") << "status stays visible";
+  EXPECT_TRUE(IsNull(p[1], "last_seen_ms"));
+  core_->Detach(0, &b);
+}
+
 TEST_F(PresenceTest, SubscriptionLimit) {
   FakeSession b(2, kBob, "phone");
   core_->Attach(0, &b);

@@ -13,6 +13,7 @@ namespace {
 
 constexpr char kReceiptTag = 'R';
 constexpr char kCursorTag = 'D';
+constexpr char kSettingsTag = 'S';  // 'S' user(8) -> version, flags
 
 void PutFixed64(std::string* out, uint64_t v) {
   for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -132,6 +133,29 @@ Result<std::vector<std::pair<ConvId, Seq>>> RocksStore::GetDeviceCursors(UserId 
   }
   if (!it->status().ok()) return Err(it->status(), "scan cursors");
   return out;
+}
+
+Result<UserSettings> RocksStore::GetUserSettings(UserId user) {
+  std::string key(1, kSettingsTag);
+  PutFixed64(&key, user);
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, key, &v);
+  if (st.IsNotFound()) return UserSettings{};
+  if (!st.ok()) return Err(st, "get settings");
+  if (v.size() < 2 || static_cast<uint8_t>(v[0]) != kVersion) return Internal("corrupt settings record");
+  UserSettings s;
+  s.hide_last_seen = (static_cast<uint8_t>(v[1]) & 1) != 0;
+  return s;
+}
+
+Status RocksStore::PutUserSettings(UserId user, const UserSettings& s) {
+  std::string key(1, kSettingsTag);
+  PutFixed64(&key, user);
+  std::string v(1, static_cast<char>(kVersion));
+  v.push_back(static_cast<char>(s.hide_last_seen ? 1 : 0));
+  rocksdb::Status st = db_->Put(account_wo_, meta_, key, v);
+  if (!st.ok()) return Err(st, "put settings");
+  return Status::Ok();
 }
 
 }  // namespace sb::store

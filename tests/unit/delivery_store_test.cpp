@@ -1,0 +1,96 @@
+// The embedded store's delivery state: receipts, device cursors, settings, and the
+// atomic commit batch that carries them with messages.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "store/store.h"
+
+namespace sb::store {
+namespace {
+
+class DeliveryStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/sb_delivery_store_XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    Open();
+  }
+  void Open() {
+    StoreOptions o;
+    o.dir = dir_;
+    o.sync = SyncPolicy::kNone;
+    auto s = OpenEmbeddedStore(o);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    store_ = std::move(s).value();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  std::string dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(DeliveryStoreTest, CommitWritesMessagesReceiptsAndCursorsTogether) {
+  CommitBatch b;
+  Message m;
+  m.conv = 7;
+  m.seq = 1;
+  m.sender = 1;
+  m.client_msg_id = "c1";
+  m.content = "hi";
+  b.messages.push_back(m);
+  b.receipts.push_back({7, MemberReceipt{2, 1, 0, 100, 0}});
+  b.receipts.push_back({7, MemberReceipt{3, 1, 1, 100, 101}});
+  b.receipts.push_back({8, MemberReceipt{2, 9, 9, 1, 1}});
+  b.cursors.push_back({2, "phone", 7, 1});
+  b.cursors.push_back({2, "phone", 8, 9});
+  b.cursors.push_back({2, "phone-2", 7, 5});
+  ASSERT_TRUE(store_->Commit(b).ok());
+  EXPECT_EQ(*store_->LastSeq(7), 1u);
+  ASSERT_TRUE(store_->FindDedup(7, "c1")->has_value());
+
+  auto r = store_->GetReceipts(7);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 2u) << "only conversation 7";
+  EXPECT_EQ((*r)[0].user, 2u);
+  EXPECT_EQ((*r)[1].user, 3u);
+  EXPECT_EQ((*r)[1].read, 1u);
+  EXPECT_EQ((*r)[1].read_ms, 101);
+
+  auto c = store_->GetDeviceCursors(2, "phone");
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->size(), 2u) << "'phone-2' is another device, not a prefix match";
+  EXPECT_EQ((*c)[0], (std::pair<ConvId, Seq>{7, 1}));
+  EXPECT_EQ((*c)[1], (std::pair<ConvId, Seq>{8, 9}));
+  EXPECT_TRUE(store_->GetDeviceCursors(2, "tablet")->empty());
+
+  // Replaced, and kept across a reopen.
+  CommitBatch b2;
+  b2.receipts.push_back({7, MemberReceipt{2, 4, 3, 200, 201}});
+  b2.cursors.push_back({2, "phone", 7, 4});
+  ASSERT_TRUE(store_->Commit(b2).ok());
+  store_.reset();
+  Open();
+  r = store_->GetReceipts(7);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)[0].delivered, 4u);
+  EXPECT_EQ((*r)[0].read, 3u);
+  EXPECT_EQ((*store_->GetDeviceCursors(2, "phone"))[0].second, 4u);
+}
+
+TEST_F(DeliveryStoreTest, SettingsDefaultAndPersist) {
+  auto s = store_->GetUserSettings(42);
+  ASSERT_TRUE(s.ok());
+  EXPECT_FALSE(s->hide_last_seen);
+  ASSERT_TRUE(store_->PutUserSettings(42, UserSettings{true}).ok());
+  store_.reset();
+  Open();
+  EXPECT_TRUE(store_->GetUserSettings(42)->hide_last_seen);
+  EXPECT_FALSE(store_->GetUserSettings(43)->hide_last_seen);
+}
+
+}  // namespace
+}  // namespace sb::store
