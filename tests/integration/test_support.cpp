@@ -4,6 +4,7 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "base/ids.h"
 
@@ -221,6 +222,80 @@ void SharedServerTest::TearDown() {
     std::cout << "---- server log tail (" << server_->log_path()
               << "; SB_KEEP_TEST_DATA=1 keeps it) ----\n"
               << server_->LogTail(25) << "----\n";
+  }
+}
+
+}  // namespace sb::test
+
+// ---- Resume and multi-connection watching ------------------------------------------
+
+namespace sb::test {
+
+void Resume(WsClient& ws, const std::optional<std::map<std::string, int64_t>>& cursors,
+            ResumeResult* out, Millis timeout) {
+  ASSERT_TRUE(ws.Send(client::ResumeFrame(cursors))) << "sending resume: " << ws.error();
+  auto deadline = SteadyClock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<Millis>(deadline - SteadyClock::now());
+    ASSERT_GT(left.count(), 0) << "no resume_done within " << timeout.count() << " ms (after "
+                               << out->frames.size() << " other frames)";
+    WsFrame f = ws.RecvFrame(left);
+    if (f.kind == WsFrame::Kind::kTimeout) continue;
+    ASSERT_TRUE(f.is_text()) << "while waiting for resume_done: " << f.Describe();
+    Json j = f.json();
+    ASSERT_NE(j["event"].Str(), "error"s) << "resume answered with an error: " << j;
+    if (j["event"].Str() == "resume_done") {
+      out->done = j;
+      return;
+    }
+    out->frames.push_back(j);
+  }
+}
+
+void ConnectAndResume(const RestClient& api, const TestUser& user, WsClient* ws,
+                      ResumeResult* out) {
+  ResumeResult ignored;
+  ASSERT_NO_FATAL_FAILURE(ConnectWs(api, user, ws));
+  ASSERT_NO_FATAL_FAILURE(Resume(*ws, std::nullopt, out ? out : &ignored));
+}
+
+std::vector<Json> FramesOf(const std::vector<Json>& frames, std::string_view event) {
+  std::vector<Json> out;
+  for (const Json& f : frames)
+    if (f["event"].Str() == event) out.push_back(f);
+  return out;
+}
+
+std::vector<std::vector<Json>> DrainAll(const std::vector<WsClient*>& clients, Millis window) {
+  std::vector<std::vector<Json>> out(clients.size());
+  std::vector<bool> ended(clients.size(), false);
+  auto deadline = SteadyClock::now() + window;
+  while (SteadyClock::now() < deadline) {
+    bool progressed = false;
+    for (size_t i = 0; i < clients.size(); ++i) {
+      if (ended[i]) continue;
+      WsFrame f = clients[i]->RecvFrame(Millis(0));
+      if (f.kind == WsFrame::Kind::kTimeout) continue;
+      progressed = true;
+      if (f.is_text()) out[i].push_back(f.json());
+      else if (f.kind != WsFrame::Kind::kBinary) ended[i] = true;  // closed: nothing more comes
+    }
+    // Polling with zero timeouts keeps every connection read; sleep only when idle.
+    if (!progressed) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return out;
+}
+
+void ExpectNoEvent(const std::vector<NamedWs>& clients, std::string_view event, Millis window,
+                   std::string_view context) {
+  std::vector<WsClient*> ws;
+  for (const NamedWs& c : clients) ws.push_back(c.ws);
+  std::vector<std::vector<Json>> got = DrainAll(ws, window);
+  for (size_t i = 0; i < clients.size(); ++i) {
+    for (const Json& f : FramesOf(got[i], event)) {
+      ADD_FAILURE() << clients[i].who << " got an unexpected " << event << " frame " << context
+                    << ": " << f;
+    }
   }
 }
 

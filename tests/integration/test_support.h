@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -104,5 +106,48 @@ class SharedServerTest : public ::testing::Test {
  private:
   static ServerProcess* server_;
 };
+
+}  // namespace sb::test
+
+// ---- Resume and multi-connection watching (receipts, resume and presence tests) ----
+
+namespace sb::test {
+
+// What one `resume` produced: the text frames that came before `resume_done`, in
+// arrival order, and `resume_done` itself.
+struct ResumeResult {
+  std::vector<Json> frames;
+  Json done;
+};
+
+// Sends `resume` (nullopt: no cursors field; an empty map: "cursors":{}) and collects
+// frames up to `resume_done`. Fails on an error frame, a close or a timeout.
+void Resume(WsClient& ws, const std::optional<std::map<std::string, int64_t>>& cursors,
+            ResumeResult* out, Millis timeout = kFrameTimeout);
+
+// ConnectWs, then a resume without cursors: the server holds live `message` frames back
+// until a new connection's first frame (so that a resume can order them after its
+// replay), and a test that wants live delivery at once must speak first.
+void ConnectAndResume(const RestClient& api, const TestUser& user, WsClient* ws,
+                      ResumeResult* out = nullptr);
+
+// The frames of `frames` whose "event" is `event`, in order.
+std::vector<Json> FramesOf(const std::vector<Json>& frames, std::string_view event);
+
+// Every text frame each client receives within `window` (result[i] for clients[i]),
+// polling all of them in one window: checking several connections for silence one
+// after another would multiply the wait.
+std::vector<std::vector<Json>> DrainAll(const std::vector<WsClient*>& clients, Millis window);
+
+// A connection and the name failure messages give it.
+struct NamedWs {
+  WsClient* ws;
+  std::string who;
+};
+
+// Fails (naming the connection and `context`) for every `event` frame any of `clients`
+// receives within `window`.
+void ExpectNoEvent(const std::vector<NamedWs>& clients, std::string_view event, Millis window,
+                   std::string_view context);
 
 }  // namespace sb::test

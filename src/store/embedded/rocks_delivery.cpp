@@ -73,12 +73,7 @@ Status Err(const rocksdb::Status& s, const char* what) {
 Status RocksStore::Commit(const CommitBatch& batch) {
   if (batch.empty()) return Status::Ok();
   rocksdb::WriteBatch wb;
-  for (const Message& m : batch.messages) {
-    wb.Put(msgs_, rocks_format::MessageKey(m.conv, m.seq), rocks_format::EncodeMessage(m));
-    if (!m.client_msg_id.empty())
-      wb.Put(dedup_, rocks_format::DedupKey(m.conv, m.client_msg_id),
-             rocks_format::EncodeDedup({.seq = m.seq, .server_ms = m.server_ms, .fingerprint = m.fingerprint}));
-  }
+  PutMessages(wb, batch.messages);
   for (const auto& [conv, r] : batch.receipts) wb.Put(meta_, ReceiptKey(conv, r.user), EncodeReceipt(r));
   for (const DeviceCursor& c : batch.cursors) {
     std::string v(1, static_cast<char>(kVersion));

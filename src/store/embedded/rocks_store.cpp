@@ -445,8 +445,8 @@ Result<std::unique_ptr<RocksStore>> RocksStore::Open(const StoreOptions& options
   // Write SST data out in 1 MB steps so a flush never leaves hundreds of MB dirty for
   // one big fsync that the WAL's own fsyncs would queue behind.
   db.bytes_per_sync = 1 << 20;
-  // The rarely written meta CF would otherwise pin old WAL files; bounding the WAL
-  // forces its flush and bounds replay time after a crash.
+  // A slowly written CF would otherwise pin old WAL files; bounding the WAL forces its
+  // flush and bounds replay time after a crash.
   db.max_total_wal_size = 4 * options.write_buffer_bytes;
   db.keep_log_file_num = 4;
   db.max_log_file_size = 8 << 20;
@@ -482,9 +482,11 @@ Result<std::unique_ptr<RocksStore>> RocksStore::Open(const StoreOptions& options
   dedup_cf.table_factory.reset(
       rocksdb::NewBlockBasedTableFactory(TableOptions(s->cache_, true, 4 << 10)));
 
-  // meta: accounts, tokens, conversations; tiny and point-read.
+  // meta: accounts, tokens, conversations (rare, point-read), plus the receipts and
+  // device cursors of rocks_delivery.cpp, which the commit thread rewrites with almost
+  // every batch; sized like dedup so those do not cause a stream of tiny flushes.
   rocksdb::ColumnFamilyOptions meta_cf;
-  meta_cf.write_buffer_size = 8 << 20;
+  meta_cf.write_buffer_size = std::max<size_t>(options.write_buffer_bytes / 4, 8 << 20);
   meta_cf.compression = rocksdb::kLZ4Compression;
   meta_cf.table_factory.reset(
       rocksdb::NewBlockBasedTableFactory(TableOptions(s->cache_, true, 4 << 10)));
@@ -712,9 +714,7 @@ Result<std::optional<DedupEntry>> RocksStore::FindDedup(ConvId conv, std::string
   return std::optional<DedupEntry>(d);
 }
 
-Status RocksStore::AppendMessages(std::span<const Message> batch) {
-  if (batch.empty()) return Status::Ok();
-  rocksdb::WriteBatch wb;
+void RocksStore::PutMessages(rocksdb::WriteBatch& wb, std::span<const Message> batch) {
   for (const Message& m : batch) {
     wb.Put(msgs_, fmt::MessageKey(m.conv, m.seq), fmt::EncodeMessage(m));
     // A message without a client key has nothing to deduplicate against.
@@ -722,6 +722,12 @@ Status RocksStore::AppendMessages(std::span<const Message> batch) {
       wb.Put(dedup_, fmt::DedupKey(m.conv, m.client_msg_id),
              fmt::EncodeDedup({.seq = m.seq, .server_ms = m.server_ms, .fingerprint = m.fingerprint}));
   }
+}
+
+Status RocksStore::AppendMessages(std::span<const Message> batch) {
+  if (batch.empty()) return Status::Ok();
+  rocksdb::WriteBatch wb;
+  PutMessages(wb, batch);
   // One batch, one WAL record: RocksDB applies it all or nothing, also after a crash.
   rocksdb::Status st = db_->Write(append_wo_, &wb);
   if (!st.ok()) return FromRocks(st, "append messages");

@@ -8,6 +8,7 @@
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
 
 #include <memory>
 #include <mutex>
@@ -18,9 +19,8 @@
 
 namespace sb::store {
 
-// Knobs the storage benchmark flips to justify the defaults; production code uses
-// the defaults through OpenEmbeddedStore().
-// The defaults are what the benchmark supported (src/store/README.md, "Tuning").
+// Knobs the storage benchmark flips; production code gets the defaults through
+// OpenEmbeddedStore(), and they are what the benchmark supported (README.md, "Tuning").
 struct RocksTuning {
   bool compress_messages = true;      // LZ4 on the messages column family: -25% disk, no cost seen
   bool message_prefix_bloom = false;  // bloom on the 9-byte 'm'+conv prefix: no gain measured
@@ -78,6 +78,8 @@ class RocksStore final : public Store {
 
  private:
   RocksStore() = default;
+  // Adds every message and its dedup entry to `wb` (AppendMessages and Commit).
+  void PutMessages(rocksdb::WriteBatch& wb, std::span<const Message> batch);
 
   std::shared_ptr<rocksdb::Cache> cache_;
   std::unique_ptr<rocksdb::DB> db_;
