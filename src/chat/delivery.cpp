@@ -119,6 +119,7 @@ void ChatCore::HandleReceipt(uint32_t owner, const ReceiptRequest& r) {
     rc.cursor = store::DeviceCursor{r.user, r.device, r.conv, up};
   }
   if (!rc.member_moved && !rc.cursor) return;  // nothing moves backward or twice
+  metrics::Server().receipts_stored.Inc();
   commits_->PushReceipt(owner, std::move(rc));
 }
 
@@ -160,6 +161,7 @@ void ChatCore::RouteReceipts(uint32_t owner, ConvState& cs, const ReceiptChange&
                           ReceiptFrame(cs.id, rc.after.delivered, recipient, sender, false, rc.after.delivered_ms));
   }
   if (frames.empty()) return;
+  metrics::Server().receipts_routed.Inc(frames.size());
   auto shared = std::make_shared<const std::vector<std::pair<UserId, FramePtr>>>(std::move(frames));
   for (uint32_t t = 0; t < shards_.size(); ++t) {
     RunOn(owner, t, [this, t, shared] {
@@ -262,6 +264,8 @@ void ChatCore::ContinueReplay(uint32_t shard, uint64_t session_id) {
       .EndObject();
   s->Send(MakeFrame(std::move(w).Take()));
   ss.resuming = false;
+  metrics::Server().resumes.Inc();
+  metrics::Server().replayed_messages.Inc(ss.replayed);
 }
 
 void ChatCore::ReplayReceipts(Session* s, const std::vector<ConvId>& convs) {

@@ -17,6 +17,7 @@
 #include "base/json_writer.h"
 #include "chat/chat_core.h"
 #include "chat/core_state.h"
+#include "metrics/metrics.h"
 #include "protocol/server_frames.h"
 
 namespace sb::chat {
@@ -181,6 +182,7 @@ void ChatCore::OwnerDeviceOffline(uint32_t owner, UserId user, uint64_t session)
 
 void ChatCore::AnnouncePresence(uint32_t owner, UserId user) {
   UserPresence& up = state_[owner]->presence[user];
+  metrics::Server().presence_changes.Inc();
   if (up.subscribers.empty()) return;
   FramePtr f = PresenceFrame(user, up.told_online, VisibleLastSeen(owner, user, up));
   std::vector<std::vector<uint64_t>> by_shard(shards_.size());
@@ -279,6 +281,7 @@ void ChatCore::OnTyping(uint32_t shard, Session* s, const protocol::Typing& t) {
       relay = cs->typing_until_ms.erase(user) > 0;
     }
     if (!relay) return;
+    metrics::Server().typing_relayed.Inc();
     FramePtr f = TypingFrame(c, user, started);
     auto members = cs->members;
     for (uint32_t t = 0; t < shards_.size(); ++t)

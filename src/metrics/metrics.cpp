@@ -109,6 +109,17 @@ std::string ServerMetrics::Render() const {
   RenderCounter(out, "switchboard_http_requests_total", "HTTP requests served.", http_requests.Value());
   RenderCounter(out, "switchboard_upgrades_rejected_total", "WebSocket upgrades refused.",
                 upgrades_rejected.Value());
+  RenderCounter(out, "switchboard_resumes_total", "resume requests completed.", resumes.Value());
+  RenderCounter(out, "switchboard_replayed_messages_total", "Messages sent by resume replays.",
+                replayed_messages.Value());
+  RenderCounter(out, "switchboard_receipts_stored_total", "Receipt or cursor changes committed.",
+                receipts_stored.Value());
+  RenderCounter(out, "switchboard_receipts_routed_total", "message_receipt frames routed to senders.",
+                receipts_routed.Value());
+  RenderCounter(out, "switchboard_presence_changes_total", "Online/offline announcements.",
+                presence_changes.Value());
+  RenderCounter(out, "switchboard_typing_relayed_total", "typing state changes relayed.",
+                typing_relayed.Value());
   RenderHistogram(out, "switchboard_ack_latency_seconds",
                   "From a send_message frame's arrival to its message_ack being queued.",
                   ack_latency_seconds);

@@ -61,6 +61,12 @@ struct ServerMetrics {
   Counter send_queue_overflows;
   Counter http_requests;
   Counter upgrades_rejected;
+  Counter resumes;
+  Counter replayed_messages;
+  Counter receipts_stored;
+  Counter receipts_routed;
+  Counter presence_changes;
+  Counter typing_relayed;
   Histogram ack_latency_seconds{{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                  0.05, 0.1, 0.25, 0.5, 1, 2.5}};
   Histogram store_commit_seconds{{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
