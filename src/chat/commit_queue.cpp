@@ -1,5 +1,7 @@
 #include "chat/commit_queue.h"
 
+#include <pthread.h>
+
 #include <cstdlib>
 
 #include "base/clock.h"
@@ -13,7 +15,12 @@ CommitQueue::CommitQueue(store::Store& store, size_t max_batch, Done done)
 
 CommitQueue::~CommitQueue() { Stop(); }
 
-void CommitQueue::Start() { thread_ = std::thread([this] { Run(); }); }
+void CommitQueue::Start() {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "commit");
+    Run();
+  });
+}
 
 void CommitQueue::Stop() {
   {

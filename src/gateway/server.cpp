@@ -2,6 +2,7 @@
 // docs/architecture.md, "Build").
 #include "gateway/server.h"
 
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -493,6 +494,8 @@ void Server::Run() {
     net::co_spawn(sh->io, im.Accept(*sh), net::detached);
     net::co_spawn(sh->io, im.Ticker(*sh), net::detached);
     sh->thread = std::thread([s = sh.get()] {
+      std::string name = "shard-" + std::to_string(s->index);
+      pthread_setname_np(pthread_self(), name.c_str());
       auto guard = net::make_work_guard(s->io);
       s->io.run();
     });

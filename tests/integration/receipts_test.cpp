@@ -113,6 +113,16 @@ TEST_F(ReceiptTest, DirectReceiptsAreCumulativeForwardOnlyAndReachEverySenderDev
     ExpectReceipt(r, want("READ", 3));
   }
   ExpectNoEvent(everyone, "message_receipt", Millis(300), "after READ up_to 99 (clamped to 3)");
+
+  // Someone outside the conversation cannot mark its messages.
+  TestUser outsider;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "rco", &outsider));
+  WsClient ows;
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, outsider, &ows));
+  ASSERT_TRUE(ows.Send(MessageReceiptFrame(ids[2], conv, "READ", 3)));
+  Json err = ows.WaitForEvent("error", kFrameTimeout);
+  EXPECT_EQ(err["code"].Str(), "forbidden"s) << "a non-member's receipt: " << err;
+  ExpectNoEvent(a_devices, "message_receipt", Millis(300), "after a non-member's READ");
 }
 
 // Group of 4: A and C sent, D reads; each sender gets its own frame, B none.

@@ -285,6 +285,10 @@ TEST_F(ResumeTest, ResumeDuringABurstHasNoGapNoDuplicateAndKeepsOrder) {
     ids.push_back(f["message_id"].StrOr(""));
   }
   ASSERT_TRUE(done.valid()) << "no resume_done within 30 s (got " << seqs.size() << " messages)";
+  // How the race went this time (which paths of the server it went through).
+  std::cout << "[ info ] resume sent after " << acked_at_resume << " of "
+            << kSenders * kPerSender << " burst acks; resume_done after " << messages_before_done
+            << " message frames, replayed=" << done["replayed"].IntOr(-1) << "\n";
   std::vector<int64_t> want;
   for (int64_t s = 1; s <= kTotal; ++s) want.push_back(s);
   if (seqs != want) {
@@ -309,10 +313,8 @@ TEST_F(ResumeTest, ResumeDuringABurstHasNoGapNoDuplicateAndKeepsOrder) {
   EXPECT_LE(*done["replayed"].Int(), static_cast<int64_t>(messages_before_done)) << done;
 }
 
-// kill -9 in the middle of a burst from three connections: the acknowledged messages
-// are all stored once with gap-free seqs, and B's device, which acknowledged a prefix
-// before the crash, gets everything after it by resuming with no cursors.
-class ResumeCrashTest : public ::testing::Test {
+// Tests that stop, kill and restart the server own it.
+class ResumeRestartTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(server_.Start()) << server_.error(); }
   void TearDown() override {
@@ -326,7 +328,10 @@ class ResumeCrashTest : public ::testing::Test {
   ServerProcess server_;
 };
 
-TEST_F(ResumeCrashTest, KillDuringBurstLosesNothingAckedAndResumeContinuesAfterTheAck) {
+// kill -9 in the middle of a burst from three connections: the acknowledged messages
+// are all stored once with gap-free seqs, and B's device, which acknowledged a prefix
+// before the crash, gets everything after it by resuming with no cursors.
+TEST_F(ResumeRestartTest, KillDuringBurstLosesNothingAckedAndResumeContinuesAfterTheAck) {
   constexpr int kPre = 20;
   constexpr int kSenders = 3;
   constexpr int kPerSender = 100;
@@ -480,6 +485,71 @@ TEST_F(ResumeCrashTest, KillDuringBurstLosesNothingAckedAndResumeContinuesAfterT
   EXPECT_EQ(from + static_cast<int64_t>(replayed.size()), n)
       << "the replay must reach the last stored message";
   EXPECT_EQ(res.done["replayed"].Int(), static_cast<int64_t>(replayed.size())) << res.done;
+}
+
+// The device record is the highest seq the device acknowledged, across restarts too:
+// after a restart, a READ of an older message (the usual "read up to here" after
+// "delivered everything") must not pull the record back.
+TEST_F(ResumeRestartTest, DeviceRecordNeverMovesBackAfterARestart) {
+  TestUser a, b;
+  std::string conv;
+  std::vector<std::string> ids;
+  {
+    RestClient api = Api();
+    ASSERT_NO_FATAL_FAILURE(CreateUser(api, "rra", &a));
+    ASSERT_NO_FATAL_FAILURE(CreateUser(api, "rrb", &b, "b-phone"));
+    ASSERT_NO_FATAL_FAILURE(CreateDirect(api, a, b, &conv));
+    WsClient aws, bws;
+    ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, a, &aws));
+    ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, b, &bws));
+    for (int i = 1; i <= 10; ++i) {
+      Json ack;
+      ASSERT_NO_FATAL_FAILURE(SendAndAck(aws, conv, "m" + std::to_string(i), &ack));
+      ids.push_back(ack["message_id"].StrOr(""));
+    }
+    std::vector<Json> got;
+    ASSERT_NO_FATAL_FAILURE(CollectMessages(bws, conv, 10, &got));
+    ASSERT_TRUE(bws.Send(MessageReceiptFrame(ids[9], conv, "DELIVERED", 10)));
+    Json r = aws.WaitForEvent("message_receipt", kFrameTimeout);  // stored by now
+    ASSERT_TRUE(r.valid()) << r.error();
+    ASSERT_EQ(r["up_to_seq"].Int(), 10) << r;
+  }
+  std::optional<int> code = server_.Stop();
+  ASSERT_EQ(code, 0) << "SIGTERM must end the server cleanly: " << server_.error();
+  ASSERT_TRUE(server_.Restart()) << server_.error();
+
+  RestClient api = Api();
+  TestUser a2, b2;
+  ASSERT_NO_FATAL_FAILURE(LoginDevice(api, a, "a-after", &a2));
+  ASSERT_NO_FATAL_FAILURE(LoginDevice(api, b, "b-phone", &b2));
+  WsClient aws;
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, a2, &aws));
+  {
+    WsClient bws;
+    ResumeResult res;
+    ASSERT_NO_FATAL_FAILURE(ConnectWs(api, b2, &bws));
+    ASSERT_NO_FATAL_FAILURE(Resume(bws, std::nullopt, &res));
+    EXPECT_EQ(FramesOf(res.frames, "message").size(), 0u)
+        << "the record (10) survived the restart: " << ::testing::PrintToString(res.frames);
+    // The user reads up to message 5 of the 10 the device holds.
+    ASSERT_TRUE(bws.Send(MessageReceiptFrame(ids[4], conv, "READ", 5)));
+    Json r = aws.WaitForEvent("message_receipt", kFrameTimeout);  // stored by now
+    ASSERT_TRUE(r.valid()) << r.error();
+    ASSERT_EQ(r["status"].Str(), "READ"s) << r;
+    ASSERT_EQ(r["up_to_seq"].Int(), 5) << r;
+  }
+  WsClient bws;
+  ResumeResult res;
+  ASSERT_NO_FATAL_FAILURE(ConnectWs(api, b2, &bws));
+  ASSERT_NO_FATAL_FAILURE(Resume(bws, std::nullopt, &res));
+  std::vector<Json> replayed = FramesOf(res.frames, "message");
+  std::string seqs;
+  for (const Json& m : replayed) seqs += std::to_string(m["seq"].IntOr(-1)) + " ";
+  EXPECT_TRUE(replayed.empty())
+      << "the device acknowledged up to 10 (DELIVERED) before the restart; its READ up_to 5 "
+         "after it must not move its record back, yet the resume replayed seqs: "
+      << seqs;
+  EXPECT_EQ(res.done["replayed"].Int(), 0) << res.done;
 }
 
 }  // namespace

@@ -82,6 +82,9 @@ void Usage(std::FILE* out) {
       "  --catch-up MODE           resume (default): `resume` after every (re)connect;\n"
       "                            history: catch up over REST instead (servers without\n"
       "                            resume; checks everything else the same way)\n"
+      "  --resume-cursors WHOSE    device (default): `resume` carries the device's cursors;\n"
+      "                            server: no cursors (`{}` or none), so the server's record\n"
+      "                            of DELIVERED receipts decides; mixed: random per reconnect\n"
       "  --no-receipts             send no DELIVERED receipts\n"
       "  --backoff-cap S           reconnect backoff cap in seconds, full jitter (default 2)\n"
       "\n"
@@ -91,6 +94,11 @@ void Usage(std::FILE* out) {
       "  --settle-timeout S        how long devices may take to catch up at the end, seconds\n"
       "                            (default 30)\n"
       "  --json FILE               also write the counts, statistics and first violations\n"
+      "  --inject-fault F          make the devices misbehave, to test the checker itself:\n"
+      "                            drop-delivery (ignore ~1%% of live messages once, as if\n"
+      "                            not sent: expect gaps and out_of_order), lose-message\n"
+      "                            (never accept ~1%% of message ids: expect lost), drop-ack\n"
+      "                            (ignore ~5%% of acks, forcing retries: expect a pass)\n"
       "  -v, --verbose             log connection events to stderr\n"
       "  -h, --help                this text\n"
       "\n"
@@ -174,6 +182,14 @@ int ParseArgs(int argc, char** argv, Options* o) {
       o->server_sets.push_back(v);
     } else if (a == "--json") {
       if (!need(&o->json_path)) return kExitUsage;
+    } else if (a == "--inject-fault") {
+      if (!need(&v)) return kExitUsage;
+      if (v != "drop-delivery" && v != "lose-message" && v != "drop-ack") return bad(v);
+      o->inject = v;
+    } else if (a == "--resume-cursors") {
+      if (!need(&v)) return kExitUsage;
+      if (v != "device" && v != "server" && v != "mixed") return bad(v);
+      o->resume_cursors = v;
     } else if (a == "--catch-up") {
       if (!need(&v)) return kExitUsage;
       if (v != "resume" && v != "history") return bad(v);
@@ -401,6 +417,8 @@ void WriteJson(const std::string& path, const Options& o, const Endpoint& ep, co
   w.Key("disconnect_rate").Raw(std::to_string(o.disconnect_rate));
   w.Field("kills", o.kills).Field("seed", static_cast<uint64_t>(o.seed));
   w.Field("catch_up", o.use_resume ? "resume" : "history").Field("receipts", o.receipts);
+  w.Field("resume_cursors", o.resume_cursors);
+  if (!o.inject.empty()) w.Field("inject_fault", o.inject);
   w.EndObject();
   w.Field("conversations", static_cast<int64_t>(layout.convs.size()));
   w.Key("counts").BeginObject();
@@ -591,7 +609,9 @@ int Main(int argc, char** argv) {
   std::printf("check: run: %" PRId64 " sends at %.3g/s per device (window %d), disconnect rate %.3g/s, "
               "%d kills, catch-up by %s%s\n",
               opt.messages, opt.rate, opt.window, opt.disconnect_rate, opt.kills,
-              opt.use_resume ? "resume" : "REST history", opt.receipts ? "" : ", no receipts");
+              opt.use_resume ? ("resume (" + opt.resume_cursors + " cursors)").c_str() : "REST history",
+              opt.receipts ? "" : ", no receipts");
+  if (!opt.inject.empty()) std::printf("check: injecting client-side fault '%s'\n", opt.inject.c_str());
   struct PlannedKill {
     uint64_t at_acked;
     Millis delay;

@@ -17,13 +17,15 @@ using client::WsFrame;
 namespace {
 
 constexpr Millis kConnectTimeout{3000};
-constexpr Millis kWelcomeTimeout{5000};
+constexpr Millis kWelcomeTimeout{10000};
 constexpr Millis kWriteTimeout{5000};
 // A generous bound: a healthy server acks in milliseconds, but a restarting one
 // under two busy cores may take seconds, and both are fine. Past it the connection is
 // treated as stuck and replaced (the retry then exercises dedup).
 constexpr Millis kAckTimeout{15000};
-constexpr Millis kResumeTimeout{15000};
+// Silence (no frame at all) between `resume` and `resume_done`; a long replay that
+// keeps streaming is fine however long it takes.
+constexpr Millis kResumeSilence{15000};
 constexpr Millis kMaxIdleWait{50};
 constexpr Millis kReceiptDelay{50};
 constexpr int64_t kReceiptEvery = 8;
@@ -191,7 +193,7 @@ bool Device::Connect() {
   WsFrame f = ws_->RecvFrame(kWelcomeTimeout);
   if (!f.is_text()) {
     if (f.kind == WsFrame::Kind::kTimeout)
-      Protocol("", 0, "no welcome frame within 5 s of the upgrade");
+      Protocol("", 0, "no welcome frame within 10 s of the upgrade");
     else
       sh_->stats.server_closes++;
     Drop(true);
@@ -244,24 +246,32 @@ void Device::Drop(bool abrupt) {
 }
 
 bool Device::CatchUpResume() {
-  std::map<std::string, int64_t> cursors;
-  for (const auto& [conv, cv] : views_) cursors[conv] = cv.cursor;
+  std::optional<std::map<std::string, int64_t>> cursors;
+  // The contract lets a client omit cursors (missing or `{}`); then the server's record
+  // of this device's DELIVERED receipts must bring back everything not acknowledged.
+  int how = 0;  // 0: own cursors, 1: "cursors":{}, 2: no cursors field
+  if (opt_.resume_cursors == "server") how = 1 + std::uniform_int_distribution<int>(0, 1)(rng_);
+  if (opt_.resume_cursors == "mixed") how = std::uniform_int_distribution<int>(0, 2)(rng_);
+  if (how != 2) cursors.emplace();
+  if (how == 0)
+    for (const auto& [conv, cv] : views_) (*cursors)[conv] = cv.cursor;
   if (!ws_->Send(client::ResumeFrame(cursors), kWriteTimeout)) {
     sh_->stats.server_closes++;
     return false;
   }
-  const auto deadline = Clock::now() + kResumeTimeout;
+  auto deadline = Clock::now() + kResumeSilence;
   uint64_t frames = 0;
   for (;;) {
     auto now = Clock::now();
     if (now >= deadline) {
       Protocol("", 0,
-               "no resume_done within 15 s of resume (" + std::to_string(frames) +
-                   " message frames received meanwhile)");
+               "no resume_done: the server went silent for 15 s after " + std::to_string(frames) +
+                   " message frames of the replay");
       return false;
     }
     WsFrame f = ws_->RecvFrame(std::chrono::duration_cast<Millis>(deadline - now) + Millis(1));
     if (f.kind == WsFrame::Kind::kTimeout) continue;
+    deadline = Clock::now() + kResumeSilence;
     if (f.kind == WsFrame::Kind::kClose || f.kind == WsFrame::Kind::kError) {
       sh_->stats.server_closes++;
       Drop(false);
@@ -526,6 +536,14 @@ void Device::OnMessage(const Json& m, const char* via) {
              std::string("message (") + via + ") lacks a field of the contract: " + Short(m));
     return;
   }
+  if (!opt_.inject.empty() && !ledger_.count(*cmid)) {
+    if (opt_.inject == "drop-delivery" && !catching_up_ && std::string_view(via) == "message" &&
+        std::bernoulli_distribution(0.01)(rng_)) {
+      return;
+    }
+    // The same ~1% of message ids on every delivery, live or replayed, per device.
+    if (opt_.inject == "lose-message" && Mix64(Hash(*id) ^ static_cast<uint64_t>(index_)) % 100 == 0) return;
+  }
   sh_->stats.messages_received++;
   auto vit = views_.find(*conv);
   if (vit == views_.end()) {
@@ -534,6 +552,12 @@ void Device::OnMessage(const Json& m, const char* via) {
     return;
   }
   ConvView& cv = vit->second;
+  if (cv.conn_no != connection_no_) {
+    cv.conn_no = connection_no_;
+    cv.conn_max_seq = 0;
+  }
+  const int64_t conn_max_before = cv.conn_max_seq;
+  cv.conn_max_seq = std::max(cv.conn_max_seq, *seq);
   if (auto s = cv.seq_of.find(*id); s != cv.seq_of.end()) {
     sh_->stats.redeliveries++;
     const Known& k = cv.known.at(s->second);
@@ -567,21 +591,30 @@ void Device::OnMessage(const Json& m, const char* via) {
       sm.replay_seq = *seq;
       sm.replay_message_id = *id;
     }
+    if (*seq < conn_max_before) {
+      sh_->report->Add(Kind::kOutOfOrder, *conv, *seq, name_,
+                       "own unacked message came back (" + How(via) + ") after seq " +
+                           std::to_string(conn_max_before) + " on the same connection");
+    }
   } else {
     if (*seq < cv.max_delivered_seq) {
       sh_->report->Add(Kind::kOutOfOrder, *conv, *seq, name_,
                        "new message arrived (" + How(via) + ") after seq " +
                            std::to_string(cv.max_delivered_seq) + " (cursor was " +
                            std::to_string(cv.cursor) + ")");
-    } else if (*seq > cv.cursor + 1) {
+    } else {
+      // Seqs below the highest one delivered so far were judged by the jump that passed
+      // them; only what lies beyond it is new missing ground.
       Skip sk;
-      sk.conversation_id = *conv;
-      sk.arrived_seq = *seq;
-      sk.at_s = sh_->Elapsed();
-      sk.how = How(via) + ", cursor " + std::to_string(cv.cursor);
-      for (int64_t s = cv.cursor + 1; s < *seq && sk.missing.size() < 1000; ++s)
+      for (int64_t s = std::max(cv.cursor, cv.max_delivered_seq) + 1; s < *seq && sk.missing.size() < 1000; ++s)
         if (!cv.known.count(s)) sk.missing.push_back(s);
-      if (!sk.missing.empty()) skips_.push_back(std::move(sk));
+      if (!sk.missing.empty()) {
+        sk.conversation_id = *conv;
+        sk.arrived_seq = *seq;
+        sk.at_s = sh_->Elapsed();
+        sk.how = How(via) + ", cursor " + std::to_string(cv.cursor);
+        skips_.push_back(std::move(sk));
+      }
     }
     cv.max_delivered_seq = std::max(cv.max_delivered_seq, *seq);
   }
@@ -604,6 +637,7 @@ void Device::OnAck(const Json& j) {
     return;
   }
   SentMessage& m = it->second;
+  if (opt_.inject == "drop-ack" && !m.acked && std::bernoulli_distribution(0.05)(rng_)) return;
   if (dup.value_or(false)) sh_->stats.duplicate_acks++;
   auto describe = [](int64_t s, const std::string& id) {
     return "seq " + std::to_string(s) + " " + id;

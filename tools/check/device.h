@@ -66,6 +66,10 @@ struct ConvView {
   std::unordered_map<std::string, int64_t> seq_of;  // message_id -> seq
   int64_t cursor = 0;               // highest seq held contiguously from 1
   int64_t max_delivered_seq = 0;    // highest seq of a message from someone else
+  // Highest seq of any message frame on connection #conn_no (redeliveries included):
+  // a device's own sends only come back in a replay, which must be in seq order.
+  int conn_no = 0;
+  int64_t conn_max_seq = 0;
   int64_t receipted = 0;            // up_to_seq of the last DELIVERED receipt sent
   bool receipt_worthy = false;      // (receipted, cursor] holds someone else's message
   Clock::time_point unreceipted_since{};

@@ -38,9 +38,15 @@ struct Options {
   double settle_timeout_s = 30;
   double backoff_cap_s = 2;
   bool use_resume = true;  // false: catch up over REST history (servers without resume)
+  // Whose cursors `resume` carries: "device" (its own), "server" (none: the server's
+  // record of DELIVERED receipts decides), "mixed" (random per reconnect).
+  std::string resume_cursors = "device";
   bool receipts = true;
   std::string json_path;
   bool verbose = false;
+  // Client-side faults that mimic server bugs, to prove the checker catches them:
+  // "drop-delivery", "lose-message", "drop-ack" (see --help).
+  std::string inject;
 };
 
 struct Endpoint {

@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# The body of `./dev bench`: runs Switchboard's standard benchmark set against a
+# freshly started local server and prints the figures. It measures; it never fails a
+# build on a number. See bench/README.md for what each scenario means.
+#
+#   bench/run.sh [--quick] [--fsync always|none] [--only LIST] [--threads T] [--rate R]
+#
+#   --quick        smoke run: ~3 s per scenario and smaller populations
+#   --fsync MODE   the server's store.fsync (default always: acks mean on disk)
+#   --only LIST    comma-separated subset of: latency,throughput,senders,openloop,idle,store
+#   --threads T    loadgen client threads (default 1, so the server keeps most of the CPU)
+#   --rate R       open-loop total rate, msg/s (default 20000; 4000 with --quick)
+#
+# Expects build/switchboard and build/bench/loadgen (./dev bench builds them first);
+# the environment variables SERVER, LOADGEN and STORE_BENCH override those paths.
+# Writes bench/results/<timestamp>-<scenario>.json (loadgen's figures, parameters and
+# the machine's description) and keeps server logs in bench/results/<timestamp>-logs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD_DIR=${BUILD_DIR:-build}
+# Each binary can be overridden, e.g. to compare two server builds with one loadgen.
+SERVER=${SERVER:-$BUILD_DIR/switchboard}
+LOADGEN=${LOADGEN:-$BUILD_DIR/bench/loadgen}
+STORE_BENCH=${STORE_BENCH:-$BUILD_DIR/bench/store_bench}
+RESULTS=bench/results
+
+QUICK=0
+FSYNC=always
+ONLY=""
+THREADS=1
+RATE_OVERRIDE=""
+while (($#)); do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --fsync) FSYNC=${2:?--fsync needs always or none}; shift ;;
+    --only) ONLY=${2:?--only needs a list}; shift ;;
+    --threads) THREADS=${2:?--threads needs a number}; shift ;;
+    --rate) RATE_OVERRIDE=${2:?--rate needs msg/s}; shift ;;
+    -h|--help) sed -n '2,17p' bench/run.sh | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ "$FSYNC" == always || "$FSYNC" == none ]] || { echo "bench: --fsync must be always or none" >&2; exit 2; }
+
+for bin in "$SERVER" "$LOADGEN"; do
+  [[ -x "$bin" ]] || { echo "bench: $bin not found; run ./dev bench (it builds first)" >&2; exit 2; }
+done
+
+# Scenario sizes. --quick keeps every shape but shrinks time and populations, keeping
+# the open-loop per-sender rate (20 msg/s) the same. Idle connections are 5 devices per
+# user: each is its own login (an argon2 hash on the server), which dominates setup.
+if ((QUICK)); then
+  DUR_SHORT=3; DUR_LONG=3; WARMUP=1; PAIRS=200; RATE=4000; IDLE_CONNS=1000; IDLE_USERS=200; IDLE_HOLD=3
+else
+  DUR_SHORT=10; DUR_LONG=15; WARMUP=2; PAIRS=1000; RATE=20000; IDLE_CONNS=5000; IDLE_USERS=1000; IDLE_HOLD=5
+fi
+
+[[ -n "$RATE_OVERRIDE" ]] && RATE=$RATE_OVERRIDE
+
+want() { [[ -z "$ONLY" || ",$ONLY," == *",$1,"* ]]; }
+
+# Thousands of sockets on both sides: lift the soft open-files limit to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$RESULTS"
+LOGS=$RESULTS/$TS-logs
+mkdir -p "$LOGS"
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git diff --quiet HEAD 2>/dev/null; then COMMIT+="-dirty"; fi
+
+json_escape() {
+  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\t/\\t/g' -e 's/\r//g' | awk 'BEGIN { ORS = "" } { if (NR > 1) print "\\n"; print }'
+}
+
+CPU_MODEL=$(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//' || true)
+MEM_KIB=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+KERNEL=$(uname -srm)
+NPROC=$(nproc)
+MACHINE_JSON=$(printf '{"nproc":%s,"cpu_model":"%s","mem_total_kib":%s,"kernel":"%s"}' \
+  "$NPROC" "$(printf '%s' "$CPU_MODEL" | json_escape)" "$MEM_KIB" "$(printf '%s' "$KERNEL" | json_escape)")
+
+echo "== Switchboard benchmark $TS (commit $COMMIT, fsync=$FSYNC, quick=$QUICK, loadgen threads=$THREADS)"
+echo "== machine: $NPROC cpus, $CPU_MODEL, $((MEM_KIB / 1024)) MiB, $KERNEL"
+echo "== load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews the figures)"
+
+SERVER_PID=""
+SERVER_LOG=""
+DATA_DIR=""
+PORT=""
+SUMMARY=()
+PROBLEMS=()
+
+stop_server() {
+  [[ -n "$SERVER_PID" ]] || return 0
+  local pid=$SERVER_PID status=0 i
+  SERVER_PID=""
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    # The server drains in-flight commits on SIGTERM (server.drain_timeout_ms, 10 s).
+    for ((i = 0; i < 150; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      PROBLEMS+=("server pid $pid ignored SIGTERM for 15 s; killed (log: $SERVER_LOG)")
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || status=$?
+  if ((status != 0)); then
+    PROBLEMS+=("server exited with status $status after SIGTERM (log: $SERVER_LOG)")
+  fi
+  [[ -n "$DATA_DIR" ]] && rm -rf "$DATA_DIR"
+  DATA_DIR=""
+}
+trap stop_server EXIT
+trap 'stop_server; exit 130' INT TERM
+
+# start_server NAME: a fresh server on a free port with an empty data dir.
+start_server() {
+  local name=$1 i
+  stop_server
+  DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sb-bench-data.XXXXXX")
+  SERVER_LOG=$LOGS/server-$name.log
+  # Cheap password hashing so setup can register thousands of users quickly, and no
+  # per-connection send rate limit: the benchmark measures the server, not the limiter.
+  "$SERVER" serve --listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
+    --set store.fsync="$FSYNC" \
+    --set auth.password_ops=1 --set auth.password_mem_kib=8192 \
+    --set limits.send_rate_per_s=1e9 --set limits.send_burst=1e9 \
+    2>"$SERVER_LOG" &
+  SERVER_PID=$!
+  PORT=""
+  for ((i = 0; i < 300; i++)); do
+    PORT=$(grep -m1 -o 'event=listening addr=[^ ]*' "$SERVER_LOG" 2>/dev/null | sed 's/.*://' || true)
+    [[ -n "$PORT" ]] && break
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  if [[ -z "$PORT" ]]; then
+    echo "bench: server did not start for $name; last log lines:" >&2
+    tail -n 20 "$SERVER_LOG" >&2 || true
+    PROBLEMS+=("server did not start for $name (log: $SERVER_LOG)")
+    stop_server
+    return 1
+  fi
+  echo "-- server pid $SERVER_PID on 127.0.0.1:$PORT (data $DATA_DIR, log $SERVER_LOG)"
+}
+
+# loadgen NAME ARGS...: one loadgen run against the current server.
+loadgen() {
+  local name=$1
+  local json=$RESULTS/$TS-$name.json rc=0
+  shift
+  echo
+  echo "== $name: loadgen $*"
+  "$LOADGEN" --url "ws://127.0.0.1:$PORT/v1/ws" --server-pid "$SERVER_PID" --threads "$THREADS" \
+    --json "$json" --tag bench="$name" --tag fsync="$FSYNC" --tag commit="$COMMIT" --tag quick="$QUICK" \
+    "$@" | tee "$LOGS/$name.out" || rc=$?
+  if ((rc != 0)); then
+    PROBLEMS+=("loadgen $name exited with status $rc")
+    SUMMARY+=("$name: FAILED (status $rc)")
+    return 0
+  fi
+  local line
+  line=$(grep -m1 '^RESULT ' "$LOGS/$name.out" | sed 's/^RESULT //' || true)
+  SUMMARY+=("$name: ${line:-no RESULT line}")
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    PROBLEMS+=("server died during $name (log: $SERVER_LOG)")
+    SERVER_PID=""
+  fi
+}
+
+started=$(date +%s)
+
+if want latency || want throughput; then
+  if start_server single; then
+    want latency && loadgen latency --scenario senders --pairs 1 --window 1 --duration "$DUR_SHORT" --warmup "$WARMUP"
+    want throughput && loadgen throughput --scenario senders --pairs 1 --window 64 --duration "$DUR_SHORT" --warmup "$WARMUP"
+    stop_server
+  fi
+fi
+
+if want senders; then
+  if start_server senders; then
+    loadgen senders --scenario senders --pairs "$PAIRS" --window 1 --duration "$DUR_LONG" --warmup "$WARMUP"
+    stop_server
+  fi
+fi
+
+if want openloop; then
+  if start_server openloop; then
+    loadgen openloop --scenario senders --pairs "$PAIRS" --rate "$RATE" --duration "$DUR_LONG" --warmup "$WARMUP"
+    stop_server
+  fi
+fi
+
+if want idle; then
+  if start_server idle; then
+    loadgen idle --scenario idle --connections "$IDLE_CONNS" --users "$IDLE_USERS" --duration "$IDLE_HOLD"
+    stop_server
+  fi
+fi
+
+if want store; then
+  if [[ -x "$STORE_BENCH" ]]; then
+    echo
+    # Its defaults take about a minute; --quick asks for a tenth of the default data.
+    STORE_ARGS=()
+    ((QUICK)) && STORE_ARGS=(--messages 50000)
+    echo "== store_bench: $STORE_BENCH ${STORE_ARGS[*]:-(its defaults)}"
+    rc=0
+    "$STORE_BENCH" "${STORE_ARGS[@]}" 2>&1 | tee "$LOGS/store_bench.out" || rc=$?
+    {
+      printf '{"tool":"store_bench","scenario":"store_bench","started_at":"%s","exit_status":%d,' "$TS" "$rc"
+      printf '"tags":{"commit":"%s","quick":"%s"},"machine":%s,' "$COMMIT" "$QUICK" "$MACHINE_JSON"
+      printf '"output":"%s"}\n' "$(json_escape <"$LOGS/store_bench.out")"
+    } >"$RESULTS/$TS-store_bench.json"
+    if ((rc != 0)); then
+      PROBLEMS+=("store_bench exited with status $rc")
+      SUMMARY+=("store_bench: FAILED (status $rc)")
+    else
+      SUMMARY+=("store_bench: see $RESULTS/$TS-store_bench.json")
+    fi
+  else
+    SUMMARY+=("store_bench: skipped ($STORE_BENCH not built)")
+  fi
+fi
+
+# One table row per loadgen RESULT line ("name: key=value ..."); other lines as they are.
+summary_table() {
+  awk '
+    function field(k,   i, kv) { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) return kv[2] } return "-" }
+    BEGIN { hdr = 0 }
+    $2 == "scenario=senders" {
+      if (!hdr) {
+        printf "  %-11s %7s %9s %9s %9s | %9s %9s %9s %9s | %9s %9s | %6s %7s %6s\n", "scenario", "senders", "load", "acked/s", "deliv/s", "ack p50", "p99", "p99.9", "max", "dlv p50", "p99", "failed", "unacked", "closed"
+        hdr = 1
+      }
+      load = field("window") != "-" ? "W=" field("window") : "R=" field("rate")
+      printf "  %-11s %7s %9s %9s %9s | %7sms %7sms %7sms %7sms | %7sms %7sms | %6s %7s %6s\n", substr($1, 1, length($1) - 1), field("senders"), load, field("acked_per_s"), field("delivered_per_s"), field("ack_p50_ms"), field("ack_p99_ms"), field("ack_p999_ms"), field("ack_max_ms"), field("deliv_p50_ms"), field("deliv_p99_ms"), field("failed"), field("unacked"), field("closed")
+      next
+    }
+    $2 == "scenario=idle" {
+      printf "  %-11s connections %s, %s conn/s, %s bytes/connection, %s closed\n", substr($1, 1, length($1) - 1), field("connections"), field("connect_per_s"), field("bytes_per_conn"), field("closed")
+      next
+    }
+    { print "  " $0 }'
+}
+
+echo
+echo "== summary ($(($(date +%s) - started)) s; every figure in $RESULTS/$TS-*.json; latencies in ms)"
+printf '%s\n' "${SUMMARY[@]}" | summary_table
+if ((${#PROBLEMS[@]})); then
+  echo "== problems"
+  for p in "${PROBLEMS[@]}"; do echo "  $p"; done
+fi
