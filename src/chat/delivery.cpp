@@ -113,7 +113,14 @@ void ChatCore::HandleReceipt(uint32_t owner, const ReceiptRequest& r) {
 
   // Any receipt from a device proves it holds everything up to `up`.
   std::string key = FormatUserId(r.user) + ":" + r.device;
-  Seq& cur = cs->device_cursors[key];
+  auto [cit, fresh] = cs->device_cursors.try_emplace(key, 0);
+  if (fresh) {
+    // First receipt of this device since the conversation was loaded: start from the
+    // stored cursor, so that a late, lower receipt never moves the record back.
+    auto stored = store_.GetDeviceCursor(r.user, r.device, r.conv);
+    if (stored.ok()) cit->second = *stored;
+  }
+  Seq& cur = cit->second;
   if (up > cur) {
     cur = up;
     rc.cursor = store::DeviceCursor{r.user, r.device, r.conv, up};

@@ -181,6 +181,8 @@ class Store {
   virtual Status Commit(const CommitBatch& batch) = 0;
   // Receipt state of every member that has any, ascending by user.
   virtual Result<std::vector<MemberReceipt>> GetReceipts(ConvId conv) = 0;
+  // The device's cursor in one conversation (0 when none was recorded).
+  virtual Result<Seq> GetDeviceCursor(UserId user, std::string_view device, ConvId conv) = 0;
   // Every conversation cursor recorded for the device, ascending by conversation.
   virtual Result<std::vector<std::pair<ConvId, Seq>>> GetDeviceCursors(UserId user, std::string_view device) = 0;
 

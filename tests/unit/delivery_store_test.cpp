@@ -66,6 +66,9 @@ TEST_F(DeliveryStoreTest, CommitWritesMessagesReceiptsAndCursorsTogether) {
   EXPECT_EQ((*c)[0], (std::pair<ConvId, Seq>{7, 1}));
   EXPECT_EQ((*c)[1], (std::pair<ConvId, Seq>{8, 9}));
   EXPECT_TRUE(store_->GetDeviceCursors(2, "tablet")->empty());
+  EXPECT_EQ(*store_->GetDeviceCursor(2, "phone", 8), 9u);
+  EXPECT_EQ(*store_->GetDeviceCursor(2, "phone", 9), 0u);
+  EXPECT_EQ(*store_->GetDeviceCursor(2, "tablet", 8), 0u);
 
   // Replaced, and kept across a reopen.
   CommitBatch b2;

@@ -110,6 +110,16 @@ Result<std::vector<MemberReceipt>> RocksStore::GetReceipts(ConvId conv) {
   return out;
 }
 
+Result<Seq> RocksStore::GetDeviceCursor(UserId user, std::string_view device, ConvId conv) {
+  if (device.size() > 255) return BadRequest("device id too long");
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, CursorKey(user, device, conv), &v);
+  if (st.IsNotFound()) return Seq{0};
+  if (!st.ok()) return Err(st, "get cursor");
+  if (v.size() != 9 || static_cast<uint8_t>(v[0]) != kVersion) return Internal("corrupt cursor record");
+  return GetFixed64(v.data() + 1);
+}
+
 Result<std::vector<std::pair<ConvId, Seq>>> RocksStore::GetDeviceCursors(UserId user, std::string_view device) {
   if (device.size() > 255) return BadRequest("device id too long");
   const std::string lower = CursorPrefix(user, device);

@@ -63,6 +63,7 @@ class RocksStore final : public Store {
   // rocks_delivery.cpp
   Status Commit(const CommitBatch& batch) override;
   Result<std::vector<MemberReceipt>> GetReceipts(ConvId conv) override;
+  Result<Seq> GetDeviceCursor(UserId user, std::string_view device, ConvId conv) override;
   Result<std::vector<std::pair<ConvId, Seq>>> GetDeviceCursors(UserId user, std::string_view device) override;
   Result<UserSettings> GetUserSettings(UserId user) override;
   Status PutUserSettings(UserId user, const UserSettings& s) override;
