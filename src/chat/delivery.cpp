@@ -208,6 +208,9 @@ void ChatCore::OnResume(uint32_t shard, Session* s, const protocol::Resume& r) {
   for (ConvId c : *convs) {
     Replay& rp = ss.replay[c];
     Seq from = given.count(c) ? given[c] : recorded[c];
+    // A cursor past the end (a confused client) must not make live messages look
+    // already sent.
+    if (auto last = store_.LastSeq(c); last.ok()) from = std::min(from, *last);
     // A second resume on the same connection never re-sends what this connection got.
     rp.sent_upto = rp.done ? std::max(rp.sent_upto, from) : from;
     rp.done = false;

@@ -9,6 +9,7 @@
 #include <deque>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 
 #include "base/clock.h"
 #include "base/ids.h"
@@ -46,7 +47,18 @@ struct Shard {
   ShardExecutor exec;
   std::optional<tcp::acceptor> acceptor;
   std::thread thread;
+  // Connection-rate buckets by client address (tokens, last refill in ns).
+  std::unordered_map<std::string, std::pair<double, int64_t>> connect_buckets;
 };
+
+// Same origin: the Origin's host[:port] equals the Host header.
+bool SameOrigin(std::string_view origin, std::string_view host) {
+  size_t p = origin.find("://");
+  if (p == std::string_view::npos) return false;
+  std::string_view rest = origin.substr(p + 3);
+  while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  return !host.empty() && rest == host;
+}
 
 std::string_view Sv(beast::string_view s) { return {s.data(), s.size()}; }
 
@@ -70,6 +82,28 @@ struct Server::Impl {
   uint16_t port = 0;
 
   net::awaitable<void> Accept(Shard& sh);
+  bool OriginAllowed(std::string_view origin, std::string_view host) const {
+    if (origin.empty()) return true;  // not a browser
+    if (opts.allowed_origins.empty()) return SameOrigin(origin, host);
+    for (const auto& o : opts.allowed_origins)
+      if (o == "*" || o == origin) return true;
+    return false;
+  }
+  // Token bucket per client address; false when it connects too fast.
+  bool AdmitConnection(Shard& sh, const std::string& ip) {
+    if (opts.connects_per_ip_per_s <= 0) return true;
+    double rate = opts.connects_per_ip_per_s / static_cast<double>(shards.size());
+    double burst = std::max(1.0, 2 * rate);
+    int64_t now = MonoNs();
+    if (sh.connect_buckets.size() > 100000) sh.connect_buckets.clear();  // bounded memory
+    auto [it, fresh] = sh.connect_buckets.try_emplace(ip, burst, now);
+    auto& [tokens, last] = it->second;
+    if (!fresh) tokens = std::min(burst, tokens + static_cast<double>(now - last) / 1e9 * rate);
+    last = now;
+    if (tokens < 1) return false;
+    tokens -= 1;
+    return true;
+  }
   net::awaitable<void> Ticker(Shard& sh);
   net::awaitable<void> HttpSession(Shard& sh, tcp::socket sock);
   void StartDrain();
@@ -85,6 +119,8 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
       : srv_(srv),
         shard_(shard),
         ws_(std::move(stream)),
+        expiry_(shard.io),
+        token_exp_s_(claims.exp),
         user_(claims.user),
         device_(std::move(claims.device_id)),
         id_(g_next_session_id.fetch_add(1)),
@@ -157,6 +193,13 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
     m.connections_total.Inc();
     srv_.core->Attach(shard_.index, this);
     if (srv_.draining) Close(ws::close_code::going_away, "server draining", true);
+    // The connection lives no longer than its token: at expiry it is closed with 1008
+    // and the client reconnects with a refreshed token.
+    expiry_.expires_at(std::chrono::steady_clock::now() +
+                       std::chrono::seconds(std::max<int64_t>(0, token_exp_s_ - WallMs() / 1000)));
+    expiry_.async_wait([self](beast::error_code ec) {
+      if (!ec) self->Close(ws::close_code::policy_error, "token expired", true);
+    });
 
     beast::flat_buffer buf;
     for (;;) {
@@ -177,6 +220,7 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
     srv_.core->Detach(shard_.index, this);
     m.connections.Add(-1);
     failed_ = true;
+    expiry_.cancel();
   }
 
  private:
@@ -219,6 +263,8 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
   Server::Impl& srv_;
   Shard& shard_;
   ws::stream<beast::tcp_stream> ws_;
+  net::steady_timer expiry_;
+  int64_t token_exp_s_;
   UserId user_;
   std::string device_;
   uint64_t id_;
@@ -315,6 +361,10 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, tcp::socket sock) {
         refuse = ErrorResponse(NotFound("no WebSocket endpoint here; use /v1/ws"));
       } else if (draining) {
         refuse = ErrorResponse(Unavailable("server draining"));
+      } else if (!OriginAllowed(Sv(req[http::field::origin]), Sv(req[http::field::host]))) {
+        // Cross-site WebSocket hijacking: a page on another site cannot use the
+        // visitor's token through the browser.
+        refuse = ErrorResponse(Forbidden("origin not allowed"));
       } else {
         std::string token(api::BearerToken(Sv(req[http::field::authorization])));
         if (token.empty()) {
@@ -376,6 +426,14 @@ net::awaitable<void> Server::Impl::Accept(Shard& sh) {
       continue;
     }
     beast::error_code ig;
+    auto ep = sock.remote_endpoint(ig);
+    if (!ig && !AdmitConnection(sh, ep.address().to_string())) {
+      // Too many new connections from one address: refuse cheaply, before any TLS or
+      // HTTP work (reconnect storms from one NAT are spread by client backoff).
+      metrics::Server().connections_refused.Inc();
+      sock.close(ig);
+      continue;
+    }
     sock.set_option(tcp::no_delay(true), ig);
     net::co_spawn(sh.io, HttpSession(sh, std::move(sock)), net::detached);
   }

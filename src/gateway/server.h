@@ -35,6 +35,14 @@ struct ServerOptions {
   int64_t idle_timeout_ms = 60000;       // no byte from the peer for this long: ping, then close
   size_t max_header_bytes = 8192;
   int64_t drain_timeout_ms = 10000;      // SIGTERM: longest wait for in-flight commits
+  // Browser upgrades (requests with an Origin header) are accepted from these origins
+  // ("https://chat.example.com"), or from the same origin as the Host header when the
+  // list is empty. "*" accepts any origin. Requests without Origin (native clients)
+  // are not affected.
+  std::vector<std::string> allowed_origins;
+  // New connections accepted per client IP per second (token bucket, burst 2x), per
+  // shard; 0 disables.
+  double connects_per_ip_per_s = 50;
 };
 
 class Server {

@@ -109,6 +109,9 @@ std::string ServerMetrics::Render() const {
   RenderCounter(out, "switchboard_http_requests_total", "HTTP requests served.", http_requests.Value());
   RenderCounter(out, "switchboard_upgrades_rejected_total", "WebSocket upgrades refused.",
                 upgrades_rejected.Value());
+  RenderCounter(out, "switchboard_connections_refused_total",
+                "TCP connections closed at accept: too many new connections from one address.",
+                connections_refused.Value());
   RenderCounter(out, "switchboard_resumes_total", "resume requests completed.", resumes.Value());
   RenderCounter(out, "switchboard_replayed_messages_total", "Messages sent by resume replays.",
                 replayed_messages.Value());

@@ -61,6 +61,7 @@ struct ServerMetrics {
   Counter send_queue_overflows;
   Counter http_requests;
   Counter upgrades_rejected;
+  Counter connections_refused;
   Counter resumes;
   Counter replayed_messages;
   Counter receipts_stored;

@@ -61,6 +61,8 @@ const std::vector<Entry>& Entries() {
       {"server.idle_timeout_ms", "a socket silent this long is pinged, then closed", SB_NUM(idle_timeout_ms, int64_t, 1000, 3600000)},
       {"server.max_header_bytes", "largest HTTP request head", SB_NUM(max_header_bytes, size_t, 1024, 1u << 20)},
       {"server.drain_timeout_ms", "on SIGTERM, longest wait for in-flight commits", SB_NUM(drain_timeout_ms, int64_t, 0, 600000)},
+      {"server.allowed_origins", "browser origins allowed to open the WebSocket, comma-separated (\"*\": any; empty: same origin only)", SB_STR(allowed_origins)},
+      {"server.connects_per_ip_per_s", "new connections per client address per second (0: unlimited)", SB_DBL(connects_per_ip_per_s, 0, 1e9)},
       {"store.data_dir", "directory of the embedded store and the signing keys", SB_STR(data_dir)},
       {"store.fsync", "always: fsync each group commit before acking (survives power loss); none: survives a process crash only", SB_STR(fsync)},
       {"store.cache_mb", "store read cache, MiB", SB_NUM(cache_mb, size_t, 8, 1u << 20)},
@@ -80,6 +82,10 @@ const std::vector<Entry>& Entries() {
       {"limits.send_queue_max_bytes", "bytes queued to one socket before it is closed", SB_NUM(limits.send_queue_max_bytes, size_t, 65536, 1ull << 32)},
       {"limits.send_rate_per_s", "send_message frames per second per connection (sustained)", SB_DBL(limits.send_rate_per_s, 0.1, 1e9)},
       {"limits.send_burst", "send_message burst per connection", SB_DBL(limits.send_burst, 1, 1e9)},
+      {"presence.ttl_ms", "a device silent this long (no frame at all) is offline", SB_NUM(presence_ttl_ms, int64_t, 1000, 3600000)},
+      {"presence.grace_ms", "offline is announced this long after the last device left (a reconnect within it announces nothing)", SB_NUM(presence_grace_ms, int64_t, 0, 600000)},
+      {"presence.max_subscriptions", "presence_subscribe targets per connection", SB_NUM(max_presence_subscriptions, size_t, 1, 100000)},
+      {"presence.typing_ttl_ms", "a typing 'started' without 'stopped' ends after this long", SB_NUM(typing_ttl_ms, int64_t, 500, 600000)},
       {"log.level", "debug | info | warn | error | off", SB_STR(log_level)},
   };
   return e;

@@ -24,6 +24,8 @@ struct Config {
   int64_t idle_timeout_ms = 60000;
   size_t max_header_bytes = 8192;
   int64_t drain_timeout_ms = 10000;
+  std::string allowed_origins;  // comma-separated; empty: same origin only
+  double connects_per_ip_per_s = 50;
 
   std::string data_dir = "./data";
   std::string fsync = "always";  // always | none
@@ -33,6 +35,10 @@ struct Config {
   auth::PasswordParams password;
 
   protocol::Limits limits;
+  int64_t presence_ttl_ms = 30000;
+  int64_t presence_grace_ms = 5000;
+  int64_t typing_ttl_ms = 6000;
+  size_t max_presence_subscriptions = 500;
   std::string log_level = "info";
 };
 

@@ -75,11 +75,25 @@ int RunServe(const Config& cfg) {
   go.idle_timeout_ms = cfg.idle_timeout_ms;
   go.max_header_bytes = cfg.max_header_bytes;
   go.drain_timeout_ms = cfg.drain_timeout_ms;
+  go.connects_per_ip_per_s = cfg.connects_per_ip_per_s;
+  for (size_t pos = 0; pos < cfg.allowed_origins.size();) {
+    size_t comma = cfg.allowed_origins.find(',', pos);
+    if (comma == std::string::npos) comma = cfg.allowed_origins.size();
+    std::string o = cfg.allowed_origins.substr(pos, comma - pos);
+    while (!o.empty() && o.front() == ' ') o.erase(0, 1);
+    while (!o.empty() && o.back() == ' ') o.pop_back();
+    if (!o.empty()) go.allowed_origins.push_back(o);
+    pos = comma + 1;
+  }
   gateway::Server server(go, tokens, rest);
 
   chat::CoreOptions co;
   co.limits = cfg.limits;
   co.node_id = cfg.node_id;
+  co.presence_ttl_ms = cfg.presence_ttl_ms;
+  co.presence_grace_ms = cfg.presence_grace_ms;
+  co.typing_ttl_ms = cfg.typing_ttl_ms;
+  co.max_presence_subscriptions = cfg.max_presence_subscriptions;
   if (co.node_id.empty()) {
     char host[256] = {};
     co.node_id = ::gethostname(host, sizeof host - 1) == 0 ? host : "node-1";

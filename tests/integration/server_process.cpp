@@ -127,7 +127,10 @@ bool ServerProcess::Start() {
                                    "--data-dir", dir_,
                                    "--set",      "auth.password_ops=1",
                                    "--set",      "auth.password_mem_kib=8192",
-                                   "--set",      "log.level=info"};
+                                   "--set",      "log.level=info",
+                                   // Tests open many connections from 127.0.0.1 in bursts;
+                                   // the per-address limit has its own test.
+                                   "--set",      "server.connects_per_ip_per_s=0"};
   args.insert(args.end(), opts_.extra_args.begin(), opts_.extra_args.end());
   // Lets a whole run use other settings (e.g. "--set store.fsync=none") unchanged.
   if (const char* env = std::getenv("SB_TEST_SERVER_ARGS"); env && *env) {

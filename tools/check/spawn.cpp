@@ -108,7 +108,9 @@ bool SpawnedServer::Start(std::chrono::milliseconds timeout) {
                                      "--data-dir", dir_,
                                      "--set",  "auth.password_ops=1",
                                      "--set",  "auth.password_mem_kib=8192",
-                                     "--set",  "log.level=info"};
+                                     "--set",  "log.level=info",
+                                     // Every simulated device connects from 127.0.0.1.
+                                     "--set",  "server.connects_per_ip_per_s=0"};
     for (const auto& s : extra_sets_) {
       args.push_back("--set");
       args.push_back(s);

@@ -1,0 +1,124 @@
+// Hostile-client protections in the gateway: browser origins, connections that
+// outlive their token, and the per-address connection rate.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "server_process.h"
+#include "test_support.h"
+
+namespace sb::test {
+namespace {
+
+using client::RestClient;
+using client::WsClient;
+using client::WsConnectOptions;
+
+class HardeningTest : public ::testing::Test {
+ protected:
+  void StartServer(std::vector<std::string> args) {
+    server_ = std::make_unique<ServerProcess>(ServerProcess::Options{std::move(args), std::chrono::milliseconds(20000)});
+    ASSERT_TRUE(server_->Start()) << server_->error();
+    api_ = std::make_unique<RestClient>(server_->host(), server_->port());
+  }
+  WsConnectOptions Opts(const TestUser& u, std::string origin = "") {
+    WsConnectOptions o;
+    o.access_token = u.access_token;
+    if (!origin.empty()) o.extra_headers.emplace_back("Origin", origin);
+    return o;
+  }
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<RestClient> api_;
+};
+
+TEST_F(HardeningTest, CrossSiteBrowserUpgradesAreRefused) {
+  StartServer({});
+  TestUser u;
+  CreateUser(*api_, "origin", &u);
+  std::string host = "127.0.0.1:" + std::to_string(server_->port());
+  {
+    WsClient ws;
+    EXPECT_FALSE(ws.Connect(server_->host(), server_->port(), Opts(u, "https://evil.example")));
+    EXPECT_EQ(ws.upgrade_status(), 403) << "a page on another site must not use the visitor's token";
+  }
+  {
+    WsClient ws;
+    EXPECT_TRUE(ws.Connect(server_->host(), server_->port(), Opts(u, "http://" + host)))
+        << "same origin: " << ws.upgrade_status() << " " << ws.upgrade_body();
+  }
+  {
+    WsClient ws;
+    EXPECT_TRUE(ws.Connect(server_->host(), server_->port(), Opts(u))) << "no Origin: not a browser";
+  }
+}
+
+TEST_F(HardeningTest, ConfiguredOriginsAreAllowed) {
+  StartServer({"--set", "server.allowed_origins=https://chat.example.com, https://app.example.com"});
+  TestUser u;
+  CreateUser(*api_, "origins", &u);
+  WsClient a, b, c;
+  EXPECT_TRUE(a.Connect(server_->host(), server_->port(), Opts(u, "https://app.example.com")));
+  EXPECT_FALSE(b.Connect(server_->host(), server_->port(), Opts(u, "https://chat.example.com.evil.net")));
+  EXPECT_EQ(b.upgrade_status(), 403);
+  EXPECT_FALSE(c.Connect(server_->host(), server_->port(),
+                         Opts(u, "http://127.0.0.1:" + std::to_string(server_->port()))))
+      << "with a list, same-origin is not implied";
+}
+
+TEST_F(HardeningTest, SocketClosesWith1008WhenItsTokenExpires) {
+  StartServer({"--set", "auth.access_ttl_s=10", "--set", "auth.leeway_s=0"});
+  TestUser u;
+  CreateUser(*api_, "expiry", &u);
+  WsClient ws;
+  ASSERT_TRUE(ws.Connect(server_->host(), server_->port(), Opts(u)));
+  auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    auto f = ws.RecvFrame(Millis(15000));
+    if (f.kind == client::WsFrame::Kind::kText) continue;  // welcome, pings answered by the library
+    ASSERT_EQ(f.kind, client::WsFrame::Kind::kClose) << f.Describe();
+    EXPECT_EQ(f.close_code, 1008);
+    break;
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_GT(secs, 7.0) << "not before the token expires";
+  EXPECT_LT(secs, 13.0) << "at its expiry";
+  // The expired token no longer opens a socket; a refreshed one does.
+  WsClient again;
+  EXPECT_FALSE(again.Connect(server_->host(), server_->port(), Opts(u)));
+  EXPECT_EQ(again.upgrade_status(), 401);
+  auto r = api_->Refresh(u.refresh_token);
+  ASSERT_EQ(r.status, 200) << r.Describe();
+  u.access_token = *r.json()["access_token"].Str();
+  WsClient fresh;
+  EXPECT_TRUE(fresh.Connect(server_->host(), server_->port(), Opts(u)));
+}
+
+TEST_F(HardeningTest, OneAddressCannotOpenConnectionsWithoutLimit) {
+  StartServer({"--set", "server.connects_per_ip_per_s=4"});
+  TestUser u;
+  CreateUser(*api_, "storm", &u);
+  int ok = 0, refused = 0;
+  std::vector<std::unique_ptr<WsClient>> open;
+  for (int i = 0; i < 40; ++i) {
+    auto ws = std::make_unique<WsClient>();
+    WsConnectOptions o = Opts(u);
+    o.timeout = Millis(2000);
+    if (ws->Connect(server_->host(), server_->port(), o)) {
+      ++ok;
+      open.push_back(std::move(ws));
+    } else {
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 0) << "a burst of 40 connections from one address is cut";
+  EXPECT_GE(ok, 4) << "the burst allowance is honoured";
+  EXPECT_LE(ok, 20);
+  // Once the bucket refills, the same address connects again, and the server serves.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  WsClient later;
+  EXPECT_TRUE(later.Connect(server_->host(), server_->port(), Opts(u)));
+  EXPECT_EQ(api_->Request("GET", "/healthz").status, 200);
+}
+
+}  // namespace
+}  // namespace sb::test
