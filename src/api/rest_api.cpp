@@ -120,9 +120,9 @@ struct RestApi::Ctx {
   auth::Claims claims;
 };
 
-RestApi::RestApi(store::Store& store, const auth::TokenService& tokens, RestOptions opts,
-                 const Clock& clock)
-    : store_(store), tokens_(tokens), opts_(std::move(opts)), clock_(clock) {
+RestApi::RestApi(store::Store& store, const auth::TokenService& tokens, auth::Revocations& revoked,
+                 RestOptions opts, const Clock& clock)
+    : store_(store), tokens_(tokens), opts_(std::move(opts)), clock_(clock), revoked_(revoked) {
   auto h = auth::HashPassword("switchboard-timing-equalizer", opts_.password);
   if (h.ok()) dummy_hash_ = *h;
 }
@@ -159,8 +159,11 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
     if (tok.empty()) return Error(Unauthorized("missing bearer token"));
     auto claims = tokens_.Verify(tok);
     if (!claims.ok()) return Error(claims.status());
+    if (revoked_.IsRevoked(*claims)) return Error(Unauthorized("token revoked (device logged out)"));
     c.claims = std::move(*claims);
   }
+
+  if (seg.size() == 3 && seg[1] == "sessions" && seg[2] == "logout" && m == "POST") return Logout(c, req);
 
   if (seg.size() == 3 && seg[1] == "users" && m == "GET") return GetUser(c, seg[2]);
   if (seg.size() == 4 && seg[1] == "users" && seg[3] == "presence" && m == "GET")
@@ -240,9 +243,30 @@ HttpResponse RestApi::IssueTokens(const store::User& u, std::string device_id, i
   return Json(status, std::move(w).Take());
 }
 
+bool RestApi::Take(std::unordered_map<std::string, Bucket>& m, const std::string& key, double burst,
+                   double per_min, bool consume) {
+  int64_t now = clock_.NowMs();
+  // Bounded memory under a spray of addresses or names: forget everything at once
+  // (a fresh bucket is full, so this only ever errs on the side of admitting).
+  if (m.size() > 200000) m.clear();
+  auto [it, fresh] = m.try_emplace(key, Bucket{burst, now});
+  Bucket& b = it->second;
+  if (!fresh) b.tokens = std::min(burst, b.tokens + static_cast<double>(now - b.at_ms) * per_min / 60000.0);
+  b.at_ms = now;
+  if (b.tokens < 1) return false;
+  if (consume) b.tokens -= 1;
+  return true;
+}
+
 HttpResponse RestApi::CreateSession(const HttpRequest& req) {
   auto body = ParseBody(req);
   if (!body.ok()) return Error(body.status());
+  const auto& lim = opts_.limits;
+  {
+    std::lock_guard lk(login_mu_);
+    if (!Take(login_ip_, req.remote, lim.login_attempts_per_ip_per_min, lim.login_attempts_per_ip_per_min, true))
+      return Error(RateLimited("too many login attempts from this address; retry later"));
+  }
   std::string username, password, device_id;
   if (auto s = StringField(*body, "username", true, &username); !s.ok()) return Error(s);
   if (auto s = StringField(*body, "password", true, &password); !s.ok()) return Error(s);
@@ -251,15 +275,29 @@ HttpResponse RestApi::CreateSession(const HttpRequest& req) {
     return Error(BadRequest("device_id must be 1-64 printable ASCII characters"));
   if (device_id.empty()) device_id = "dev_" + RandomHex(8);
 
-  auto user = store_.FindUserByUsername(Lower(username));
+  const std::string account = Lower(username);
+  {
+    // Guessing one account's password is slowed down whoever guesses; the check
+    // happens before the (expensive) hash so a locked account costs nothing.
+    std::lock_guard lk(login_mu_);
+    if (!Take(login_account_, account, lim.login_failures_per_account_burst,
+              lim.login_failures_per_account_per_min, false))
+      return Error(RateLimited("too many failed logins for this account; retry later"));
+  }
+  auto fail = [&] {
+    std::lock_guard lk(login_mu_);
+    Take(login_account_, account, lim.login_failures_per_account_burst, lim.login_failures_per_account_per_min,
+         true);
+    return Error(Unauthorized("invalid username or password"));
+  };
+  auto user = store_.FindUserByUsername(account);
   if (!user.ok()) {
     if (user.status().code() != Code::kNotFound) return Error(user.status());
     // Same work as a wrong password, so response time does not reveal who exists.
     (void)auth::VerifyPassword(dummy_hash_, password);
-    return Error(Unauthorized("invalid username or password"));
+    return fail();
   }
-  if (!auth::VerifyPassword(user->password_hash, password))
-    return Error(Unauthorized("invalid username or password"));
+  if (!auth::VerifyPassword(user->password_hash, password)) return fail();
   return IssueTokens(*user, std::move(device_id), 200);
 }
 
@@ -279,11 +317,42 @@ HttpResponse RestApi::RefreshSession(const HttpRequest& req) {
     (void)store_.DeleteRefreshToken(hash);
     return Error(Unauthorized("refresh token expired"));
   }
+  // Refresh tokens issued before the device logged out died with it.
+  if (revoked_.IssuedBeforeRevocation(rt->user, rt->device_id, rt->created_ms / 1000)) {
+    (void)store_.DeleteRefreshToken(hash);
+    return Error(Unauthorized("invalid refresh token"));
+  }
   auto user = store_.GetUser(rt->user);
   if (!user.ok()) return Error(Unauthorized("invalid refresh token"));
   // Rotation: a refresh token works once; the answer carries its successor.
   if (Status s = store_.DeleteRefreshToken(hash); !s.ok()) return Error(s);
   return IssueTokens(*user, rt->device_id, 200);
+}
+
+HttpResponse RestApi::Logout(const Ctx& c, const HttpRequest& req) {
+  // The refresh token (optional in the body) dies, the device's access tokens issued
+  // so far are refused from now on, and its open sockets are closed.
+  if (!req.body.empty()) {
+    auto body = ParseBody(req);
+    if (!body.ok()) return Error(body.status());
+    std::string refresh;
+    if (auto s = StringField(*body, "refresh_token", false, &refresh); !s.ok()) return Error(s);
+    if (!refresh.empty()) {
+      std::string hash = auth::HashRefreshToken(refresh);
+      auto rt = store_.GetRefreshToken(hash);
+      if (rt.ok() && rt->user == c.claims.user) {
+        if (Status s = store_.DeleteRefreshToken(hash); !s.ok()) return Error(s);
+      }
+    }
+  }
+  int64_t now_s = clock_.NowMs() / 1000;
+  if (Status s = store_.PutRevocation(c.claims.user, c.claims.device_id, now_s); !s.ok()) return Error(s);
+  revoked_.Revoke(c.claims.user, c.claims.device_id, now_s);
+  if (logged_out_) logged_out_(c.claims.user, c.claims.device_id);
+  LOG_INFO("device_logged_out").Kv("user", FormatUserId(c.claims.user)).Kv("device", c.claims.device_id);
+  HttpResponse r;
+  r.status = 204;
+  return r;
 }
 
 HttpResponse RestApi::GetUser(const Ctx&, std::string_view id) {

@@ -5,9 +5,12 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
+#include <unordered_map>
 
 #include "api/http_types.h"
 #include "auth/password.h"
+#include "auth/revocations.h"
 #include "auth/tokens.h"
 #include "base/clock.h"
 #include "chat/chat_core.h"
@@ -23,7 +26,8 @@ struct RestOptions {
 
 class RestApi {
  public:
-  RestApi(store::Store& store, const auth::TokenService& tokens, RestOptions opts, const Clock& clock);
+  RestApi(store::Store& store, const auth::TokenService& tokens, auth::Revocations& revoked, RestOptions opts,
+          const Clock& clock);
 
   HttpResponse Handle(const HttpRequest& req);
 
@@ -31,6 +35,9 @@ class RestApi {
   // conversation. Set once at start-up (the chat core provides it).
   using PresenceQuery = std::function<std::optional<chat::PresenceView>(UserId viewer, UserId target)>;
   void SetPresenceQuery(PresenceQuery q) { presence_ = std::move(q); }
+  // Told after a device logged out, to close its open sockets.
+  using DeviceLoggedOut = std::function<void(UserId, const std::string& device)>;
+  void SetDeviceLoggedOut(DeviceLoggedOut f) { logged_out_ = std::move(f); }
   // Told after a user's settings were stored (the chat core applies them live).
   using SettingsChanged = std::function<void(UserId, const store::UserSettings&)>;
   void SetSettingsChanged(SettingsChanged f) { settings_changed_ = std::move(f); }
@@ -43,6 +50,7 @@ class RestApi {
   HttpResponse CreateUser(const HttpRequest& req);
   HttpResponse CreateSession(const HttpRequest& req);
   HttpResponse RefreshSession(const HttpRequest& req);
+  HttpResponse Logout(const Ctx& c, const HttpRequest& req);
   HttpResponse GetUser(const Ctx& c, std::string_view id);
   HttpResponse GetPresence(const Ctx& c, std::string_view id);
   HttpResponse Settings(const Ctx& c, std::string_view id, const HttpRequest& req);
@@ -59,9 +67,21 @@ class RestApi {
   RestOptions opts_;
   const Clock& clock_;
   std::atomic<bool> draining_{false};
+  // Login throttling (pool threads share it). Buckets: tokens and last refill (ms).
+  struct Bucket {
+    double tokens;
+    int64_t at_ms;
+  };
+  bool Take(std::unordered_map<std::string, Bucket>& m, const std::string& key, double burst,
+            double per_min, bool consume);
+  std::mutex login_mu_;
+  std::unordered_map<std::string, Bucket> login_ip_;
+  std::unordered_map<std::string, Bucket> login_account_;
   std::string dummy_hash_;
   PresenceQuery presence_;
-  SettingsChanged settings_changed_;  // verified against when a username is unknown (equal timing)
+  SettingsChanged settings_changed_;
+  DeviceLoggedOut logged_out_;
+  auth::Revocations& revoked_;  // verified against when a username is unknown (equal timing)
 };
 
 }  // namespace sb::api

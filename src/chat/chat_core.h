@@ -110,6 +110,9 @@ class ChatCore {
   // conversation (a stranger learns nothing, not even whether the user exists).
   // Blocking (waits for the owner shard): call it from a pool thread, not a shard.
   std::optional<PresenceView> QueryPresence(UserId viewer, UserId target);
+  // Closes every open connection of the user's device (all shards) with `code`.
+  // Thread-safe; returns at once.
+  void CloseDevice(UserId user, const std::string& device, uint16_t code, const std::string& reason);
   // The user changed the "hide last seen" setting (already stored). Thread-safe.
   void SetHideLastSeen(UserId user, bool hide);
   // True when some conversation has both users as members. Thread-safe (reads the store).

@@ -225,6 +225,19 @@ int64_t ChatCore::VisibleLastSeen(uint32_t owner, UserId user, UserPresence& up)
   return up.told_online ? clock_.NowMs() : up.last_seen_ms;
 }
 
+void ChatCore::CloseDevice(UserId user, const std::string& device, uint16_t code, const std::string& reason) {
+  for (uint32_t t = 0; t < shards_.size(); ++t) {
+    shards_[t]->Post([this, t, user, device, code, reason] {
+      auto it = state_[t]->by_user.find(user);
+      if (it == state_[t]->by_user.end()) return;
+      std::vector<Session*> victims;
+      for (Session* s : it->second)
+        if (s->device_id() == device) victims.push_back(s);
+      for (Session* s : victims) s->Close(code, reason);
+    });
+  }
+}
+
 void ChatCore::SetHideLastSeen(UserId user, bool hide) {
   uint32_t owner = UserOwnerShard(user);
   shards_[owner]->Post([this, owner, user, hide] {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "base/ids.h"
 
@@ -24,6 +25,9 @@ class Session {
   // overflow, the session closes itself (the client resumes); nothing is dropped
   // silently.
   virtual void Send(std::shared_ptr<const std::string> frame) = 0;
+  // Closes the connection with a WebSocket close code after what is queued (the client
+  // reconnects; e.g. 1008 when its device was logged out).
+  virtual void Close(uint16_t code, std::string_view reason) = 0;
   // Frames queued and not yet written.
   virtual size_t Queued() const = 0;
   // Runs `fn` (on the session's thread) once fewer than `frames` are queued; at once

@@ -65,14 +65,15 @@ std::string_view Sv(beast::string_view s) { return {s.data(), s.size()}; }
 }  // namespace
 
 struct Server::Impl {
-  Impl(ServerOptions o, const auth::TokenService& t, api::RestApi& r)
-      : opts(std::move(o)), tokens(t), rest(r), pool(std::max(1u, opts.rest_threads)) {
+  Impl(ServerOptions o, const auth::TokenService& t, const auth::Revocations& rv, api::RestApi& r)
+      : opts(std::move(o)), tokens(t), revoked(rv), rest(r), pool(std::max(1u, opts.rest_threads)) {
     unsigned n = opts.shards ? opts.shards : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < n; ++i) shards.push_back(std::make_unique<Shard>(i));
   }
 
   ServerOptions opts;
   const auth::TokenService& tokens;
+  const auth::Revocations& revoked;
   api::RestApi& rest;
   chat::ChatCore* core = nullptr;
   std::vector<std::unique_ptr<Shard>> shards;
@@ -149,6 +150,10 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
   }
 
   size_t Queued() const override { return queue_.size(); }
+
+  void Close(uint16_t code, std::string_view reason) override {
+    Close(static_cast<ws::close_code>(code), reason, true);
+  }
 
   void WhenQueueBelow(size_t frames, std::function<void()> fn) override {
     if (closing_ || failed_) return;
@@ -378,8 +383,9 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, tcp::socket sock) {
           refuse = ErrorResponse(Unauthorized("missing access token"));
         } else {
           auto c = tokens.Verify(token);
-          if (c.ok()) claims = std::move(*c);
-          else refuse = ErrorResponse(c.status());
+          if (!c.ok()) refuse = ErrorResponse(c.status());
+          else if (revoked.IsRevoked(*c)) refuse = ErrorResponse(Unauthorized("token revoked (device logged out)"));
+          else claims = std::move(*c);
         }
       }
       if (!claims) {
@@ -491,8 +497,9 @@ net::awaitable<void> Server::Impl::Drain() {
 
 // ---------------------------------------------------------------------------------
 
-Server::Server(ServerOptions opts, const auth::TokenService& tokens, api::RestApi& rest)
-    : impl_(std::make_unique<Impl>(std::move(opts), tokens, rest)) {}
+Server::Server(ServerOptions opts, const auth::TokenService& tokens, const auth::Revocations& revoked,
+               api::RestApi& rest)
+    : impl_(std::make_unique<Impl>(std::move(opts), tokens, revoked, rest)) {}
 
 Server::~Server() {
   for (auto& sh : impl_->shards)

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "api/rest_api.h"
+#include "auth/revocations.h"
 #include "auth/tokens.h"
 #include "base/status.h"
 #include "chat/executor.h"
@@ -47,7 +48,8 @@ struct ServerOptions {
 
 class Server {
  public:
-  Server(ServerOptions opts, const auth::TokenService& tokens, api::RestApi& rest);
+  Server(ServerOptions opts, const auth::TokenService& tokens, const auth::Revocations& revoked,
+         api::RestApi& rest);
   ~Server();
 
   // The shard executors; valid for the server's lifetime.

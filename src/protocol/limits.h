@@ -21,6 +21,11 @@ struct Limits {
   int64_t heartbeat_interval_ms = 20000;
   double send_rate_per_s = 50;            // send_message per connection (token bucket)
   double send_burst = 100;
+  // Logins: failed attempts per account (burst, then one per 60/rate seconds) and
+  // attempts per client address per minute. Over either: 429 rate_limited.
+  double login_failures_per_account_per_min = 5;
+  double login_failures_per_account_burst = 10;
+  double login_attempts_per_ip_per_min = 60;
 };
 
 }  // namespace sb::protocol

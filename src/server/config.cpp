@@ -86,6 +86,9 @@ const std::vector<Entry>& Entries() {
       {"presence.grace_ms", "offline is announced this long after the last device left (a reconnect within it announces nothing)", SB_NUM(presence_grace_ms, int64_t, 0, 600000)},
       {"presence.max_subscriptions", "presence_subscribe targets per connection", SB_NUM(max_presence_subscriptions, size_t, 1, 100000)},
       {"presence.typing_ttl_ms", "a typing 'started' without 'stopped' ends after this long", SB_NUM(typing_ttl_ms, int64_t, 500, 600000)},
+      {"limits.login_failures_per_account_per_min", "failed logins per account per minute after the burst", SB_DBL(limits.login_failures_per_account_per_min, 0.01, 1e9)},
+      {"limits.login_failures_per_account_burst", "failed logins per account before the rate applies", SB_DBL(limits.login_failures_per_account_burst, 1, 1e9)},
+      {"limits.login_attempts_per_ip_per_min", "login attempts per client address per minute (burst: the same)", SB_DBL(limits.login_attempts_per_ip_per_min, 1, 1e9)},
       {"log.level", "debug | info | warn | error | off", SB_STR(log_level)},
   };
   return e;

@@ -50,10 +50,20 @@ int RunServe(const Config& cfg) {
   const Clock& clock = SystemClock::Instance();
   auth::TokenService tokens(*keys, cfg.token, clock);
 
+  auth::Revocations revoked;
+  {
+    auto list = store->ListRevocations();
+    if (!list.ok()) {
+      LOG_ERROR("revocations_failed").Kv("error", list.status().message());
+      return 1;
+    }
+    for (const auto& r : *list) revoked.Revoke(r.user, r.device, r.at_s);
+  }
+
   api::RestOptions ro;
   ro.limits = cfg.limits;
   ro.password = cfg.password;
-  api::RestApi rest(*store, tokens, ro, clock);
+  api::RestApi rest(*store, tokens, revoked, ro, clock);
 
   gateway::ServerOptions go;
   size_t colon = cfg.listen.rfind(':');
@@ -85,7 +95,7 @@ int RunServe(const Config& cfg) {
     if (!o.empty()) go.allowed_origins.push_back(o);
     pos = comma + 1;
   }
-  gateway::Server server(go, tokens, rest);
+  gateway::Server server(go, tokens, revoked, rest);
 
   chat::CoreOptions co;
   co.limits = cfg.limits;
@@ -101,6 +111,9 @@ int RunServe(const Config& cfg) {
   chat::ChatCore core(*store, server.Executors(), co, clock);
   server.SetCore(&core);
   rest.SetPresenceQuery([&core](UserId viewer, UserId target) { return core.QueryPresence(viewer, target); });
+  rest.SetDeviceLoggedOut([&core](UserId user, const std::string& device) {
+    core.CloseDevice(user, device, 1008, "logged out");
+  });
   rest.SetSettingsChanged(
       [&core](UserId user, const store::UserSettings& s) { core.SetHideLastSeen(user, s.hide_last_seen); });
 

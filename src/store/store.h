@@ -186,6 +186,18 @@ class Store {
   // Every conversation cursor recorded for the device, ascending by conversation.
   virtual Result<std::vector<std::pair<ConvId, Seq>>> GetDeviceCursors(UserId user, std::string_view device) = 0;
 
+  // ---- device revocation (log out) ----
+  // Access tokens of (user, device) issued at or before `at_s` are no longer valid.
+  virtual Status PutRevocation(UserId user, std::string_view device, int64_t at_s) = 0;
+  struct Revocation {
+    UserId user = 0;
+    std::string device;
+    int64_t at_s = 0;
+  };
+  // Every recorded revocation (loaded once at start; entries older than the access
+  // token lifetime are harmless and may be dropped by the caller).
+  virtual Result<std::vector<Revocation>> ListRevocations() = 0;
+
   // ---- settings ----
   // Defaults when the user never saved any.
   virtual Result<UserSettings> GetUserSettings(UserId user) = 0;

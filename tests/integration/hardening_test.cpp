@@ -122,3 +122,83 @@ TEST_F(HardeningTest, OneAddressCannotOpenConnectionsWithoutLimit) {
 
 }  // namespace
 }  // namespace sb::test
+
+namespace sb::test {
+namespace {
+
+TEST_F(HardeningTest, PasswordGuessingIsThrottledPerAccountAndPerAddress) {
+  StartServer({"--set", "limits.login_failures_per_account_burst=3", "--set",
+               "limits.login_failures_per_account_per_min=1", "--set", "limits.login_attempts_per_ip_per_min=12"});
+  TestUser victim, other;
+  CreateUser(*api_, "victim", &victim);
+  CreateUser(*api_, "bystander", &other);  // 2 logins so far from this address
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(api_->Login(victim.username, "wrong-password").status, 401);
+  auto locked = api_->Login(victim.username, "wrong-password");
+  EXPECT_EQ(locked.status, 429) << locked.Describe();
+  EXPECT_EQ(locked.ErrorCode(), "rate_limited");
+  // The right password does not get through a locked account either (no oracle) ...
+  EXPECT_EQ(api_->Login(victim.username, kPassword).status, 429);
+  // ... while other accounts are unaffected.
+  EXPECT_EQ(api_->Login(other.username, kPassword).status, 200);
+  // The address as a whole: 12 attempts a minute, then 429 for everyone from it.
+  int limited = 0;
+  for (int i = 0; i < 10; ++i) limited += api_->Login(other.username, kPassword).status == 429;
+  EXPECT_GT(limited, 0);
+  // Existing sessions keep working.
+  EXPECT_EQ(api_->GetUser(other.access_token, other.user_id).status, 200);
+}
+
+}  // namespace
+}  // namespace sb::test
+
+namespace sb::test {
+namespace {
+
+TEST_F(HardeningTest, LogoutRevokesTheDeviceEverywhereAtOnce) {
+  StartServer({});
+  TestUser u, other_device;
+  CreateUser(*api_, "logout", &u, "phone");
+  LoginDevice(*api_, u, "laptop", &other_device);
+  WsClient phone, laptop;
+  ASSERT_TRUE(phone.Connect(server_->host(), server_->port(), Opts(u)));
+  ASSERT_TRUE(laptop.Connect(server_->host(), server_->port(), Opts(other_device)));
+  phone.WaitForEvent("welcome");
+  laptop.WaitForEvent("welcome");
+
+  auto r = api_->Request("POST", "/v1/sessions/logout", R"({"refresh_token":")" + u.refresh_token + "\"}",
+                         u.access_token);
+  ASSERT_EQ(r.status, 204) << r.Describe();
+  // The open socket of that device is closed with 1008 ...
+  for (;;) {
+    auto f = phone.RecvFrame(Millis(5000));
+    if (f.kind == client::WsFrame::Kind::kText) continue;
+    ASSERT_EQ(f.kind, client::WsFrame::Kind::kClose) << f.Describe();
+    EXPECT_EQ(f.close_code, 1008);
+    break;
+  }
+  // ... its access token opens nothing and calls nothing, its refresh token is dead ...
+  WsClient again;
+  EXPECT_FALSE(again.Connect(server_->host(), server_->port(), Opts(u)));
+  EXPECT_EQ(again.upgrade_status(), 401);
+  EXPECT_EQ(api_->GetUser(u.access_token, u.user_id).status, 401);
+  EXPECT_EQ(api_->Refresh(u.refresh_token).status, 401);
+  // ... the user's other device is untouched ...
+  laptop.Send(client::PingFrame());
+  EXPECT_TRUE(laptop.WaitForEvent("pong").valid()) << "the laptop stays connected";
+  EXPECT_EQ(api_->GetUser(other_device.access_token, u.user_id).status, 200);
+  // ... and logging in again (a second later: iat has second granularity) works.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  TestUser back;
+  LoginDevice(*api_, u, "phone", &back);
+  WsClient fresh;
+  EXPECT_TRUE(fresh.Connect(server_->host(), server_->port(), Opts(back)));
+  // The revocation survives a restart.
+  ASSERT_TRUE(server_->Stop().has_value());
+  ASSERT_TRUE(server_->Restart()) << server_->error();
+  RestClient api2(server_->host(), server_->port());
+  EXPECT_EQ(api2.GetUser(u.access_token, u.user_id).status, 401);
+  EXPECT_EQ(api2.GetUser(back.access_token, u.user_id).status, 200);
+}
+
+}  // namespace
+}  // namespace sb::test

@@ -110,7 +110,8 @@ bool SpawnedServer::Start(std::chrono::milliseconds timeout) {
                                      "--set",  "auth.password_mem_kib=8192",
                                      "--set",  "log.level=info",
                                      // Every simulated device connects from 127.0.0.1.
-                                     "--set",  "server.connects_per_ip_per_s=0"};
+                                     "--set",  "server.connects_per_ip_per_s=0",
+                                     "--set",  "limits.login_attempts_per_ip_per_min=1e9"};
     for (const auto& s : extra_sets_) {
       args.push_back("--set");
       args.push_back(s);

@@ -14,6 +14,7 @@ namespace {
 constexpr char kReceiptTag = 'R';
 constexpr char kCursorTag = 'D';
 constexpr char kSettingsTag = 'S';  // 'S' user(8) -> version, flags
+constexpr char kRevocationTag = 'V';  // 'V' user(8) device -> version, at_s(8)
 
 void PutFixed64(std::string* out, uint64_t v) {
   for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -137,6 +138,37 @@ Result<std::vector<std::pair<ConvId, Seq>>> RocksStore::GetDeviceCursors(UserId 
     out.emplace_back(GetFixed64(k.data() + lower.size()), GetFixed64(v.data() + 1));
   }
   if (!it->status().ok()) return Err(it->status(), "scan cursors");
+  return out;
+}
+
+Status RocksStore::PutRevocation(UserId user, std::string_view device, int64_t at_s) {
+  std::string key(1, kRevocationTag);
+  PutFixed64(&key, user);
+  key.append(device);
+  std::string v(1, static_cast<char>(kVersion));
+  PutFixed64(&v, static_cast<uint64_t>(at_s));
+  rocksdb::Status st = db_->Put(account_wo_, meta_, key, v);
+  if (!st.ok()) return Err(st, "put revocation");
+  return Status::Ok();
+}
+
+Result<std::vector<Store::Revocation>> RocksStore::ListRevocations() {
+  const std::string lower(1, kRevocationTag);
+  const std::string upper = PrefixEnd(lower);
+  rocksdb::Slice lo(lower), up(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &lo;
+  ro.iterate_upper_bound = &up;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
+  std::vector<Revocation> out;
+  for (it->Seek(lo); it->Valid(); it->Next()) {
+    rocksdb::Slice k = it->key(), v = it->value();
+    if (k.size() < 9 || v.size() != 9 || static_cast<uint8_t>(v[0]) != kVersion)
+      return Internal("corrupt revocation record");
+    out.push_back({GetFixed64(k.data() + 1), std::string(k.data() + 9, k.size() - 9),
+                   static_cast<int64_t>(GetFixed64(v.data() + 1))});
+  }
+  if (!it->status().ok()) return Err(it->status(), "scan revocations");
   return out;
 }
 

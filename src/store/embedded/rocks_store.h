@@ -65,6 +65,8 @@ class RocksStore final : public Store {
   Result<std::vector<MemberReceipt>> GetReceipts(ConvId conv) override;
   Result<Seq> GetDeviceCursor(UserId user, std::string_view device, ConvId conv) override;
   Result<std::vector<std::pair<ConvId, Seq>>> GetDeviceCursors(UserId user, std::string_view device) override;
+  Status PutRevocation(UserId user, std::string_view device, int64_t at_s) override;
+  Result<std::vector<Revocation>> ListRevocations() override;
   Result<UserSettings> GetUserSettings(UserId user) override;
   Status PutUserSettings(UserId user, const UserSettings& s) override;
 
