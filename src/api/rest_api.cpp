@@ -107,8 +107,19 @@ void WriteConversation(JsonWriter& w, const store::Conversation& c) {
   w.Key("member_ids").BeginArray();
   for (UserId m : c.members) w.String(FormatUserId(m));
   w.EndArray();
+  if (c.type == store::ConvType::kGroup) {
+    w.Field("owner_id", FormatUserId(c.created_by));
+    w.Key("admin_ids").BeginArray();
+    for (UserId a : c.admins) w.String(FormatUserId(a));
+    w.EndArray();
+  }
   w.Field("created_ms", c.created_ms);
 }
+
+bool IsIn(const std::vector<UserId>& v, UserId u) { return std::binary_search(v.begin(), v.end(), u); }
+
+// Owner and admins manage a group.
+bool CanManage(const store::Conversation& c, UserId u) { return c.created_by == u || IsIn(c.admins, u); }
 
 constexpr size_t kPreviewBytes = 120;
 
@@ -174,6 +185,11 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
     if (seg.size() == 2 && m == "POST") return CreateConversation(c, req);
     if (seg.size() == 2 && m == "GET") return ListConversations(c, req);
     if (seg.size() == 3 && m == "GET") return GetConversation(c, seg[2]);
+    if (seg.size() == 3 && m == "PATCH") return Rename(c, seg[2], req);
+    if (seg.size() == 4 && seg[3] == "members" && m == "POST") return AddMembers(c, seg[2], req);
+    if (seg.size() == 5 && seg[3] == "members" && m == "DELETE") return RemoveMember(c, seg[2], seg[4]);
+    if (seg.size() == 5 && seg[3] == "admins" && (m == "PUT" || m == "DELETE"))
+      return SetAdmin(c, seg[2], seg[4], m == "PUT");
     if (seg.size() == 4 && seg[3] == "messages" && m == "GET") return History(c, seg[2], req);
     if (seg.size() == 6 && seg[3] == "messages" && seg[5] == "receipts" && m == "GET")
       return Receipts(c, seg[2], seg[4]);
@@ -181,7 +197,7 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
   // Routes of the contract that later work adds (members, receipts, search,
   // attachments, presence): say so plainly.
   bool known_later =
-      (seg.size() >= 4 && seg[1] == "conversations" && seg[3] == "members") ||
+
       (seg.size() == 2 && (seg[1] == "search" || seg[1] == "attachments")) ||
       (seg.size() == 3 && seg[1] == "attachments");
   if (known_later) return Error(Unavailable("not available on this server version"));
@@ -484,6 +500,133 @@ HttpResponse RestApi::GetConversation(const Ctx& c, std::string_view id) {
   w.Field("last_seq", static_cast<uint64_t>(*last));
   w.EndObject();
   return Json(200, std::move(w).Take());
+}
+
+HttpResponse RestApi::ConversationAnswer(int status, const store::Conversation& conv) {
+  if (conv_changed_) conv_changed_(conv);
+  JsonWriter w;
+  w.BeginObject();
+  WriteConversation(w, conv);
+  w.EndObject();
+  return Json(status, std::move(w).Take());
+}
+
+HttpResponse RestApi::AddMembers(const Ctx& c, std::string_view id, const HttpRequest& req) {
+  auto conv = MemberConversation(c, id);
+  if (!conv.ok()) return Error(conv.status());
+  if (conv->type != store::ConvType::kGroup) return Error(BadRequest("members can only be added to groups"));
+  auto body = ParseBody(req);
+  if (!body.ok()) return Error(body.status());
+  simdjson::dom::element e;
+  simdjson::dom::array arr;
+  if ((*body)["user_ids"].get(e) != simdjson::SUCCESS || e.get_array().get(arr) != simdjson::SUCCESS)
+    return Error(BadRequest("user_ids must be an array of user ids"));
+  if (arr.size() > opts_.limits.max_group_members) return Error(BadRequest("too many user ids"));
+  std::vector<UserId> add;
+  for (auto v : arr) {
+    std::string_view sv;
+    if (v.get_string().get(sv) != simdjson::SUCCESS) return Error(BadRequest("user_ids must be strings"));
+    auto uid = ParseUserId(sv);
+    if (!uid) return Error(BadRequest("user_ids contains an invalid user id"));
+    auto u = store_.GetUser(*uid);
+    if (!u.ok()) {
+      if (u.status().code() == Code::kNotFound) return Error(BadRequest("user_ids contains an unknown user"));
+      return Error(u.status());
+    }
+    add.push_back(*uid);
+  }
+  UserId caller = c.claims.user;
+  size_t max = opts_.limits.max_group_members;
+  auto updated = store_.UpdateConversation(conv->id, [&](store::Conversation& cv) -> Status {
+    if (!IsIn(cv.members, caller)) return kNoConversation;  // removed meanwhile
+    if (!CanManage(cv, caller)) return Forbidden("only the owner and admins add members");
+    cv.members.insert(cv.members.end(), add.begin(), add.end());
+    std::sort(cv.members.begin(), cv.members.end());
+    cv.members.erase(std::unique(cv.members.begin(), cv.members.end()), cv.members.end());
+    if (cv.members.size() > max)
+      return BadRequest("a group has at most " + std::to_string(max) + " members");
+    return Status::Ok();
+  });
+  if (!updated.ok()) return Error(updated.status());
+  if (conv_changed_) conv_changed_(*updated);
+  LOG_INFO("members_added").Kv("conv", FormatConvId(conv->id)).Kv("count", add.size());
+  JsonWriter w;
+  w.BeginObject().Key("member_ids").BeginArray();
+  for (UserId m : updated->members) w.String(FormatUserId(m));
+  w.EndArray().EndObject();
+  return Json(200, std::move(w).Take());
+}
+
+HttpResponse RestApi::RemoveMember(const Ctx& c, std::string_view id, std::string_view user) {
+  auto conv = MemberConversation(c, id);
+  if (!conv.ok()) return Error(conv.status());
+  if (conv->type != store::ConvType::kGroup) return Error(BadRequest("direct conversations have fixed members"));
+  auto target = ParseUserId(user);
+  if (!target || !IsIn(conv->members, *target)) return Error(NotFound("not a member"));
+  UserId caller = c.claims.user;
+  auto updated = store_.UpdateConversation(conv->id, [&](store::Conversation& cv) -> Status {
+    if (!IsIn(cv.members, caller)) return kNoConversation;
+    if (!IsIn(cv.members, *target)) return NotFound("not a member");
+    // Anyone may leave; removing someone else takes the owner or an admin, and only
+    // the owner removes an admin.
+    if (*target != caller) {
+      if (!CanManage(cv, caller)) return Forbidden("only the owner and admins remove members");
+      if (*target == cv.created_by) return Forbidden("the owner cannot be removed");
+      if (IsIn(cv.admins, *target) && caller != cv.created_by) return Forbidden("only the owner removes admins");
+    }
+    std::erase(cv.members, *target);
+    std::erase(cv.admins, *target);
+    if (*target == cv.created_by && !cv.members.empty()) {
+      // The owner left: the longest-standing admin, else the first member, takes over.
+      cv.created_by = cv.admins.empty() ? cv.members.front() : cv.admins.front();
+    }
+    return Status::Ok();
+  });
+  if (!updated.ok()) return Error(updated.status());
+  if (conv_changed_) conv_changed_(*updated);
+  LOG_INFO("member_removed").Kv("conv", FormatConvId(conv->id)).Kv("user", FormatUserId(*target));
+  HttpResponse r;
+  r.status = 204;
+  return r;
+}
+
+HttpResponse RestApi::Rename(const Ctx& c, std::string_view id, const HttpRequest& req) {
+  auto conv = MemberConversation(c, id);
+  if (!conv.ok()) return Error(conv.status());
+  if (conv->type != store::ConvType::kGroup) return Error(BadRequest("only groups have a title"));
+  auto body = ParseBody(req);
+  if (!body.ok()) return Error(body.status());
+  std::string title;
+  if (auto s = StringField(*body, "title", true, &title); !s.ok()) return Error(s);
+  if (title.size() > opts_.limits.max_title_bytes) return Error(BadRequest("title is too long"));
+  UserId caller = c.claims.user;
+  auto updated = store_.UpdateConversation(conv->id, [&](store::Conversation& cv) -> Status {
+    if (!IsIn(cv.members, caller)) return kNoConversation;
+    if (!CanManage(cv, caller)) return Forbidden("only the owner and admins rename a group");
+    cv.title = title;
+    return Status::Ok();
+  });
+  if (!updated.ok()) return Error(updated.status());
+  return ConversationAnswer(200, *updated);
+}
+
+HttpResponse RestApi::SetAdmin(const Ctx& c, std::string_view id, std::string_view user, bool admin) {
+  auto conv = MemberConversation(c, id);
+  if (!conv.ok()) return Error(conv.status());
+  if (conv->type != store::ConvType::kGroup) return Error(BadRequest("only groups have admins"));
+  auto target = ParseUserId(user);
+  if (!target || !IsIn(conv->members, *target)) return Error(NotFound("not a member"));
+  UserId caller = c.claims.user;
+  auto updated = store_.UpdateConversation(conv->id, [&](store::Conversation& cv) -> Status {
+    if (!IsIn(cv.members, caller)) return kNoConversation;
+    if (caller != cv.created_by) return Forbidden("only the owner appoints or dismisses admins");
+    if (!IsIn(cv.members, *target)) return NotFound("not a member");
+    if (admin) cv.admins.push_back(*target);
+    else std::erase(cv.admins, *target);
+    return Status::Ok();
+  });
+  if (!updated.ok()) return Error(updated.status());
+  return ConversationAnswer(200, *updated);
 }
 
 HttpResponse RestApi::ListConversations(const Ctx& c, const HttpRequest& req) {

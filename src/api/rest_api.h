@@ -35,6 +35,9 @@ class RestApi {
   // conversation. Set once at start-up (the chat core provides it).
   using PresenceQuery = std::function<std::optional<chat::PresenceView>(UserId viewer, UserId target)>;
   void SetPresenceQuery(PresenceQuery q) { presence_ = std::move(q); }
+  // Told after a conversation's members, title or roles changed (already stored).
+  using ConversationChanged = std::function<void(const store::Conversation&)>;
+  void SetConversationChanged(ConversationChanged f) { conv_changed_ = std::move(f); }
   // Told after a device logged out, to close its open sockets.
   using DeviceLoggedOut = std::function<void(UserId, const std::string& device)>;
   void SetDeviceLoggedOut(DeviceLoggedOut f) { logged_out_ = std::move(f); }
@@ -57,6 +60,12 @@ class RestApi {
   HttpResponse CreateConversation(const Ctx& c, const HttpRequest& req);
   HttpResponse ListConversations(const Ctx& c, const HttpRequest& req);
   HttpResponse GetConversation(const Ctx& c, std::string_view id);
+  // Groups: members and roles.
+  HttpResponse AddMembers(const Ctx& c, std::string_view id, const HttpRequest& req);
+  HttpResponse RemoveMember(const Ctx& c, std::string_view id, std::string_view user);
+  HttpResponse Rename(const Ctx& c, std::string_view id, const HttpRequest& req);
+  HttpResponse SetAdmin(const Ctx& c, std::string_view id, std::string_view user, bool admin);
+  HttpResponse ConversationAnswer(int status, const store::Conversation& conv);
   HttpResponse History(const Ctx& c, std::string_view id, const HttpRequest& req);
   HttpResponse Receipts(const Ctx& c, std::string_view id, std::string_view seq);
   HttpResponse IssueTokens(const store::User& u, std::string device_id, int status);
@@ -81,6 +90,7 @@ class RestApi {
   PresenceQuery presence_;
   SettingsChanged settings_changed_;
   DeviceLoggedOut logged_out_;
+  ConversationChanged conv_changed_;
   auth::Revocations& revoked_;  // verified against when a username is unknown (equal timing)
 };
 

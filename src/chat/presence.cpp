@@ -225,6 +225,25 @@ int64_t ChatCore::VisibleLastSeen(uint32_t owner, UserId user, UserPresence& up)
   return up.told_online ? clock_.NowMs() : up.last_seen_ms;
 }
 
+void ChatCore::ConversationChanged(const store::Conversation& c) {
+  auto done = std::make_shared<std::promise<void>>();
+  auto fut = done->get_future();
+  uint32_t owner = OwnerShard(c.id);
+  auto members = std::make_shared<const std::vector<UserId>>(c.members);
+  ConvId id = c.id;
+  shards_[owner]->Post([this, owner, id, members, done] {
+    auto it = state_[owner]->convs.find(id);
+    if (it != state_[owner]->convs.end()) {
+      ConvState& cs = *it->second;
+      cs.members = members;
+      // Someone removed stops typing for the others.
+      std::erase_if(cs.typing_until_ms, [&](auto& kv) { return !cs.IsMember(kv.first); });
+    }
+    done->set_value();
+  });
+  fut.wait_for(std::chrono::seconds(2));
+}
+
 void ChatCore::CloseDevice(UserId user, const std::string& device, uint16_t code, const std::string& reason) {
   for (uint32_t t = 0; t < shards_.size(); ++t) {
     shards_[t]->Post([this, t, user, device, code, reason] {

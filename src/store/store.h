@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -62,6 +63,7 @@ struct Conversation {
   ConvType type = ConvType::kGroup;
   std::string title;
   std::vector<UserId> members;  // sorted ascending, no duplicates
+  std::vector<UserId> admins;   // groups: members who may add/remove/rename (sorted); the owner is created_by
   UserId created_by = 0;
   int64_t created_ms = 0;
 };
@@ -156,6 +158,12 @@ class Store {
   virtual Result<Conversation> CreateConversation(const Conversation& c, bool* created) = 0;
   // kNotFound if absent.
   virtual Result<Conversation> GetConversation(ConvId id) = 0;
+  // Reads the conversation, lets `mutate` change it (members, admins, title, owner),
+  // and writes the result with the membership index in one atomic, synced write.
+  // Serialized with every other conversation change. `mutate` returning an error
+  // leaves everything unchanged. kNotFound if absent.
+  virtual Result<Conversation> UpdateConversation(ConvId id,
+                                                  const std::function<Status(Conversation&)>& mutate) = 0;
   // Conversations the user is a member of, ascending by id.
   virtual Result<std::vector<ConvId>> ListConversationsOf(UserId user) = 0;
 

@@ -169,7 +169,7 @@ TEST_F(StoreTest, RefreshTokenPutGetDelete) {
 
 TEST_F(StoreTest, ConversationCreateGet) {
   Conversation c{.id = 77, .type = ConvType::kGroup, .title = "team",
-                 .members = {30, 10, 20, 10}, .created_by = 10, .created_ms = 555};
+                 .members = {30, 10, 20, 10}, .admins = {}, .created_by = 10, .created_ms = 555};
   bool created = false;
   auto r = store_->CreateConversation(c, &created);
   ASSERT_TRUE(r.ok()) << r.status().message();
@@ -775,7 +775,7 @@ TEST(StoreFormat, DecodersRejectEveryTruncationAndSurviveBitFlips) {
                                                .password_hash = "p", .created_ms = 5});
   const std::string token = f::EncodeToken(MkToken("", 3, "dev"));
   const std::string conv = f::EncodeConversation(
-      Conversation{.id = 1, .type = ConvType::kDirect, .title = "t", .members = {1, 2}});
+      Conversation{.id = 1, .type = ConvType::kDirect, .title = "t", .members = {1, 2}, .admins = {}});
   const std::string dedup = f::EncodeDedup(DedupEntry{.seq = 300, .server_ms = 1, .fingerprint = 2});
   const std::string id = f::EncodeId(77);
 

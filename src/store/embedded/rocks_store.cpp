@@ -270,6 +270,11 @@ std::string EncodeConversation(const Conversation& c) {
   PutBytes(&v, c.title);
   PutVarint(&v, c.members.size());
   for (UserId m : c.members) PutFixed64(&v, m);
+  // Optional trailing section (absent in records written before roles existed).
+  if (!c.admins.empty()) {
+    PutVarint(&v, c.admins.size());
+    for (UserId a : c.admins) PutFixed64(&v, a);
+  }
   return v;
 }
 
@@ -290,6 +295,13 @@ Status DecodeConversation(std::string_view v, ConvId id, Conversation* out) {
   c.members.resize(n);
   for (auto& m : c.members)
     if (!r.Fixed64(&m)) return Corrupt("conversation");
+  if (!r.AtEnd()) {
+    uint64_t na;
+    if (!r.Varint(&na) || na > r.remaining() / 8) return Corrupt("conversation");
+    c.admins.resize(na);
+    for (auto& a : c.admins)
+      if (!r.Fixed64(&a)) return Corrupt("conversation");
+  }
   if (!r.AtEnd()) return Corrupt("conversation");
   *out = std::move(c);
   return Status::Ok();
@@ -636,6 +648,36 @@ Result<Conversation> RocksStore::CreateConversation(const Conversation& c, bool*
   if (!st.ok()) return FromRocks(st, "write conversation");
   if (created) *created = true;
   return conv;
+}
+
+Result<Conversation> RocksStore::UpdateConversation(ConvId id,
+                                                   const std::function<Status(Conversation&)>& mutate) {
+  std::lock_guard<std::mutex> lock(create_mu_);
+  auto cur = GetConversation(id);
+  if (!cur.ok()) return cur.status();
+  Conversation next = *cur;
+  if (Status s = mutate(next); !s.ok()) return s;
+  next.id = id;
+  std::sort(next.members.begin(), next.members.end());
+  next.members.erase(std::unique(next.members.begin(), next.members.end()), next.members.end());
+  std::sort(next.admins.begin(), next.admins.end());
+  next.admins.erase(std::unique(next.admins.begin(), next.admins.end()), next.admins.end());
+  if (next.type != cur->type) return BadRequest("store: a conversation's type cannot change");
+  if (next.type == ConvType::kDirect && next.members != cur->members)
+    return BadRequest("store: a direct conversation's members cannot change");
+  rocksdb::WriteBatch wb;
+  wb.Put(meta_, fmt::ConvKey(id), fmt::EncodeConversation(next));
+  // The membership index follows the record in the same atomic write.
+  std::vector<UserId> gone, added;
+  std::set_difference(cur->members.begin(), cur->members.end(), next.members.begin(), next.members.end(),
+                      std::back_inserter(gone));
+  std::set_difference(next.members.begin(), next.members.end(), cur->members.begin(), cur->members.end(),
+                      std::back_inserter(added));
+  for (UserId m : gone) wb.Delete(meta_, fmt::MemberKey(m, id));
+  for (UserId m : added) wb.Put(meta_, fmt::MemberKey(m, id), rocksdb::Slice());
+  rocksdb::Status st = db_->Write(account_wo_, &wb);
+  if (!st.ok()) return FromRocks(st, "update conversation");
+  return next;
 }
 
 Result<Conversation> RocksStore::GetConversation(ConvId id) {

@@ -51,6 +51,7 @@ class RocksStore final : public Store {
 
   Result<Conversation> CreateConversation(const Conversation& c, bool* created) override;
   Result<Conversation> GetConversation(ConvId id) override;
+  Result<Conversation> UpdateConversation(ConvId id, const std::function<Status(Conversation&)>& mutate) override;
   Result<std::vector<ConvId>> ListConversationsOf(UserId user) override;
 
   Result<Seq> LastSeq(ConvId conv) override;

@@ -1,0 +1,155 @@
+// Full-text search over committed messages: a derived index in SQLite FTS5, fed from
+// the commit thread, queried from REST handlers. Layout, ranking, query planning and
+// measurements: src/search/README.md.
+//
+// The index is derived data. It can always be rebuilt or caught up from the store
+// (IndexedUpTo says from where), so it is written without fsync per batch and a
+// failure inside it never affects the chat path: it stops advancing and says so
+// (Stats().failed), and the next start catches up.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "base/ids.h"
+#include "base/status.h"
+#include "store/store.h"
+
+namespace sb::search {
+
+// One matching message. Hits come best first; `rank` is the BM25 score (higher is a
+// better match; only comparable within one Search call).
+struct Hit {
+  ConvId conv = 0;
+  Seq seq = 0;
+  double rank = 0;
+};
+
+inline constexpr size_t kMaxQueryBytes = 256;
+// Every query word costs a document-frequency lookup and an FTS5 iterator, so a
+// query may name at most this many distinct words.
+inline constexpr size_t kMaxQueryWords = 16;
+// limit + offset: the ranked window is kept in a bounded sorter of this many rows.
+inline constexpr size_t kMaxResultWindow = 10'000;
+
+class SearchIndex {
+ public:
+  struct Options {
+    // Messages waiting for the indexer beyond which new batches are dropped and the
+    // index stops (Stats().failed) rather than growing memory without bound; the next
+    // start catches up from IndexedUpTo. 1M messages is a few hundred MB at most.
+    size_t max_queued_messages = 1'000'000;
+    // Upper bound of messages per SQLite transaction when a backlog is drained; larger
+    // groups index faster (fewer FTS5 segments) but hold more pending data in memory.
+    size_t max_group_messages = 50'000;
+  };
+
+  // How Search finds the rows of the caller's conversations (README, "Query plans").
+  // kAuto picks by estimated cost; the others exist for tests and the benchmark.
+  enum class Plan { kAuto, kScanAll, kPerConversation };
+
+  struct Stats {
+    uint64_t queued_messages = 0;   // enqueued, not yet applied
+    uint64_t indexed_messages = 0;  // applied since Open (any type, including skipped)
+    uint64_t transactions = 0;      // SQLite write transactions since Open
+    bool failed = false;            // the indexer stopped; restart to catch up
+  };
+
+  // Opens/creates the index database at `path` (a file under the data dir) and starts
+  // its indexer thread.
+  static Result<std::unique_ptr<SearchIndex>> Open(const std::string& path);
+  static Result<std::unique_ptr<SearchIndex>> Open(const std::string& path, const Options& options);
+
+  // Drains the queue (everything enqueued is applied), stops the thread, closes the
+  // database. No Enqueue may run concurrently with or after the destructor.
+  ~SearchIndex();
+  SearchIndex(const SearchIndex&) = delete;
+  SearchIndex& operator=(const SearchIndex&) = delete;
+
+  // Called on the commit thread with each committed batch, in commit order. Only moves
+  // the batch into a queue; the indexer thread applies batches in order, one SQLite
+  // transaction per drained group:
+  //   text / image / file: `content` (text, captions) indexed under (conv, seq)
+  //   edit (target T, content C): T's indexed text becomes C
+  //   delete (target T): T disappears from the index
+  //   reaction: not indexed
+  // A message whose seq is at or below IndexedUpTo for its conversation is skipped,
+  // so re-feeding an overlap after a crash is harmless.
+  void Enqueue(std::vector<store::Message> batch);
+
+  // Ranked (BM25) matches of `query` among messages of `convs` only (the caller passes
+  // the conversations the user belongs to), `limit` results after skipping `offset`.
+  // The query is plain words: it is tokenized like the indexed text (case- and
+  // diacritic-insensitive) and every word must occur; FTS5 query syntax in it has no
+  // effect. kBadRequest for an empty or whitespace-only query, more than
+  // kMaxQueryBytes, invalid UTF-8, more than kMaxQueryWords distinct words, or
+  // limit + offset > kMaxResultWindow. A query with no word characters at all ("*",
+  // "\"") matches nothing. Thread-safe; reads never block the indexer (WAL).
+  Result<std::vector<Hit>> Search(std::string_view query, const std::vector<ConvId>& convs, size_t limit,
+                                  size_t offset = 0, Plan plan = Plan::kAuto);
+
+  // Blocks until everything enqueued before the call is applied (or dropped, once
+  // failed).
+  void WaitIdle();
+
+  // Highest seq applied per conversation, ascending by conversation. After a crash,
+  // feed each conversation's messages after this seq (and conversations absent here
+  // from seq 1) to Enqueue before or alongside new commits.
+  Result<std::vector<std::pair<ConvId, Seq>>> IndexedUpTo();
+
+  Stats GetStats();
+
+  struct ReadConn;  // a pooled read connection (defined in the .cpp)
+
+ private:
+  struct Writer;  // the indexer thread's connection and caches
+
+  SearchIndex(std::string path, Options options);
+  void Run();
+  Result<std::unique_ptr<ReadConn>> AcquireReader();
+  void ReleaseReader(std::unique_ptr<ReadConn> conn);
+  // Document frequency of `token`, from a small cache for frequent tokens.
+  Result<int64_t> DocFrequency(ReadConn& rc, const std::string& token, int64_t total_docs);
+
+  const std::string path_;
+  const Options options_;
+  std::unique_ptr<Writer> writer_;
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;  // indexer waits for batches or stop
+  std::condition_variable idle_cv_;  // WaitIdle waits for progress
+  std::deque<std::vector<store::Message>> queue_;
+  uint64_t queued_messages_ = 0;
+  uint64_t enqueued_batches_ = 0;  // batches handed to Enqueue (kept or dropped)
+  uint64_t done_batches_ = 0;      // batches applied or dropped
+  uint64_t indexed_messages_ = 0;
+  uint64_t transactions_ = 0;
+  bool failed_ = false;
+  bool stop_ = false;
+
+  std::mutex pool_mu_;
+  std::vector<std::unique_ptr<ReadConn>> idle_readers_;
+
+  // Frequent tokens' document counts: computing one costs a pass over its whole
+  // posting list, so the few very common tokens are remembered (README, "Ranking").
+  struct DfEntry {
+    int64_t df = 0;
+    int64_t total_docs = 0;  // index size when df was counted (staleness)
+  };
+  std::mutex df_mu_;
+  std::unordered_map<std::string, DfEntry> df_cache_;
+
+  std::thread thread_;  // last: started after everything above is initialized
+};
+
+}  // namespace sb::search
