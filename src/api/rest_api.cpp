@@ -181,7 +181,8 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
     return GetPresence(c, seg[2]);
   if (seg.size() == 4 && seg[1] == "users" && seg[3] == "settings" && (m == "GET" || m == "PATCH"))
     return Settings(c, seg[2], req);
-  if (seg[1] == "conversations") {
+  // "/v1" alone has one segment: it must not read seg[1] (found by fuzz/fuzz_http).
+  if (seg.size() >= 2 && seg[1] == "conversations") {
     if (seg.size() == 2 && m == "POST") return CreateConversation(c, req);
     if (seg.size() == 2 && m == "GET") return ListConversations(c, req);
     if (seg.size() == 3 && m == "GET") return GetConversation(c, seg[2]);

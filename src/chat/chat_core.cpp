@@ -316,6 +316,51 @@ void ChatCore::HandleSend(uint32_t owner, std::shared_ptr<SendRequest> req) {
     return;
   }
 
+  // Reactions, edits and deletes point at a stored message of this conversation;
+  // only its author edits or deletes it. The target's new version is written in the
+  // same batch as the edit/delete message itself.
+  std::optional<store::Message> rewrite;
+  using store::ContentType;
+  if (pm.content_type == ContentType::kReaction || pm.content_type == ContentType::kEdit ||
+      pm.content_type == ContentType::kDelete) {
+    auto ref = ParseMessageId(pm.target_message_id);
+    if (!ref || ref->conv != req->conv || ref->seq > cs->committed_seq)
+      return fail(NotFound("target_message_id is not a message of this conversation"));
+    if (pm.content_type != ContentType::kReaction) {
+      store::Message target;
+      if (auto it = cs->rewrites_in_flight.find(ref->seq); it != cs->rewrites_in_flight.end()) {
+        target = it->second.first;
+      } else {
+        auto got = store_.GetMessage(req->conv, ref->seq);
+        if (!got.ok()) {
+          if (got.status().code() == Code::kNotFound)
+            return fail(NotFound("target_message_id is not a message of this conversation"));
+          return fail(Internal("could not read the target message"));
+        }
+        target = std::move(*got);
+      }
+      if (target.sender != req->user) return fail(Forbidden("only the author edits or deletes a message"));
+      if (target.content_type != ContentType::kText && target.content_type != ContentType::kImage &&
+          target.content_type != ContentType::kFile)
+        return fail(BadRequest("only text, image and file messages can be edited or deleted"));
+      if (target.deleted) return fail(BadRequest("the target message was deleted"));
+      if (pm.content_type == ContentType::kEdit) {
+        target.content = pm.content;
+        target.edited_ms = now;
+      } else {
+        target.content.clear();
+        target.media_url.clear();
+        target.deleted = true;
+      }
+      rewrite = std::move(target);
+    }
+  }
+  if (!pm.reply_to.empty()) {
+    auto ref = ParseMessageId(pm.reply_to);
+    if (!ref || ref->conv != req->conv || ref->seq > cs->committed_seq)
+      return fail(BadRequest("reply_to is not a message of this conversation"));
+  }
+
   store::Message m;
   m.conv = req->conv;
   m.seq = cs->last_seq + 1;
@@ -332,8 +377,15 @@ void ChatCore::HandleSend(uint32_t owner, std::shared_ptr<SendRequest> req) {
   m.server_ms = now;
   m.fingerprint = fp;
   Seq seq = m.seq;
-  if (!commits_->Push(owner, std::move(m), opts_.max_commit_queue)) {
+  std::optional<std::pair<Seq, store::Message>> in_flight_rewrite;
+  if (rewrite) in_flight_rewrite.emplace(rewrite->seq, *rewrite);
+  if (!commits_->Push(owner, std::move(m), opts_.max_commit_queue, std::move(rewrite))) {
     return fail(Unavailable("server overloaded, retry later"));
+  }
+  if (in_flight_rewrite) {
+    auto& slot = cs->rewrites_in_flight[in_flight_rewrite->first];
+    slot.first = std::move(in_flight_rewrite->second);
+    ++slot.second;
   }
   cs->last_seq = seq;
   in_flight_.fetch_add(1);
@@ -358,6 +410,12 @@ void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs,
     }
     ConvState& cs = *cit->second;
     cs.committed_seq = m.seq;
+    if (m.content_type == store::ContentType::kEdit || m.content_type == store::ContentType::kDelete) {
+      if (auto ref = ParseMessageId(m.target_message_id)) {
+        auto rit = cs.rewrites_in_flight.find(ref->seq);
+        if (rit != cs.rewrites_in_flight.end() && --rit->second.second == 0) cs.rewrites_in_flight.erase(rit);
+      }
+    }
     cs.recent_senders.emplace_back(m.seq, m.sender);
     if (cs.recent_senders.size() > opts_.recent_senders) cs.recent_senders.pop_front();
     auto node = cs.pending.extract(m.client_msg_id);

@@ -31,11 +31,12 @@ void CommitQueue::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-bool CommitQueue::Push(uint32_t owner_shard, store::Message&& m, size_t max_queued) {
+bool CommitQueue::Push(uint32_t owner_shard, store::Message&& m, size_t max_queued,
+                       std::optional<store::Message> rewrite) {
   {
     std::lock_guard lk(mu_);
     if (queue_.size() >= max_queued) return false;
-    queue_.push_back(Item{owner_shard, false, std::move(m), {}});
+    queue_.push_back(Item{owner_shard, false, std::move(m), {}, std::move(rewrite)});
   }
   cv_.notify_one();
   return true;
@@ -44,7 +45,7 @@ bool CommitQueue::Push(uint32_t owner_shard, store::Message&& m, size_t max_queu
 void CommitQueue::PushReceipt(uint32_t owner_shard, ReceiptChange&& r) {
   {
     std::lock_guard lk(mu_);
-    queue_.push_back(Item{owner_shard, true, {}, std::move(r)});
+    queue_.push_back(Item{owner_shard, true, {}, std::move(r), std::nullopt});
   }
   cv_.notify_one();
 }
@@ -76,11 +77,13 @@ void CommitQueue::Run() {
       }
     }
     batch.messages.clear();
+    batch.rewrites.clear();
     batch.receipts.clear();
     batch.cursors.clear();
     for (Item& it : taken) {
       if (!it.is_receipt) {
         batch.messages.push_back(std::move(it.msg));
+        if (it.rewrite) batch.rewrites.push_back(std::move(*it.rewrite));
         continue;
       }
       if (it.receipt.member_moved) batch.receipts.emplace_back(it.receipt.conv, it.receipt.after);

@@ -47,7 +47,10 @@ class CommitQueue {
   void Stop();
   // Thread-safe. Returns false (and keeps nothing) when more than `max_queued`
   // items wait: the caller answers "unavailable" and the client retries.
-  bool Push(uint32_t owner_shard, store::Message&& m, size_t max_queued);
+  // `rewrite`: the new version of an earlier message (the target of an edit or
+  // delete), written in the same batch.
+  bool Push(uint32_t owner_shard, store::Message&& m, size_t max_queued,
+            std::optional<store::Message> rewrite = std::nullopt);
   // Receipt changes are never refused: they are small and bounded by what was sent.
   void PushReceipt(uint32_t owner_shard, ReceiptChange&& r);
   size_t Queued() const;
@@ -60,6 +63,7 @@ class CommitQueue {
     bool is_receipt;
     store::Message msg;
     ReceiptChange receipt;
+    std::optional<store::Message> rewrite;
   };
 
   store::Store& store_;

@@ -42,6 +42,9 @@ struct ChatCore::ConvState {
   // written per device ("user:device"): both only move forward.
   std::unordered_map<UserId, store::MemberReceipt> receipts;
   std::unordered_map<std::string, Seq> device_cursors;
+  // Edit/delete targets whose new version is on its way to the store: the latest
+  // version and how many rewrites of it are in flight. A second edit builds on the first.
+  std::unordered_map<Seq, std::pair<store::Message, int>> rewrites_in_flight;
   // Members typing now, with the time their `started` expires (never stored).
   std::unordered_map<UserId, int64_t> typing_until_ms;
   uint64_t last_used = 0;

@@ -17,6 +17,8 @@ void WriteMessageFields(JsonWriter& w, const store::Message& m) {
   w.Field("client_msg_id", m.client_msg_id);
   w.Field("sent_timestamp_ms", m.sent_ms);
   w.Field("server_timestamp_ms", m.server_ms);
+  if (m.deleted) w.Field("deleted", true);
+  if (m.edited_ms != 0) w.Field("edited_ms", m.edited_ms);
 }
 
 std::string MessageFrame(const store::Message& m) {

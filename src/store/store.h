@@ -82,6 +82,11 @@ struct Message {
   int64_t sent_ms = 0;    // client's clock, as sent
   int64_t server_ms = 0;  // when the sequencer accepted it
   uint64_t fingerprint = 0;  // hash of the body; tells a retry from a conflicting reuse of the key
+  // Set on the target of later `edit` / `delete` messages (the edits and deletes are
+  // messages of their own, in sequence). A deleted message keeps its place and ids
+  // (a tombstone) but has no content or media_url any more.
+  bool deleted = false;
+  int64_t edited_ms = 0;  // server time of the latest edit, 0 if never edited
 };
 
 struct DedupEntry {
@@ -117,9 +122,10 @@ struct UserSettings {
 // Everything the commit thread writes in one atomic batch.
 struct CommitBatch {
   std::vector<Message> messages;  // with their dedup entries, as AppendMessages
+  std::vector<Message> rewrites;  // existing messages replaced whole (edit/delete targets), no dedup
   std::vector<std::pair<ConvId, MemberReceipt>> receipts;  // replace the member's state
   std::vector<DeviceCursor> cursors;                       // replace the device's cursor
-  bool empty() const { return messages.empty() && receipts.empty() && cursors.empty(); }
+  bool empty() const { return messages.empty() && rewrites.empty() && receipts.empty() && cursors.empty(); }
 };
 
 enum class SyncPolicy {

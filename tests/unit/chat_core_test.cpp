@@ -53,6 +53,8 @@ class FakeSession final : public Session {
   const std::string& session_id() const override { return sid_; }
   void Send(std::shared_ptr<const std::string> f) override { frames.push_back(*f); }
   size_t Queued() const override { return 0; }
+  void Close(uint16_t code, std::string_view) override { closed_with = code; }
+  uint16_t closed_with = 0;
   void WhenQueueBelow(size_t, std::function<void()> fn) override { fn(); }
 
   // Frames whose "event" is `ev`, parsed.
@@ -366,6 +368,47 @@ TEST_F(DeliveryTest, ReceiptsRouteToEverySenderDeviceAndOnlyMoveForward) {
   EXPECT_EQ((*states)[0].read, 3u);
   for (auto* s : {&a1, &c}) core_->Detach(0, s);
   for (auto* s : {&a2, &b}) core_->Detach(1, s);
+}
+
+TEST_F(DeliveryTest, EditsAndDeletesRewriteTheirTargetAndOnlyTheAuthorMayDoThem) {
+  FakeSession a(1, kAlice, "phone"), b(2, kBob, "phone");
+  core_->Attach(0, &a);
+  core_->Attach(1, &b);
+  SendN(a, 0, 2, "orig");  // seq 1 ("m0"), seq 2 ("m1")
+  auto frame = [&](const char* cmid, const char* type, Seq target, const char* content, ConvId target_conv = 1001) {
+    return std::string(R"({"event":"send_message","client_msg_id":")") + cmid + R"(","conversation_id":")" + conv_ +
+           R"(","content_type":")" + type + R"(","target_message_id":")" + FormatMessageId(target_conv, target) +
+           R"(","content":")" + content + R"("})";
+  };
+  core_->OnFrame(1, &b, frame("b-edit", "edit", 1, "hijacked"));
+  core_->OnFrame(1, &b, frame("b-react", "reaction", 1, "+1"));
+  core_->OnFrame(0, &a, frame("a-edit1", "edit", 1, "first edit"));
+  core_->OnFrame(0, &a, frame("a-edit2", "edit", 1, "second edit"));  // builds on the first, in flight
+  core_->OnFrame(0, &a, frame("a-del", "delete", 2, ""));
+  core_->OnFrame(0, &a, frame("a-nowhere", "edit", 99, "x"));
+  core_->OnFrame(0, &a, frame("a-other", "edit", 1, "x", 2002));  // a message id of another conversation
+  ASSERT_TRUE(Until([&] { return a.Events("message_ack").size() == 5 && a.Events("error").size() == 2 &&
+                                 b.Events("error").size() == 1 && b.Events("message_ack").size() == 1; }));
+  EXPECT_EQ(StrField(b.Events("error")[0], "code"), "forbidden");
+  EXPECT_EQ(StrField(b.Events("error")[0], "client_msg_id"), "b-edit");
+  for (auto& e : a.Events("error")) EXPECT_EQ(StrField(e, "code"), "not_found") << e;
+
+  auto m1 = store_->GetMessage(1001, 1);
+  ASSERT_TRUE(m1.ok());
+  EXPECT_EQ(m1->content, "second edit");
+  EXPECT_GT(m1->edited_ms, 0);
+  EXPECT_FALSE(m1->deleted);
+  auto m2 = store_->GetMessage(1001, 2);
+  ASSERT_TRUE(m2.ok());
+  EXPECT_TRUE(m2->deleted);
+  EXPECT_TRUE(m2->content.empty()) << "a deleted message's content is gone";
+  EXPECT_EQ(*store_->LastSeq(1001), 6u) << "2 originals + reaction + 2 edits + delete, each in sequence";
+
+  core_->OnFrame(0, &a, frame("a-edit-deleted", "edit", 2, "back"));
+  ASSERT_TRUE(Until([&] { return a.Events("error").size() == 3; }));
+  EXPECT_EQ(StrField(a.Events("error")[2], "code"), "bad_request");
+  core_->Detach(0, &a);
+  core_->Detach(1, &b);
 }
 
 TEST_F(DeliveryTest, ReceiptsFromStrangersAreForbidden) {

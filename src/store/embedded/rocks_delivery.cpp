@@ -75,6 +75,8 @@ Status RocksStore::Commit(const CommitBatch& batch) {
   if (batch.empty()) return Status::Ok();
   rocksdb::WriteBatch wb;
   PutMessages(wb, batch.messages);
+  for (const Message& m : batch.rewrites)
+    wb.Put(msgs_, rocks_format::MessageKey(m.conv, m.seq), rocks_format::EncodeMessage(m));
   for (const auto& [conv, r] : batch.receipts) wb.Put(meta_, ReceiptKey(conv, r.user), EncodeReceipt(r));
   for (const DeviceCursor& c : batch.cursors) {
     std::string v(1, static_cast<char>(kVersion));

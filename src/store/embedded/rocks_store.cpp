@@ -323,6 +323,11 @@ std::string EncodeMessage(const Message& m) {
   PutBytes(&v, m.media_url);
   PutBytes(&v, m.target_message_id);
   PutBytes(&v, m.reply_to);
+  // Optional trailing section: what later edits and deletes did to this message.
+  if (m.deleted || m.edited_ms != 0) {
+    v.push_back(static_cast<char>(m.deleted ? 1 : 0));
+    PutVarintSigned(&v, m.edited_ms);
+  }
   return v;
 }
 
@@ -335,8 +340,14 @@ Status DecodeMessage(std::string_view v, ConvId conv, Seq seq, Message* out) {
   if (!ReadVersion(r) || !r.Fixed64(&m.sender) || !r.Byte(&ct) || !r.VarintSigned(&m.sent_ms) ||
       !r.VarintSigned(&m.server_ms) || !r.Fixed64(&m.fingerprint) || !r.Bytes(&m.sender_device) ||
       !r.Bytes(&m.client_msg_id) || !r.Bytes(&m.content) || !r.Bytes(&m.media_url) ||
-      !r.Bytes(&m.target_message_id) || !r.Bytes(&m.reply_to) || !r.AtEnd())
+      !r.Bytes(&m.target_message_id) || !r.Bytes(&m.reply_to))
     return Corrupt("message");
+  if (!r.AtEnd()) {
+    uint8_t flags;
+    if (!r.Byte(&flags) || flags > 1 || !r.VarintSigned(&m.edited_ms)) return Corrupt("message");
+    m.deleted = flags == 1;
+  }
+  if (!r.AtEnd()) return Corrupt("message");
   if (ct < static_cast<uint8_t>(ContentType::kText) || ct > static_cast<uint8_t>(ContentType::kDelete))
     return Corrupt("message");
   m.content_type = static_cast<ContentType>(ct);

@@ -1,0 +1,848 @@
+#include "search/search_index.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <unordered_set>
+
+#include "base/log.h"
+#include "base/utf8.h"
+
+namespace sb::search {
+namespace {
+
+// ---- schema ----------------------------------------------------------------------
+//
+// msg:   the FTS5 table; rowid = RowidOf(cid, seq), one column `body`. A regular
+//        (content-storing) table, because SQLite 3.40 cannot delete from a contentless
+//        one without the old text, and edits/deletes need exactly that.
+// convs: conversation -> dense cid and the highest seq applied (IndexedUpTo).
+// meta:  schema version and the document count (for the IDF cache's staleness).
+//
+// Bump kSchemaVersion when the layout changes: an index with another version is
+// dropped and rebuilt from the store (it is derived data).
+constexpr int64_t kSchemaVersion = 1;
+// The one place the tokenizer is configured: the table and query tokenization must
+// agree, or a query word would never equal an indexed token.
+constexpr const char* kTokenizerName = "unicode61";
+constexpr std::array<const char*, 2> kTokenizerArgs = {"remove_diacritics", "2"};
+constexpr const char* kCreateFts =
+    "CREATE VIRTUAL TABLE msg USING fts5(body, tokenize='unicode61 remove_diacritics 2')";
+
+// rowid = cid << 32 | seq. Conversations get a dense cid (1, 2, ...) on first sight so
+// that all of one conversation's rows form one rowid range: FTS5 can seek to it
+// (README, "Query plans") and a row's conversation is its rowid >> 32, with no lookup.
+constexpr int kSeqBits = 32;
+constexpr Seq kMaxIndexableSeq = (Seq{1} << kSeqBits) - 1;
+constexpr int64_t kMaxCid = std::numeric_limits<int32_t>::max();
+
+int64_t RowidOf(int64_t cid, Seq seq) { return (cid << kSeqBits) | static_cast<int64_t>(seq); }
+
+// ConvId is unsigned; SQLite integers are signed. Stored bit-for-bit.
+int64_t ToSql(ConvId c) { return static_cast<int64_t>(c); }
+ConvId FromSql(int64_t v) { return static_cast<ConvId>(v); }
+
+// ---- BM25 ------------------------------------------------------------------------
+constexpr double kK1 = 1.2;
+constexpr double kB = 0.75;
+// A term is worth more the fewer documents hold it. The "1 +" form (as in Lucene)
+// stays positive for terms found in more than half of the documents, where FTS5's
+// bm25() clamps to ~0 and a query of common words would rank everything alike.
+double Idf(int64_t total_docs, int64_t df) {
+  double n = static_cast<double>(std::max<int64_t>(total_docs, df));
+  double d = static_cast<double>(df);
+  return std::log(1.0 + (n - d + 0.5) / (d + 0.5));
+}
+
+// A cached document frequency is reused until the index grew or shrank by more than
+// this fraction since it was counted: IDF moves slowly with it.
+constexpr double kDfStaleness = 0.10;
+// Only frequencies at least this large are cached: smaller ones cost less to count
+// than the cache's churn, and the few large ones are the ones worth remembering.
+constexpr int64_t kDfCacheMin = 2'000;
+constexpr size_t kDfCacheMax = 4'096;
+
+// Cost model for Plan::kAuto, in units of "one matching row streamed by FTS5". A
+// per-conversation seek costs this many rows per query word (an %_idx lookup and a
+// leaf read per FTS5 segment); measured with bench/search_bench (README).
+constexpr double kSeekCostRows = 60.0;
+
+// sb_rank(msg, idf_blob): BM25 of the current row. The IDF of each phrase of the MATCH
+// expression comes in as an array of doubles so it is computed once per search; the
+// built-in bm25() recomputes it with a pass over every phrase's posting list on every
+// xFilter, i.e. once per conversation in the per-conversation plan.
+void RankFunction(const Fts5ExtensionApi* api, Fts5Context* fts, sqlite3_context* out, int argc,
+                  sqlite3_value** argv) {
+  int phrases = api->xPhraseCount(fts);
+  if (argc != 1 || phrases <= 0 || phrases > static_cast<int>(kMaxQueryWords) ||
+      sqlite3_value_bytes(argv[0]) != phrases * static_cast<int>(sizeof(double))) {
+    sqlite3_result_error(out, "sb_rank: bad arguments", -1);
+    return;
+  }
+  std::array<double, kMaxQueryWords> idf{};
+  std::memcpy(idf.data(), sqlite3_value_blob(argv[0]), static_cast<size_t>(phrases) * sizeof(double));
+
+  int insts = 0;
+  int rc = api->xInstCount(fts, &insts);
+  std::array<int, kMaxQueryWords> tf{};
+  for (int i = 0; rc == SQLITE_OK && i < insts; ++i) {
+    int phrase = 0, col = 0, off = 0;
+    rc = api->xInst(fts, i, &phrase, &col, &off);
+    if (rc == SQLITE_OK && phrase >= 0 && phrase < phrases) ++tf[static_cast<size_t>(phrase)];
+  }
+  sqlite3_int64 rows = 0, tokens = 0;
+  int len = 0;
+  if (rc == SQLITE_OK) rc = api->xRowCount(fts, &rows);
+  if (rc == SQLITE_OK) rc = api->xColumnTotalSize(fts, -1, &tokens);
+  if (rc == SQLITE_OK) rc = api->xColumnSize(fts, -1, &len);
+  if (rc != SQLITE_OK) {
+    sqlite3_result_error_code(out, rc);
+    return;
+  }
+  double avg = rows > 0 ? static_cast<double>(tokens) / static_cast<double>(rows) : 1.0;
+  if (avg <= 0) avg = 1.0;
+  double norm = kK1 * (1.0 - kB + kB * static_cast<double>(len) / avg);
+  double score = 0;
+  for (int p = 0; p < phrases; ++p) {
+    double f = tf[static_cast<size_t>(p)];
+    if (f > 0) score += idf[static_cast<size_t>(p)] * f * (kK1 + 1.0) / (f + norm);
+  }
+  sqlite3_result_double(out, score);
+}
+
+// ---- SQLite plumbing -------------------------------------------------------------
+struct DbClose {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using Db = std::unique_ptr<sqlite3, DbClose>;
+struct StmtFinalize {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using Stmt = std::unique_ptr<sqlite3_stmt, StmtFinalize>;
+
+Status SqlError(sqlite3* db, std::string_view what) {
+  return Internal("search index: " + std::string(what) + ": " + sqlite3_errmsg(db));
+}
+
+Status Exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err ? err : sqlite3_errmsg(db);
+    sqlite3_free(err);
+    return Internal("search index: " + std::string(sql) + ": " + m);
+  }
+  return Status::Ok();
+}
+
+Result<Stmt> Prepare(sqlite3* db, const char* sql) {
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
+    return SqlError(db, std::string("prepare ") + sql);
+  return Stmt(s);
+}
+
+// Resets a cached statement (and drops its bindings) however the scope is left, so
+// the next use starts clean and no read transaction is held open by a half-stepped
+// statement.
+class Use {
+ public:
+  explicit Use(const Stmt& s) : s_(s.get()) {}
+  ~Use() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  Use(const Use&) = delete;
+  Use& operator=(const Use&) = delete;
+  sqlite3_stmt* operator*() const { return s_; }
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+Result<Db> OpenDb(const std::string& path, int flags) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  Db db(raw);
+  if (rc != SQLITE_OK) {
+    return Internal("search index: open " + path + ": " + (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)));
+  }
+  // The indexer holds the write lock only for one transaction at a time, but a
+  // checkpoint or WAL recovery can still make a connection wait briefly.
+  sqlite3_busy_timeout(db.get(), 5000);
+  return db;
+}
+
+fts5_api* Fts5Api(sqlite3* db) {
+  fts5_api* api = nullptr;
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &s, nullptr) != SQLITE_OK) return nullptr;
+  sqlite3_bind_pointer(s, 1, static_cast<void*>(&api), "fts5_api_ptr", nullptr);
+  sqlite3_step(s);
+  sqlite3_finalize(s);
+  return api;
+}
+
+Result<int64_t> QueryInt(sqlite3* db, const Stmt& stmt) {
+  Use u(stmt);
+  int rc = sqlite3_step(*u);
+  if (rc == SQLITE_ROW) return static_cast<int64_t>(sqlite3_column_int64(*u, 0));
+  if (rc == SQLITE_DONE) return int64_t{0};
+  return SqlError(db, "query");
+}
+
+// "[1,2,3]": a list of integers bound as one parameter and expanded by json_each, so
+// a statement serves any number of conversations without one parameter per value.
+std::string JsonIntArray(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  s.reserve(v.size() * 12 + 2);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
+  s += ']';
+  return s;
+}
+
+// One FTS5 string per token: tokens come out of the tokenizer (word characters only),
+// so the quotes only make sure no token is ever read as an operator (AND, OR, NOT,
+// NEAR) or a column filter. Adjacent strings are an implicit AND.
+std::string MatchExpression(const std::vector<std::string>& tokens) {
+  std::string q;
+  for (const auto& t : tokens) {
+    if (!q.empty()) q += ' ';
+    q += '"';
+    for (char c : t) {
+      if (c == '"') q += '"';
+      q += c;
+    }
+    q += '"';
+  }
+  return q;
+}
+
+}  // namespace
+
+// ---- connections -----------------------------------------------------------------
+
+struct SearchIndex::ReadConn {
+  Db db;
+  fts5_tokenizer tokenizer_api{};
+  Fts5Tokenizer* tokenizer = nullptr;
+  Stmt lookup;    // conversations -> cids
+  Stmt docs;      // document count
+  Stmt df;        // documents holding one token
+  Stmt scan;      // Plan::kScanAll
+  Stmt per_conv;  // Plan::kPerConversation
+  Stmt up_to;     // IndexedUpTo
+
+  ~ReadConn() {
+    if (tokenizer) tokenizer_api.xDelete(tokenizer);
+  }
+};
+
+struct SearchIndex::Writer {
+  Db db;
+  Stmt begin, commit, rollback;
+  Stmt insert, update, remove;
+  Stmt conv_get, conv_insert, conv_update, docs_add;
+
+  struct ConvState {
+    int64_t cid = 0;
+    Seq up_to = 0;
+  };
+  // Committed state of recently seen conversations (the table is the truth; this only
+  // saves a lookup per message). Bounded by clearing: it is a cache.
+  std::unordered_map<ConvId, ConvState> convs;
+  static constexpr size_t kMaxCachedConvs = 1'000'000;
+  int64_t next_cid = 1;
+  bool warned_seq = false;
+
+  Status Init() {
+    sqlite3* d = db.get();
+    auto prep = [&](Stmt* out, const char* sql) -> Status {
+      auto s = Prepare(d, sql);
+      if (!s) return s.status();
+      *out = std::move(s.value());
+      return Status::Ok();
+    };
+    for (auto [out, sql] : std::initializer_list<std::pair<Stmt*, const char*>>{
+             {&begin, "BEGIN IMMEDIATE"},
+             {&commit, "COMMIT"},
+             {&rollback, "ROLLBACK"},
+             {&insert, "INSERT OR REPLACE INTO msg(rowid, body) VALUES (?1, ?2)"},
+             {&update, "UPDATE msg SET body = ?2 WHERE rowid = ?1"},
+             {&remove, "DELETE FROM msg WHERE rowid = ?1"},
+             {&conv_get, "SELECT cid, up_to FROM convs WHERE conv = ?1"},
+             {&conv_insert, "INSERT INTO convs(conv, cid, up_to) VALUES (?1, ?2, ?3)"},
+             {&conv_update, "UPDATE convs SET up_to = ?2 WHERE conv = ?1"},
+             {&docs_add, "UPDATE meta SET value = value + ?1 WHERE key = 'docs'"},
+         }) {
+      if (Status s = prep(out, sql); !s.ok()) return s;
+    }
+    Stmt max_cid;
+    if (Status s = prep(&max_cid, "SELECT COALESCE(MAX(cid), 0) FROM convs"); !s.ok()) return s;
+    auto m = QueryInt(d, max_cid);
+    if (!m) return m.status();
+    next_cid = *m + 1;
+    return Status::Ok();
+  }
+
+  Status Step(const Stmt& s) {
+    Use u(s);
+    int rc = sqlite3_step(*u);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return SqlError(db.get(), sqlite3_sql(s.get()));
+    return Status::Ok();
+  }
+
+  struct Touched {
+    ConvState state;
+    bool is_new = false;
+    bool dirty = false;
+  };
+
+  Result<Touched*> Conv(std::unordered_map<ConvId, Touched>& touched, ConvId conv, int64_t* next) {
+    auto it = touched.find(conv);
+    if (it != touched.end()) return &it->second;
+    Touched t;
+    if (auto c = convs.find(conv); c != convs.end()) {
+      t.state = c->second;
+    } else {
+      Use u(conv_get);
+      sqlite3_bind_int64(*u, 1, ToSql(conv));
+      int rc = sqlite3_step(*u);
+      if (rc == SQLITE_ROW) {
+        t.state.cid = sqlite3_column_int64(*u, 0);
+        t.state.up_to = static_cast<Seq>(sqlite3_column_int64(*u, 1));
+      } else if (rc == SQLITE_DONE) {
+        if (*next > kMaxCid) return Internal("search index: out of conversation ids");
+        t.state.cid = (*next)++;
+        t.is_new = true;
+      } else {
+        return SqlError(db.get(), "read conversation");
+      }
+    }
+    return &touched.emplace(conv, t).first->second;
+  }
+
+  // Applies a group of batches as one transaction. On failure nothing is applied and
+  // the caches are untouched (they are only updated from a committed transaction).
+  Status Apply(const std::vector<std::vector<store::Message>>& group) {
+    if (Status s = Step(begin); !s.ok()) return s;
+    std::unordered_map<ConvId, Touched> touched;
+    int64_t next = next_cid;
+    int64_t docs_delta = 0;
+    Status s = ApplyMessages(group, touched, &next, &docs_delta);
+    if (s.ok()) {
+      for (auto& [conv, t] : touched) {
+        if (!t.dirty) continue;
+        const Stmt& st = t.is_new ? conv_insert : conv_update;
+        Use u(st);
+        sqlite3_bind_int64(*u, 1, ToSql(conv));
+        if (t.is_new) {
+          sqlite3_bind_int64(*u, 2, t.state.cid);
+          sqlite3_bind_int64(*u, 3, static_cast<int64_t>(t.state.up_to));
+        } else {
+          sqlite3_bind_int64(*u, 2, static_cast<int64_t>(t.state.up_to));
+        }
+        if (sqlite3_step(*u) != SQLITE_DONE) {
+          s = SqlError(db.get(), "write conversation");
+          break;
+        }
+      }
+    }
+    if (s.ok() && docs_delta != 0) {
+      Use u(docs_add);
+      sqlite3_bind_int64(*u, 1, docs_delta);
+      if (sqlite3_step(*u) != SQLITE_DONE) s = SqlError(db.get(), "count documents");
+    }
+    if (s.ok()) s = Step(commit);
+    if (!s.ok()) {
+      // Roll back explicitly: a failed COMMIT (e.g. disk full) leaves the
+      // transaction open.
+      (void)Step(rollback);
+      return s;
+    }
+    if (convs.size() + touched.size() > kMaxCachedConvs) convs.clear();
+    for (auto& [conv, t] : touched) {
+      // A conversation only looked at (every message skipped) is not new in the table
+      // unless written; keep it out of the cache so its cid is not reused.
+      if (t.is_new && !t.dirty) continue;
+      convs[conv] = t.state;
+    }
+    // A new cid that was never written is simply skipped (cids need not be gap-free).
+    next_cid = next;
+    return Status::Ok();
+  }
+
+  Status ApplyMessages(const std::vector<std::vector<store::Message>>& group,
+                       std::unordered_map<ConvId, Touched>& touched, int64_t* next, int64_t* docs_delta) {
+    using store::ContentType;
+    for (const auto& batch : group) {
+      for (const store::Message& m : batch) {
+        auto tr = Conv(touched, m.conv, next);
+        if (!tr) return tr.status();
+        Touched& t = **tr;
+        // Re-fed after a crash (or a duplicate): already applied, and applying it
+        // again could undo a later edit or delete.
+        if (m.seq <= t.state.up_to) continue;
+        t.state.up_to = m.seq;
+        t.dirty = true;
+
+        switch (m.content_type) {
+          case ContentType::kText:
+          case ContentType::kImage:
+          case ContentType::kFile: {
+            if (m.seq > kMaxIndexableSeq) {
+              // 2^32 messages in one conversation; refuse rather than alias rowids.
+              if (!warned_seq) LOG_WARN("search_seq_out_of_range").Kv("conv", FormatConvId(m.conv));
+              warned_seq = true;
+              break;
+            }
+            // Media with no caption gets an empty row all the same, so that a later
+            // edit that adds one finds a message to update (edits never create rows:
+            // see below).
+            Use u(insert);
+            sqlite3_bind_int64(*u, 1, RowidOf(t.state.cid, m.seq));
+            sqlite3_bind_text(*u, 2, m.content.data(), static_cast<int>(m.content.size()), SQLITE_STATIC);
+            if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "index message");
+            ++*docs_delta;
+            break;
+          }
+          case ContentType::kEdit: {
+            // Only an earlier message of the same conversation that is in the index
+            // can be edited: a target in another conversation must never put text
+            // there, and an edit of a deleted message, a reaction, or an unknown seq
+            // updates no row, so it cannot resurrect or invent a hit.
+            auto ref = ParseMessageId(m.target_message_id);
+            if (!ref || ref->conv != m.conv || ref->seq >= m.seq || ref->seq > kMaxIndexableSeq) break;
+            Use u(update);
+            sqlite3_bind_int64(*u, 1, RowidOf(t.state.cid, ref->seq));
+            sqlite3_bind_text(*u, 2, m.content.data(), static_cast<int>(m.content.size()), SQLITE_STATIC);
+            if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "apply edit");
+            break;
+          }
+          case ContentType::kDelete: {
+            auto ref = ParseMessageId(m.target_message_id);
+            if (!ref || ref->conv != m.conv || ref->seq >= m.seq || ref->seq > kMaxIndexableSeq) break;
+            Use u(remove);
+            sqlite3_bind_int64(*u, 1, RowidOf(t.state.cid, ref->seq));
+            if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "apply delete");
+            *docs_delta -= sqlite3_changes(db.get());
+            break;
+          }
+          case ContentType::kReaction:
+            break;
+        }
+      }
+    }
+    return Status::Ok();
+  }
+};
+
+namespace {
+
+Status CreateSchema(sqlite3* db) {
+  if (Status s = Exec(db, "PRAGMA journal_mode=WAL"); !s.ok()) return s;
+  // Derived data: a crash may lose the last transactions (they are re-fed from the
+  // store via IndexedUpTo), so no fsync per commit; WAL keeps the file consistent.
+  if (Status s = Exec(db, "PRAGMA synchronous=NORMAL"); !s.ok()) return s;
+  if (Status s = Exec(db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
+      !s.ok())
+    return s;
+  int64_t version = 0;
+  {
+    auto stmt = Prepare(db, "SELECT value FROM meta WHERE key = 'version'");
+    if (!stmt) return stmt.status();
+    auto v = QueryInt(db, *stmt);
+    if (!v) return v.status();
+    version = *v;
+  }  // finalized before the DROP below, which a pending statement would block
+  if (version == kSchemaVersion) return Status::Ok();
+  if (version != 0) LOG_WARN("search_index_rebuild").Kv("found_version", version).Kv("version", kSchemaVersion);
+  if (Status s = Exec(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
+  std::string sql = std::string("DROP TABLE IF EXISTS msg; DROP TABLE IF EXISTS convs; DELETE FROM meta;") +
+                    kCreateFts +
+                    ";"
+                    "CREATE TABLE convs(conv INTEGER PRIMARY KEY, cid INTEGER NOT NULL UNIQUE,"
+                    " up_to INTEGER NOT NULL);"
+                    "INSERT INTO meta(key, value) VALUES ('docs', 0), ('version', " +
+                    std::to_string(kSchemaVersion) + "); COMMIT";
+  if (Status s = Exec(db, sql.c_str()); !s.ok()) {
+    (void)Exec(db, "ROLLBACK");
+    return s;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// ---- SearchIndex -----------------------------------------------------------------
+
+SearchIndex::SearchIndex(std::string path, Options options) : path_(std::move(path)), options_(options) {}
+
+Result<std::unique_ptr<SearchIndex>> SearchIndex::Open(const std::string& path) { return Open(path, Options{}); }
+
+Result<std::unique_ptr<SearchIndex>> SearchIndex::Open(const std::string& path, const Options& options) {
+  auto db = OpenDb(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!db) return db.status();
+  if (Status s = CreateSchema(db->get()); !s.ok()) return s;
+  auto writer = std::make_unique<Writer>();
+  writer->db = std::move(db.value());
+  if (Status s = writer->Init(); !s.ok()) return s;
+
+  std::unique_ptr<SearchIndex> index(new SearchIndex(path, options));
+  index->writer_ = std::move(writer);
+  // Open one reader now so that a broken setup (no FTS5, unreadable file) fails Open,
+  // not the first search.
+  auto reader = index->AcquireReader();
+  if (!reader) return reader.status();
+  index->ReleaseReader(std::move(reader.value()));
+  index->thread_ = std::thread([p = index.get()] { p->Run(); });
+  return index;
+}
+
+SearchIndex::~SearchIndex() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void SearchIndex::Enqueue(std::vector<store::Message> batch) {
+  if (batch.empty()) return;
+  size_t n = batch.size();
+  bool overflowed = false;
+  {
+    std::lock_guard lk(mu_);
+    if (failed_) return;  // stopped: the next start catches up from IndexedUpTo
+    if (queued_messages_ + n > options_.max_queued_messages) {
+      // Dropping this batch but applying later ones would advance IndexedUpTo past
+      // messages that were never indexed; stopping keeps IndexedUpTo truthful. The
+      // batches already queued are earlier in commit order and are still applied.
+      failed_ = true;
+      overflowed = true;
+    } else {
+      queue_.push_back(std::move(batch));
+      queued_messages_ += n;
+      ++enqueued_batches_;
+    }
+  }
+  if (overflowed) {
+    LOG_ERROR("search_index_stopped")
+        .Kv("reason", "queue full")
+        .Kv("max_queued_messages", options_.max_queued_messages);
+    return;
+  }
+  work_cv_.notify_one();
+}
+
+void SearchIndex::Run() {
+  bool write_failed = false;
+  for (;;) {
+    std::vector<std::vector<store::Message>> group;
+    size_t messages = 0;
+    {
+      std::unique_lock lk(mu_);
+      work_cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop requested and everything applied
+      // Everything queued, up to a size bound: under load many small commit batches
+      // share one transaction, which is what makes indexing cheap (README).
+      while (!queue_.empty() &&
+             (group.empty() || messages + queue_.front().size() <= options_.max_group_messages)) {
+        messages += queue_.front().size();
+        group.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    Status s = Status::Ok();
+    bool applied = false;
+    // After a failed write nothing later may be applied: it would move IndexedUpTo
+    // past the lost group. (After a queue overflow the queued batches are still
+    // applied: they all precede the dropped one.)
+    if (!write_failed) {
+      // A transient failure (checkpoint contention, a full disk that gets freed)
+      // deserves a retry; a persistent one stops the index.
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt * attempt));
+        s = writer_->Apply(group);
+        if (s.ok()) {
+          applied = true;
+          break;
+        }
+        LOG_WARN("search_index_write_failed").Kv("attempt", attempt + 1).Kv("error", s.message());
+      }
+      write_failed = !applied;
+    }
+    bool newly_failed = false;
+    {
+      std::lock_guard lk(mu_);
+      queued_messages_ -= messages;
+      done_batches_ += group.size();
+      if (applied) {
+        indexed_messages_ += messages;
+        ++transactions_;
+      } else if (!failed_) {
+        failed_ = newly_failed = true;
+      }
+    }
+    if (newly_failed) LOG_ERROR("search_index_stopped").Kv("reason", "write failed").Kv("error", s.message());
+    idle_cv_.notify_all();
+  }
+}
+
+void SearchIndex::WaitIdle() {
+  std::unique_lock lk(mu_);
+  uint64_t target = enqueued_batches_;
+  idle_cv_.wait(lk, [&] { return done_batches_ >= target; });
+}
+
+SearchIndex::Stats SearchIndex::GetStats() {
+  std::lock_guard lk(mu_);
+  Stats s;
+  s.queued_messages = queued_messages_;
+  s.indexed_messages = indexed_messages_;
+  s.transactions = transactions_;
+  s.failed = failed_;
+  return s;
+}
+
+Result<std::unique_ptr<SearchIndex::ReadConn>> SearchIndex::AcquireReader() {
+  {
+    std::lock_guard lk(pool_mu_);
+    if (!idle_readers_.empty()) {
+      auto c = std::move(idle_readers_.back());
+      idle_readers_.pop_back();
+      return c;
+    }
+  }
+  auto db = OpenDb(path_, SQLITE_OPEN_READWRITE);
+  if (!db) return db.status();
+  auto rc = std::make_unique<ReadConn>();
+  rc->db = std::move(db.value());
+  sqlite3* d = rc->db.get();
+  // Readers never write; mapping the file lets every pooled connection share the OS
+  // page cache instead of each filling its own.
+  for (const char* p : {"PRAGMA query_only=1", "PRAGMA mmap_size=1073741824"}) {
+    if (Status s = Exec(d, p); !s.ok()) return s;
+  }
+  fts5_api* api = Fts5Api(d);
+  if (!api || api->iVersion < 2) return Internal("search index: SQLite has no FTS5");
+  if (api->xCreateFunction(api, "sb_rank", nullptr, &RankFunction, nullptr) != SQLITE_OK)
+    return SqlError(d, "register sb_rank");
+  void* tok_ctx = nullptr;
+  if (api->xFindTokenizer(api, kTokenizerName, &tok_ctx, &rc->tokenizer_api) != SQLITE_OK)
+    return Internal("search index: no unicode61 tokenizer");
+  std::array<const char*, kTokenizerArgs.size()> args = kTokenizerArgs;
+  if (rc->tokenizer_api.xCreate(tok_ctx, args.data(), static_cast<int>(args.size()), &rc->tokenizer) !=
+      SQLITE_OK)
+    return Internal("search index: cannot create the query tokenizer");
+
+  auto prep = [&](Stmt* out, const char* sql) -> Status {
+    auto s = Prepare(d, sql);
+    if (!s) return s.status();
+    *out = std::move(s.value());
+    return Status::Ok();
+  };
+  for (auto [out, sql] : std::initializer_list<std::pair<Stmt*, const char*>>{
+           {&rc->lookup, "SELECT conv, cid FROM convs WHERE conv IN (SELECT value FROM json_each(?1))"},
+           {&rc->docs, "SELECT value FROM meta WHERE key = 'docs'"},
+           {&rc->df, "SELECT count(*) FROM msg WHERE msg MATCH ?1"},
+           // The conversation filter is rowid >> 32, known without reading the row;
+           // sb_rank only runs for rows that pass it; the sorter keeps limit + offset.
+           {&rc->scan,
+            "SELECT rowid, sb_rank(msg, ?2) AS r FROM msg"
+            " WHERE msg MATCH ?1 AND (rowid >> 32) IN (SELECT value FROM json_each(?3))"
+            " ORDER BY r DESC, rowid DESC LIMIT ?4 OFFSET ?5"},
+           // CROSS JOIN fixes the loop order: for each cid, FTS5 seeks to its rowid
+           // range (the plan shows "M1><": match plus both rowid bounds).
+           {&rc->per_conv,
+            "SELECT m.rowid, sb_rank(m.msg, ?2) AS r FROM json_each(?3) AS c CROSS JOIN msg AS m"
+            " WHERE m.msg MATCH ?1 AND m.rowid BETWEEN (c.value << 32) AND ((c.value << 32) | 4294967295)"
+            " ORDER BY r DESC, m.rowid DESC LIMIT ?4 OFFSET ?5"},
+           {&rc->up_to, "SELECT conv, up_to FROM convs"},
+       }) {
+    if (Status s = prep(out, sql); !s.ok()) return s;
+  }
+  return rc;
+}
+
+void SearchIndex::ReleaseReader(std::unique_ptr<ReadConn> conn) {
+  // Enough for the REST pool plus bursts; more are closed rather than kept.
+  constexpr size_t kMaxIdleReaders = 8;
+  std::lock_guard lk(pool_mu_);
+  if (idle_readers_.size() < kMaxIdleReaders) idle_readers_.push_back(std::move(conn));
+}
+
+Result<int64_t> SearchIndex::DocFrequency(ReadConn& rc, const std::string& token, int64_t total_docs) {
+  {
+    std::lock_guard lk(df_mu_);
+    auto it = df_cache_.find(token);
+    if (it != df_cache_.end()) {
+      double drift = std::abs(static_cast<double>(total_docs - it->second.total_docs));
+      if (drift <= kDfStaleness * static_cast<double>(std::max<int64_t>(it->second.total_docs, 1)))
+        return it->second.df;
+    }
+  }
+  Use u(rc.df);
+  std::string expr = MatchExpression({token});
+  sqlite3_bind_text(*u, 1, expr.data(), static_cast<int>(expr.size()), SQLITE_STATIC);
+  if (sqlite3_step(*u) != SQLITE_ROW) return SqlError(rc.db.get(), "count documents of a word");
+  int64_t df = sqlite3_column_int64(*u, 0);
+  if (df >= kDfCacheMin) {
+    std::lock_guard lk(df_mu_);
+    if (df_cache_.size() >= kDfCacheMax) df_cache_.clear();
+    df_cache_[token] = DfEntry{df, total_docs};
+  }
+  return df;
+}
+
+namespace {
+
+// The query's tokens, as the table's tokenizer makes them (lower case, no
+// diacritics), distinct, in query order.
+int CollectToken(void* ctx, int /*flags*/, const char* token, int n, int /*start*/, int /*end*/) {
+  auto* out = static_cast<std::vector<std::string>*>(ctx);
+  if (n <= 0) return SQLITE_OK;
+  std::string t(token, static_cast<size_t>(n));
+  if (std::find(out->begin(), out->end(), t) == out->end()) out->push_back(std::move(t));
+  // Stop early on an absurd count; the caller rejects it.
+  return out->size() > kMaxQueryWords ? SQLITE_DONE : SQLITE_OK;
+}
+
+}  // namespace
+
+Result<std::vector<Hit>> SearchIndex::Search(std::string_view query, const std::vector<ConvId>& convs,
+                                             size_t limit, size_t offset, Plan plan) {
+  if (query.size() > kMaxQueryBytes) return BadRequest("query is longer than 256 bytes");
+  if (query.find_first_not_of(" \t\r\n\v\f") == std::string_view::npos) return BadRequest("query is empty");
+  if (!IsValidUtf8(query)) return BadRequest("query is not valid UTF-8");
+  if (limit > kMaxResultWindow || offset > kMaxResultWindow - limit)
+    return BadRequest("limit + offset is larger than " + std::to_string(kMaxResultWindow));
+  if (limit == 0 || convs.empty()) return std::vector<Hit>{};
+
+  auto acquired = AcquireReader();
+  if (!acquired) {
+    LOG_ERROR("search_failed").Kv("error", acquired.status().message());
+    return Internal("search failed");
+  }
+  std::unique_ptr<ReadConn> rc = std::move(acquired.value());
+  sqlite3* db = rc->db.get();
+
+  // Any SQLite failure is logged with its detail and reported without it (the
+  // message may reach the client). The connection is closed, not pooled.
+  auto fail = [&](const Status& s) -> Result<std::vector<Hit>> {
+    LOG_ERROR("search_failed").Kv("error", s.message());
+    return Internal("search failed");
+  };
+
+  std::vector<std::string> tokens;
+  int trc = rc->tokenizer_api.xTokenize(rc->tokenizer, &tokens, FTS5_TOKENIZE_QUERY, query.data(),
+                                        static_cast<int>(query.size()), &CollectToken);
+  if (trc != SQLITE_OK && trc != SQLITE_DONE) return fail(Internal("tokenize the query"));
+  if (tokens.size() > kMaxQueryWords)
+    return BadRequest("query has more than " + std::to_string(kMaxQueryWords) + " distinct words");
+  std::vector<Hit> hits;
+  if (tokens.empty()) {
+    // Only punctuation or symbols: no word to look for.
+    ReleaseReader(std::move(rc));
+    return hits;
+  }
+
+  // The caller's conversations that have anything indexed, and their cids.
+  std::vector<int64_t> conv_values;
+  conv_values.reserve(convs.size());
+  for (ConvId c : convs) conv_values.push_back(ToSql(c));
+  std::string conv_json = JsonIntArray(conv_values);
+  std::unordered_map<int64_t, ConvId> conv_of_cid;
+  std::vector<int64_t> cids;
+  {
+    Use u(rc->lookup);
+    sqlite3_bind_text(*u, 1, conv_json.data(), static_cast<int>(conv_json.size()), SQLITE_STATIC);
+    int src;
+    while ((src = sqlite3_step(*u)) == SQLITE_ROW) {
+      int64_t cid = sqlite3_column_int64(*u, 1);
+      conv_of_cid.emplace(cid, FromSql(sqlite3_column_int64(*u, 0)));
+      cids.push_back(cid);
+    }
+    if (src != SQLITE_DONE) return fail(SqlError(db, "look up conversations"));
+  }
+  if (cids.empty()) {
+    ReleaseReader(std::move(rc));
+    return hits;
+  }
+
+  auto total = QueryInt(db, rc->docs);
+  if (!total) return fail(total.status());
+  std::vector<double> idf;
+  int64_t min_df = std::numeric_limits<int64_t>::max();
+  for (const auto& t : tokens) {
+    auto df = DocFrequency(*rc, t, *total);
+    if (!df) return fail(df.status());
+    if (*df == 0) {
+      // Every word must occur: one that occurs nowhere settles it.
+      ReleaseReader(std::move(rc));
+      return hits;
+    }
+    min_df = std::min(min_df, *df);
+    idf.push_back(Idf(*total, *df));
+  }
+
+  if (plan == Plan::kAuto) {
+    // Scanning streams (at most) the rarest word's posting list across all
+    // conversations; the per-conversation plan pays a seek per conversation and word
+    // and then reads only the caller's rows. Few conversations and common words favour
+    // seeking; many conversations or a rare word favour the scan.
+    double seek = static_cast<double>(cids.size()) * static_cast<double>(tokens.size()) * kSeekCostRows;
+    plan = seek < static_cast<double>(min_df) ? Plan::kPerConversation : Plan::kScanAll;
+  }
+
+  std::string expr = MatchExpression(tokens);
+  std::string cid_json = JsonIntArray(cids);
+  const Stmt& stmt = plan == Plan::kPerConversation ? rc->per_conv : rc->scan;
+  {
+    Use u(stmt);
+    sqlite3_bind_text(*u, 1, expr.data(), static_cast<int>(expr.size()), SQLITE_STATIC);
+    sqlite3_bind_blob(*u, 2, idf.data(), static_cast<int>(idf.size() * sizeof(double)), SQLITE_STATIC);
+    sqlite3_bind_text(*u, 3, cid_json.data(), static_cast<int>(cid_json.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(*u, 4, static_cast<int64_t>(limit));
+    sqlite3_bind_int64(*u, 5, static_cast<int64_t>(offset));
+    int src;
+    while ((src = sqlite3_step(*u)) == SQLITE_ROW) {
+      int64_t rowid = sqlite3_column_int64(*u, 0);
+      auto it = conv_of_cid.find(rowid >> kSeqBits);
+      if (it == conv_of_cid.end()) continue;  // cannot happen: the filter is on cids
+      hits.push_back(Hit{it->second, static_cast<Seq>(rowid & static_cast<int64_t>(kMaxIndexableSeq)),
+                         sqlite3_column_double(*u, 1)});
+    }
+    if (src != SQLITE_DONE) return fail(SqlError(db, "search"));
+  }
+  ReleaseReader(std::move(rc));
+  return hits;
+}
+
+Result<std::vector<std::pair<ConvId, Seq>>> SearchIndex::IndexedUpTo() {
+  auto acquired = AcquireReader();
+  if (!acquired) return acquired.status();
+  std::unique_ptr<ReadConn> rc = std::move(acquired.value());
+  std::vector<std::pair<ConvId, Seq>> out;
+  {
+    Use u(rc->up_to);
+    int src;
+    while ((src = sqlite3_step(*u)) == SQLITE_ROW) {
+      out.emplace_back(FromSql(sqlite3_column_int64(*u, 0)), static_cast<Seq>(sqlite3_column_int64(*u, 1)));
+    }
+    if (src != SQLITE_DONE) return SqlError(rc->db.get(), "read indexed_up_to");
+  }
+  ReleaseReader(std::move(rc));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace sb::search
