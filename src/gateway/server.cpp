@@ -51,6 +51,18 @@ struct Shard {
   std::unordered_map<std::string, std::pair<double, int64_t>> connect_buckets;
 };
 
+// RFC 6455 §4.2.1: the key is base64 of exactly 16 bytes (24 characters ending "==").
+bool ValidWebSocketKey(std::string_view k) {
+  if (k.size() != 24 || k[22] != '=' || k[23] != '=') return false;
+  for (size_t i = 0; i < 22; ++i) {
+    char c = k[i];
+    bool b64 = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+    if (!b64) return false;
+  }
+  // The last character before the padding carries only 2 significant bits.
+  return std::string_view("AQgw").find(k[21]) != std::string_view::npos;
+}
+
 // Same origin: the Origin's host[:port] equals the Host header.
 bool SameOrigin(std::string_view origin, std::string_view host) {
   size_t p = origin.find("://");
@@ -168,6 +180,9 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
     closing_ = true;
     close_reason_ = ws::close_reason(code, beast::string_view(reason.data(), reason.size()));
     if (!flush) {
+      // The client is not reading: the frame being written may never finish, and the
+      // close frame would wait behind it. Give the socket 2 s, then cut it.
+      beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(2));
       queued_bytes_ = 0;
       // Keep the frame being written (if any); Beast is writing from its buffer.
       if (writing_ && !queue_.empty()) queue_.erase(queue_.begin() + 1, queue_.end());
@@ -364,6 +379,16 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, tcp::socket sock) {
       std::optional<auth::Claims> claims;
       if (path != "/v1/ws") {
         refuse = ErrorResponse(NotFound("no WebSocket endpoint here; use /v1/ws"));
+      } else if (req[http::field::host].empty()) {
+        // Validated here rather than left to Beast so that every refusal carries the
+        // contract's JSON error body.
+        refuse = ErrorResponse(BadRequest("the upgrade request has no Host header"));
+      } else if (req[http::field::sec_websocket_version] != "13") {
+        refuse = ErrorResponse(BadRequest("unsupported WebSocket version: use 13"));
+        refuse.status = 426;
+        refuse.headers.emplace_back("Sec-WebSocket-Version", "13");
+      } else if (!ValidWebSocketKey(Sv(req[http::field::sec_websocket_key]))) {
+        refuse = ErrorResponse(BadRequest("Sec-WebSocket-Key must be base64 of 16 bytes"));
       } else if (draining) {
         refuse = ErrorResponse(Unavailable("server draining"));
       } else if (!OriginAllowed(Sv(req[http::field::origin]), Sv(req[http::field::host]))) {

@@ -151,3 +151,161 @@ void ExpectNoEvent(const std::vector<NamedWs>& clients, std::string_view event, 
                    std::string_view context);
 
 }  // namespace sb::test
+
+// ---- Raw bytes on the wire (RFC 6455 conformance and the bad-input catalogue) ------
+//
+// The client library is built on Beast, which refuses to produce malformed frames and
+// handles control frames itself (a pong never reaches the caller). These pieces speak
+// TCP directly, so a test can send any byte sequence and see every frame the server
+// sends back, close frames and pongs included.
+
+namespace sb::test {
+
+// A plain TCP connection, driven by the calling thread with poll() timeouts.
+class RawConn {
+ public:
+  RawConn() = default;
+  ~RawConn();
+  RawConn(RawConn&& o) noexcept;
+  RawConn& operator=(RawConn&& o) noexcept;
+  RawConn(const RawConn&) = delete;
+  RawConn& operator=(const RawConn&) = delete;
+
+  // rcvbuf > 0 sets SO_RCVBUF before connecting: a small receive window makes a client
+  // that does not read back up the server's socket quickly.
+  bool Connect(const std::string& host, uint16_t port, int rcvbuf = 0);
+  // Writes every byte; false (see error()) on a write error, a closed peer or timeout.
+  bool Write(std::string_view bytes, Millis timeout = kFrameTimeout);
+
+  enum class ReadResult { kData, kTimeout, kClosed };
+  // Waits up to `timeout` for bytes and appends what one read returns to buffer().
+  // kClosed once the peer has ended the stream (FIN or reset; see error()).
+  ReadResult ReadSome(Millis timeout);
+  // Reads (appending to buffer()) until the peer ends the stream: true, or false when
+  // it is still open after `timeout`.
+  bool WaitClosed(Millis timeout);
+
+  std::string& buffer() { return buf_; }
+  bool connected() const { return fd_ >= 0; }
+  bool peer_closed() const { return peer_closed_; }
+  const std::string& error() const { return error_; }
+  void Close();
+
+ private:
+  int fd_ = -1;
+  bool peer_closed_ = false;
+  std::string buf_;
+  std::string error_;
+};
+
+// Reads one HTTP response from the front of conn's buffer (reading more as needed):
+// the head, then a Content-Length body, or everything until the peer closes when the
+// head has no length (a 101 has no body). The response is consumed from the buffer;
+// what follows it (WebSocket frames after a 101) stays. status 0 when no complete
+// response arrives within `timeout` (error says why).
+client::HttpResponse ReadHttpResponse(RawConn& conn, Millis timeout = kFrameTimeout);
+
+// `request` written byte for byte on a fresh connection, and the one response read
+// back (status 0: none, e.g. because the server closed without answering).
+client::HttpResponse RawHttp(const std::string& host, uint16_t port, std::string_view request,
+                             Millis timeout = kFrameTimeout);
+
+// A client frame to encode. Everything a malformed frame needs is adjustable.
+struct FrameSpec {
+  uint8_t opcode = 0x1;
+  std::string payload;
+  bool fin = true;
+  uint8_t rsv = 0;      // bits 4..6 of the first byte: 0x40 RSV1, 0x20 RSV2, 0x10 RSV3
+  bool masked = true;   // clients must mask (RFC 6455 §5.3)
+  // 0: the minimal length encoding; 2 or 8: force the 16- or 64-bit form.
+  int length_bytes = 0;
+  // Written as the length instead of payload.size() (a header that lies).
+  std::optional<uint64_t> declared_length = std::nullopt;
+};
+std::string EncodeFrame(const FrameSpec& f);
+
+// One frame as the server sent it.
+struct WireFrame {
+  uint8_t opcode = 0;
+  bool fin = true;
+  uint8_t rsv = 0;
+  bool masked = false;
+  std::string payload;
+
+  // A close frame's status code; nullopt when its payload is empty.
+  std::optional<uint16_t> close_code() const;
+  std::string Describe() const;
+};
+
+// A random Sec-WebSocket-Key (16 random bytes, base64).
+std::string NewWebSocketKey();
+// The Sec-WebSocket-Accept a server must answer for `key` (RFC 6455 §4.2.2 step 5.4:
+// base64 of the SHA-1 of the key followed by the protocol's fixed GUID).
+std::string WebSocketAccept(std::string_view key);
+// Base64 with the standard alphabet and padding (what the handshake uses).
+std::string StdBase64(std::string_view bytes);
+
+// An upgrade request; every part can be left out or spoiled. nullopt drops a header.
+struct UpgradeSpec {
+  std::string method = "GET";
+  std::string target = "/v1/ws";
+  std::string version = "HTTP/1.1";
+  std::string token;  // Authorization: Bearer, when non-empty
+  std::optional<std::string> host = "";  // "": host:port of the server
+  std::optional<std::string> upgrade = "websocket";
+  std::optional<std::string> connection = "Upgrade";
+  std::optional<std::string> key = "";  // "": a fresh NewWebSocketKey()
+  std::optional<std::string> ws_version = "13";
+  client::Headers extra;
+};
+// The request bytes; *key_out (when given) receives the key actually sent.
+std::string UpgradeRequest(const UpgradeSpec& spec, const std::string& host, uint16_t port,
+                           std::string* key_out = nullptr);
+
+// A WebSocket connection over RawConn: the test writes bytes, and reads the server's
+// frames exactly as they arrive.
+class RawWs {
+ public:
+  // Connects, writes `request` and reads the answer. True on 101 (see upgrade()).
+  bool Open(const std::string& host, uint16_t port, const std::string& request,
+            Millis timeout = kFrameTimeout);
+  const client::HttpResponse& upgrade() const { return upgrade_; }
+
+  bool Send(std::string_view bytes, Millis timeout = kFrameTimeout) {
+    return conn_.Write(bytes, timeout);
+  }
+  bool SendFrame(const FrameSpec& f, Millis timeout = kFrameTimeout) {
+    return conn_.Write(EncodeFrame(f), timeout);
+  }
+  // A masked text frame (what any well-behaved client sends).
+  bool SendText(std::string_view text) { return SendFrame({.opcode = 0x1, .payload = std::string(text)}); }
+
+  enum class Got { kFrame, kTimeout, kClosed };
+  // The next server frame; kClosed when the TCP stream ended before a whole frame.
+  Got Next(WireFrame* out, Millis timeout = kFrameTimeout);
+
+  RawConn& conn() { return conn_; }
+
+ private:
+  RawConn conn_;
+  client::HttpResponse upgrade_;
+};
+
+// Opens a RawWs for `user` (Authorization header) and consumes the welcome frame.
+void OpenRawWs(const RestClient& api, const TestUser& user, RawWs* ws);
+
+// Two users in a direct conversation, connected before a hostile client acts: a test
+// shows that the server kept serving them during and after the attack.
+class Bystanders {
+ public:
+  void Start(const RestClient& api);
+  // x sends a message: the ack reaches x and the message reaches y.
+  void ExpectChat(std::string_view context);
+
+ private:
+  TestUser x_, y_;
+  std::string conv_;
+  WsClient xw_, yw_;
+};
+
+}  // namespace sb::test
