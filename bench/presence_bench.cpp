@@ -63,6 +63,8 @@ class CountingSession final : public chat::Session {
   const std::string& session_id() const override { return device_; }
   void Send(std::shared_ptr<const std::string>) override { ++frames; }
   size_t Queued() const override { return 0; }
+  void Close(uint16_t code, std::string_view) override { closed_with = code; }
+  uint16_t closed_with = 0;
   void WhenQueueBelow(size_t, std::function<void()> fn) override { fn(); }
   uint64_t frames = 0;
 
