@@ -10,6 +10,7 @@
 #   --only LIST    comma-separated subset of: latency,throughput,senders,openloop,idle,store
 #   --threads T    loadgen client threads (default 1, so the server keeps most of the CPU)
 #   --rate R       open-loop total rate, msg/s (default 20000; 4000 with --quick)
+#   --fuzz         also the long fuzz run: fuzz/run.sh --seconds 300 (about 20 min)
 #
 # Expects build/switchboard and build/bench/loadgen (./dev bench builds them first);
 # the environment variables SERVER, LOADGEN and STORE_BENCH override those paths.
@@ -30,6 +31,7 @@ FSYNC=always
 ONLY=""
 THREADS=1
 RATE_OVERRIDE=""
+FUZZ=0
 while (($#)); do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -37,7 +39,8 @@ while (($#)); do
     --only) ONLY=${2:?--only needs a list}; shift ;;
     --threads) THREADS=${2:?--threads needs a number}; shift ;;
     --rate) RATE_OVERRIDE=${2:?--rate needs msg/s}; shift ;;
-    -h|--help) sed -n '2,17p' bench/run.sh | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --fuzz) FUZZ=1 ;;
+    -h|--help) sed -n '2,18p' bench/run.sh | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -228,6 +231,17 @@ if want store; then
     fi
   else
     SUMMARY+=("store_bench: skipped ($STORE_BENCH not built)")
+  fi
+fi
+
+if ((FUZZ)); then
+  echo
+  echo "== fuzz: fuzz/run.sh --seconds 300 (each target, from its seed corpus)"
+  if fuzz/run.sh --seconds 300 2>&1 | tee "$LOGS/fuzz.out"; then
+    SUMMARY+=("fuzz: every target 300 s without a crash (log: $LOGS/fuzz.out)")
+  else
+    PROBLEMS+=("fuzz run found a crash or failed (log: $LOGS/fuzz.out)")
+    SUMMARY+=("fuzz: FAILED")
   fi
 fi
 

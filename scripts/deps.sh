@@ -6,6 +6,8 @@ set -euo pipefail
 PKGS=(
   # toolchain
   g++ cmake ninja-build ccache pkg-config make
+  # fuzzing (fuzz/run.sh, the fuzz_smoke test): clang 14 and its libFuzzer/ASan runtimes
+  clang libclang-rt-14-dev
   # libraries (headers-only Boost 1.81 for Asio/Beast; the rest are -dev packages)
   libboost1.81-dev librocksdb-dev libsimdjson-dev libsodium-dev libssl-dev
   libtomlplusplus-dev libsqlite3-dev

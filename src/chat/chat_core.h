@@ -141,7 +141,10 @@ class ChatCore {
   void RouteReceipts(uint32_t owner, ConvState& cs, const struct ReceiptChange& rc);
   void OnResume(uint32_t shard, Session* s, const protocol::Resume& r);
   void ContinueReplay(uint32_t shard, uint64_t session_id);
-  void ReplayReceipts(Session* s, const std::vector<ConvId>& convs);
+  void ReplayReceipts(uint32_t shard, Session* s, const std::vector<ConvId>& convs);
+  // Sends a receipt frame to `s` unless it already has that mark or a higher one.
+  void SendReceipt(Shard& sh, Session* s, ConvId conv, UserId recipient, bool read, Seq up_to,
+                   const FramePtrT& frame);
   // The senders (other than `except`) of messages lo..hi and the highest seq of each.
   std::vector<std::pair<UserId, Seq>> SendersIn(ConvState& cs, Seq lo, Seq hi, UserId except);
   void Reply(uint32_t shard, uint64_t session_id, std::shared_ptr<const std::string> frame,

@@ -82,6 +82,10 @@ struct SessionState {
   std::unordered_map<ConvId, Replay> replay;
   std::vector<ConvId> replay_queue;  // conversations still to replay, in order
   bool resuming = false;
+  // Highest receipt mark sent to this connection per (conversation, recipient, READ?):
+  // a routed receipt that raced with a resume's replay of the same state is dropped
+  // instead of moving the client's view backward.
+  std::map<std::tuple<ConvId, UserId, bool>, Seq> receipt_marks;
   // A new connection gets no live message before its first frame (or first_frame_wait_ms):
   // if that frame is `resume`, what arrived meanwhile joins the replay in seq order
   // instead of running ahead of it.

@@ -155,26 +155,50 @@ std::vector<std::pair<UserId, Seq>> ChatCore::SendersIn(ConvState& cs, Seq lo, S
 void ChatCore::RouteReceipts(uint32_t owner, ConvState& cs, const ReceiptChange& rc) {
   // READ implies DELIVERED: send READ for what was read, DELIVERED only for what was
   // delivered beyond it. One cumulative frame per sender, not one per message.
-  std::vector<std::pair<UserId, FramePtr>> frames;
+  struct Out {
+    UserId sender;
+    bool read;
+    Seq up_to;
+    FramePtr frame;
+  };
+  std::vector<Out> frames;
   UserId recipient = rc.after.user;
   if (rc.after.read > rc.before.read) {
     for (auto [sender, seq] : SendersIn(cs, rc.before.read + 1, rc.after.read, recipient))
-      frames.emplace_back(sender, ReceiptFrame(cs.id, rc.after.read, recipient, sender, true, rc.after.read_ms));
+      frames.push_back({sender, true, rc.after.read,
+                        ReceiptFrame(cs.id, rc.after.read, recipient, sender, true, rc.after.read_ms)});
   }
   if (rc.after.delivered > rc.before.delivered && rc.after.delivered > rc.after.read) {
     Seq lo = std::max(rc.before.delivered, rc.after.read) + 1;
     for (auto [sender, seq] : SendersIn(cs, lo, rc.after.delivered, recipient))
-      frames.emplace_back(sender,
-                          ReceiptFrame(cs.id, rc.after.delivered, recipient, sender, false, rc.after.delivered_ms));
+      frames.push_back({sender, false, rc.after.delivered,
+                        ReceiptFrame(cs.id, rc.after.delivered, recipient, sender, false, rc.after.delivered_ms)});
   }
   if (frames.empty()) return;
   metrics::Server().receipts_routed.Inc(frames.size());
-  auto shared = std::make_shared<const std::vector<std::pair<UserId, FramePtr>>>(std::move(frames));
+  auto shared = std::make_shared<const std::vector<Out>>(std::move(frames));
+  ConvId conv = cs.id;
   for (uint32_t t = 0; t < shards_.size(); ++t) {
-    RunOn(owner, t, [this, t, shared] {
-      for (auto& [sender, f] : *shared) SendToUsers(t, {sender}, f, 0, 0);
+    RunOn(owner, t, [this, t, shared, conv, recipient] {
+      Shard& ts = *state_[t];
+      for (const Out& o : *shared) {
+        auto it = ts.by_user.find(o.sender);
+        if (it == ts.by_user.end()) continue;
+        for (Session* s : it->second) SendReceipt(ts, s, conv, recipient, o.read, o.up_to, o.frame);
+      }
     });
   }
+}
+
+void ChatCore::SendReceipt(Shard& sh, Session* s, ConvId conv, UserId recipient, bool read, Seq up_to,
+                           const FramePtr& frame) {
+  auto st = sh.sessions.find(s->id());
+  if (st != sh.sessions.end()) {
+    Seq& mark = st->second.receipt_marks[{conv, recipient, read}];
+    if (up_to <= mark) return;
+    mark = up_to;
+  }
+  s->Send(frame);
 }
 
 // ---- resume --------------------------------------------------------------------
@@ -262,7 +286,7 @@ void ChatCore::ContinueReplay(uint32_t shard, uint64_t session_id) {
   }
 
   auto convs = store_.ListConversationsOf(s->user());
-  if (convs.ok()) ReplayReceipts(s, *convs);
+  if (convs.ok()) ReplayReceipts(shard, s, *convs);
   JsonWriter w(128);
   w.BeginObject()
       .Field("event", "resume_done")
@@ -278,7 +302,7 @@ void ChatCore::ContinueReplay(uint32_t shard, uint64_t session_id) {
   metrics::Server().replayed_messages.Inc(ss.replayed);
 }
 
-void ChatCore::ReplayReceipts(Session* s, const std::vector<ConvId>& convs) {
+void ChatCore::ReplayReceipts(uint32_t shard, Session* s, const std::vector<ConvId>& convs) {
   // What the other members received and read, as cumulative receipts addressed to
   // this user: a sender who was away learns the ticks it missed.
   for (ConvId c : convs) {
@@ -286,11 +310,13 @@ void ChatCore::ReplayReceipts(Session* s, const std::vector<ConvId>& convs) {
     if (!conv.ok() || conv->members.size() > opts_.resume_receipts_max_members) continue;
     auto rs = store_.GetReceipts(c);
     if (!rs.ok()) continue;
+    Shard& sh = *state_[shard];
     for (const store::MemberReceipt& r : *rs) {
       if (r.user == s->user()) continue;
-      if (r.read > 0) s->Send(ReceiptFrame(c, r.read, r.user, s->user(), true, r.read_ms));
+      if (r.read > 0) SendReceipt(sh, s, c, r.user, true, r.read, ReceiptFrame(c, r.read, r.user, s->user(), true, r.read_ms));
       if (r.delivered > r.read)
-        s->Send(ReceiptFrame(c, r.delivered, r.user, s->user(), false, r.delivered_ms));
+        SendReceipt(sh, s, c, r.user, false, r.delivered,
+                    ReceiptFrame(c, r.delivered, r.user, s->user(), false, r.delivered_ms));
     }
   }
 }

@@ -69,8 +69,9 @@ constexpr size_t kDfCacheMax = 4'096;
 
 // Cost model for Plan::kAuto, in units of "one matching row streamed by FTS5". A
 // per-conversation seek costs this many rows per query word (an %_idx lookup and a
-// leaf read per FTS5 segment); measured with bench/search_bench (README).
-constexpr double kSeekCostRows = 60.0;
+// leaf read per FTS5 segment, with the idle merging below keeping segments few);
+// chosen with bench/search_bench --plans all (README, "Query plans").
+constexpr double kSeekCostRows = 300.0;
 
 // sb_rank(msg, idf_blob): BM25 of the current row. The IDF of each phrase of the MATCH
 // expression comes in as an array of doubles so it is computed once per search; the
@@ -114,6 +115,16 @@ void RankFunction(const Fts5ExtensionApi* api, Fts5Context* fts, sqlite3_context
   }
   sqlite3_result_double(out, score);
 }
+
+// Background merging (README, "Segments"). FTS5 writes every flush of its pending
+// data as a new segment and merges only when 4 accumulate on a level, which leaves a
+// few dozen segments at a million messages; every query pays an index lookup per
+// segment and word. When the indexer has nothing else to do it runs bounded merge
+// steps with usermerge = 2 until FTS5 reports no work, which leaves about one segment
+// per level (3 at a million messages). A step writes at most this many pages (~1 MB,
+// ~15 ms), so a batch that arrives meanwhile waits at most that long.
+constexpr int kMergeStepPages = 256;
+constexpr int kUserMerge = 2;
 
 // ---- SQLite plumbing -------------------------------------------------------------
 struct DbClose {
@@ -250,6 +261,7 @@ struct SearchIndex::Writer {
   Stmt begin, commit, rollback;
   Stmt insert, update, remove;
   Stmt conv_get, conv_insert, conv_update, docs_add;
+  Stmt merge;
 
   struct ConvState {
     int64_t cid = 0;
@@ -281,6 +293,7 @@ struct SearchIndex::Writer {
              {&conv_insert, "INSERT INTO convs(conv, cid, up_to) VALUES (?1, ?2, ?3)"},
              {&conv_update, "UPDATE convs SET up_to = ?2 WHERE conv = ?1"},
              {&docs_add, "UPDATE meta SET value = value + ?1 WHERE key = 'docs'"},
+             {&merge, "INSERT INTO msg(msg, rank) VALUES ('merge', ?1)"},
          }) {
       if (Status s = prep(out, sql); !s.ok()) return s;
     }
@@ -290,6 +303,16 @@ struct SearchIndex::Writer {
     if (!m) return m.status();
     next_cid = *m + 1;
     return Status::Ok();
+  }
+
+  // One bounded background merge step (its own transaction). True if it did work:
+  // FTS5 documents that a merge that changed fewer than 2 rows did nothing.
+  Result<bool> MergeStep() {
+    int before = sqlite3_total_changes(db.get());
+    Use u(merge);
+    sqlite3_bind_int(*u, 1, kMergeStepPages);
+    if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "merge segments");
+    return sqlite3_total_changes(db.get()) - before >= 2;
   }
 
   Status Step(const Stmt& s) {
@@ -451,6 +474,12 @@ Status CreateSchema(sqlite3* db) {
   // Derived data: a crash may lose the last transactions (they are re-fed from the
   // store via IndexedUpTo), so no fsync per commit; WAL keeps the file consistent.
   if (Status s = Exec(db, "PRAGMA synchronous=NORMAL"); !s.ok()) return s;
+  // A transaction that drains a backlog can write a WAL of 100+ MB; shrink it back
+  // after the checkpoint instead of keeping the high-water mark on disk.
+  if (Status s = Exec(db, "PRAGMA journal_size_limit=67108864"); !s.ok()) return s;
+  // FTS5 merges read back the segments they merge: with SQLite's default 2 MB page
+  // cache, indexing a million messages ran about half as fast (README).
+  if (Status s = Exec(db, "PRAGMA cache_size=-65536"); !s.ok()) return s;
   if (Status s = Exec(db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
       !s.ok())
     return s;
@@ -470,6 +499,7 @@ Status CreateSchema(sqlite3* db) {
                     ";"
                     "CREATE TABLE convs(conv INTEGER PRIMARY KEY, cid INTEGER NOT NULL UNIQUE,"
                     " up_to INTEGER NOT NULL);"
+                    "INSERT INTO msg(msg, rank) VALUES ('usermerge', " + std::to_string(kUserMerge) + ");"
                     "INSERT INTO meta(key, value) VALUES ('docs', 0), ('version', " +
                     std::to_string(kSchemaVersion) + "); COMMIT";
   if (Status s = Exec(db, sql.c_str()); !s.ok()) {
@@ -545,13 +575,17 @@ void SearchIndex::Enqueue(std::vector<store::Message> batch) {
 
 void SearchIndex::Run() {
   bool write_failed = false;
+  bool merge_pending = true;  // segments may be left from a previous run
   for (;;) {
     std::vector<std::vector<store::Message>> group;
     size_t messages = 0;
     {
       std::unique_lock lk(mu_);
-      work_cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stop requested and everything applied
+      bool idle_merge = merge_pending && !write_failed && queue_.empty() && !stop_;
+      if (!idle_merge) {
+        work_cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stop requested and everything applied
+      }
       // Everything queued, up to a size bound: under load many small commit batches
       // share one transaction, which is what makes indexing cheap (README).
       while (!queue_.empty() &&
@@ -560,6 +594,17 @@ void SearchIndex::Run() {
         group.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+    }
+    if (group.empty()) {
+      // Idle: merge a little, then look at the queue again.
+      auto worked = writer_->MergeStep();
+      if (!worked) LOG_WARN("search_index_merge_failed").Kv("error", worked.status().message());
+      merge_pending = worked.ok() && *worked;
+      if (!merge_pending) {
+        std::lock_guard lk(mu_);
+        merging_ = false;
+      }
+      continue;
     }
     Status s = Status::Ok();
     bool applied = false;
@@ -579,12 +624,14 @@ void SearchIndex::Run() {
         LOG_WARN("search_index_write_failed").Kv("attempt", attempt + 1).Kv("error", s.message());
       }
       write_failed = !applied;
+      merge_pending = applied;
     }
     bool newly_failed = false;
     {
       std::lock_guard lk(mu_);
       queued_messages_ -= messages;
       done_batches_ += group.size();
+      merging_ = applied;
       if (applied) {
         indexed_messages_ += messages;
         ++transactions_;
@@ -610,6 +657,7 @@ SearchIndex::Stats SearchIndex::GetStats() {
   s.indexed_messages = indexed_messages_;
   s.transactions = transactions_;
   s.failed = failed_;
+  s.merging = merging_;
   return s;
 }
 

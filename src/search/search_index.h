@@ -63,6 +63,7 @@ class SearchIndex {
     uint64_t indexed_messages = 0;  // applied since Open (any type, including skipped)
     uint64_t transactions = 0;      // SQLite write transactions since Open
     bool failed = false;            // the indexer stopped; restart to catch up
+    bool merging = false;           // background segment merging not finished yet
   };
 
   // Opens/creates the index database at `path` (a file under the data dir) and starts
@@ -135,6 +136,7 @@ class SearchIndex {
   uint64_t indexed_messages_ = 0;
   uint64_t transactions_ = 0;
   bool failed_ = false;
+  bool merging_ = true;  // until the first idle merge step finds nothing to do
   bool stop_ = false;
 
   std::mutex pool_mu_;

@@ -1,0 +1,486 @@
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/ids.h"
+#include "search/search_index.h"
+
+namespace sb::search {
+namespace {
+
+namespace fs = std::filesystem;
+using store::ContentType;
+using store::Message;
+using Plan = SearchIndex::Plan;
+
+// A fresh directory per test, removed on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "sb_search_test_XXXXXX").string();
+    char* p = mkdtemp(tmpl.data());
+    EXPECT_NE(p, nullptr);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string sub(const std::string& s) const { return path_ + "/" + s; }
+
+ private:
+  std::string path_;
+};
+
+Message Msg(ConvId conv, Seq seq, ContentType type, std::string content, std::string target = "") {
+  Message m;
+  m.conv = conv;
+  m.seq = seq;
+  m.sender = 7;
+  m.content_type = type;
+  m.content = std::move(content);
+  m.target_message_id = std::move(target);
+  if (type == ContentType::kImage || type == ContentType::kFile) m.media_url = "https://media.example/x";
+  return m;
+}
+Message Text(ConvId conv, Seq seq, std::string content) { return Msg(conv, seq, ContentType::kText, std::move(content)); }
+Message Edit(ConvId conv, Seq seq, ConvId tconv, Seq tseq, std::string content) {
+  return Msg(conv, seq, ContentType::kEdit, std::move(content), FormatMessageId(tconv, tseq));
+}
+Message Delete(ConvId conv, Seq seq, ConvId tconv, Seq tseq) {
+  return Msg(conv, seq, ContentType::kDelete, "", FormatMessageId(tconv, tseq));
+}
+
+// Conversation ids as the server makes them: large random-looking 64-bit values,
+// including ones with the top bit set (stored signed in SQLite).
+constexpr ConvId kA = 0x00a1b2c3d4e5f607;
+constexpr ConvId kB = 0xf0e1d2c3b4a59687;
+constexpr ConvId kC = 0x1000000000000001;
+
+class SearchIndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen() {
+    index_.reset();
+    auto r = SearchIndex::Open(dir_.sub("search.db"));
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    index_ = std::move(r.value());
+  }
+
+  void Feed(std::vector<Message> batch) {
+    index_->Enqueue(std::move(batch));
+    index_->WaitIdle();
+  }
+
+  // (conv, seq) of the hits, in rank order; fails the test on an error.
+  std::vector<std::pair<ConvId, Seq>> Find(std::string_view q, const std::vector<ConvId>& convs,
+                                           size_t limit = 100, size_t offset = 0, Plan plan = Plan::kAuto) {
+    auto r = index_->Search(q, convs, limit, offset, plan);
+    EXPECT_TRUE(r.ok()) << "query '" << q << "': " << r.status().message();
+    std::vector<std::pair<ConvId, Seq>> out;
+    if (r.ok())
+      for (const Hit& h : *r) out.emplace_back(h.conv, h.seq);
+    return out;
+  }
+
+  using Ids = std::vector<std::pair<ConvId, Seq>>;
+
+  TempDir dir_;
+  std::unique_ptr<SearchIndex> index_;
+};
+
+TEST_F(SearchIndexTest, IndexesTextAndCaptionsAndRanksBetterMatchesFirst) {
+  Feed({Text(kA, 1, "the quarterly report is attached, please read the whole thing before friday"),
+        Text(kA, 2, "report report"),
+        Text(kA, 3, "lunch at noon?"),
+        Msg(kA, 4, ContentType::kImage, "whiteboard photo of the report draft"),
+        Msg(kA, 5, ContentType::kFile, "budget.xlsx")});
+  // Short messages that say it twice beat a long one that says it once.
+  auto hits = Find("report", {kA});
+  ASSERT_EQ(hits.size(), 3u);
+  EXPECT_EQ(hits[0], std::make_pair(kA, Seq{2}));
+  std::set<Seq> seqs;
+  for (auto& h : hits) seqs.insert(h.second);
+  EXPECT_EQ(seqs, (std::set<Seq>{1, 2, 4}));
+
+  auto r = index_->Search("report", {kA}, 10);
+  ASSERT_TRUE(r.ok());
+  for (size_t i = 1; i < r->size(); ++i) EXPECT_GE((*r)[i - 1].rank, (*r)[i].rank);
+  EXPECT_GT((*r)[0].rank, 0.0);
+
+  EXPECT_EQ(Find("budget", {kA}), (Ids{{kA, 5}}));
+  EXPECT_EQ(Find("xlsx", {kA}), (Ids{{kA, 5}}));
+  // Every word must occur.
+  EXPECT_EQ(Find("report whiteboard", {kA}), (Ids{{kA, 4}}));
+  EXPECT_TRUE(Find("report lunch", {kA}).empty());
+  EXPECT_TRUE(Find("nothing-like-this", {kA}).empty());
+  // Case-insensitive.
+  EXPECT_EQ(Find("LUNCH", {kA}), (Ids{{kA, 3}}));
+}
+
+TEST_F(SearchIndexTest, RarerWordsWeighMore) {
+  std::vector<Message> batch;
+  Seq seq = 1;
+  // "common" is everywhere, "zebra" in one message: a message with both ranks above
+  // one with "common" twice.
+  for (int i = 0; i < 50; ++i) batch.push_back(Text(kA, seq++, "common filler words number " + std::to_string(i)));
+  batch.push_back(Text(kA, seq++, "common common stuff here"));
+  batch.push_back(Text(kA, seq++, "common zebra stuff here"));
+  Feed(std::move(batch));
+  auto r = index_->Search("common zebra", {kA}, 10);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 1u);
+  auto any = Find("common", {kA}, 100);
+  EXPECT_EQ(any.size(), 52u);
+  auto zebra = index_->Search("zebra", {kA}, 10);
+  auto common = index_->Search("common", {kA}, 100);
+  ASSERT_TRUE(zebra.ok() && common.ok());
+  EXPECT_GT((*zebra)[0].rank, (*common)[0].rank);
+}
+
+TEST_F(SearchIndexTest, EditReplacesText) {
+  Feed({Text(kA, 1, "meet at the old station"), Text(kA, 2, "ok")});
+  ASSERT_EQ(Find("station", {kA}), (Ids{{kA, 1}}));
+  Feed({Edit(kA, 3, kA, 1, "meet at the new harbour")});
+  EXPECT_TRUE(Find("station", {kA}).empty());
+  EXPECT_TRUE(Find("old", {kA}).empty());
+  // The hit is the edited message itself, not the edit.
+  EXPECT_EQ(Find("harbour", {kA}), (Ids{{kA, 1}}));
+  EXPECT_EQ(Find("meet", {kA}), (Ids{{kA, 1}}));
+  // A second edit replaces the first.
+  Feed({Edit(kA, 4, kA, 1, "never mind")});
+  EXPECT_TRUE(Find("harbour", {kA}).empty());
+  EXPECT_EQ(Find("mind", {kA}), (Ids{{kA, 1}}));
+  // Text and edit in one batch (one transaction).
+  Feed({Text(kA, 5, "first draft"), Edit(kA, 6, kA, 5, "final version")});
+  EXPECT_TRUE(Find("draft", {kA}).empty());
+  EXPECT_EQ(Find("final", {kA}), (Ids{{kA, 5}}));
+}
+
+TEST_F(SearchIndexTest, EditAddsACaptionToMedia) {
+  Feed({Msg(kA, 1, ContentType::kImage, "")});
+  Feed({Edit(kA, 2, kA, 1, "sunset over the bay")});
+  EXPECT_EQ(Find("sunset", {kA}), (Ids{{kA, 1}}));
+}
+
+TEST_F(SearchIndexTest, DeleteRemoves) {
+  Feed({Text(kA, 1, "secret plan alpha"), Text(kA, 2, "plan beta")});
+  Feed({Delete(kA, 3, kA, 1)});
+  EXPECT_TRUE(Find("alpha", {kA}).empty());
+  EXPECT_EQ(Find("plan", {kA}), (Ids{{kA, 2}}));
+  // An edit after the delete does not bring it back.
+  Feed({Edit(kA, 4, kA, 1, "secret plan gamma")});
+  EXPECT_TRUE(Find("gamma", {kA}).empty());
+  // Delete of an edited message removes the edited text.
+  Feed({Edit(kA, 5, kA, 2, "plan delta"), Delete(kA, 6, kA, 2)});
+  EXPECT_TRUE(Find("plan", {kA}).empty());
+  EXPECT_TRUE(Find("delta", {kA}).empty());
+  // Deleting something absent is harmless.
+  Feed({Delete(kA, 7, kA, 99), Delete(kA, 8, kA, 1)});
+  EXPECT_TRUE(index_->GetStats().failed == false);
+}
+
+TEST_F(SearchIndexTest, ReactionsAreNotIndexed) {
+  Feed({Text(kA, 1, "hello"), Msg(kA, 2, ContentType::kReaction, "thumbsup", FormatMessageId(kA, 1))});
+  EXPECT_TRUE(Find("thumbsup", {kA}).empty());
+  // An edit aimed at a reaction (or any seq with no indexed message) invents nothing.
+  Feed({Edit(kA, 3, kA, 2, "sneaky text"), Edit(kA, 4, kA, 40, "more sneaky text")});
+  EXPECT_TRUE(Find("sneaky", {kA}).empty());
+  // The reaction still counts as applied.
+  auto up = index_->IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(*up, (std::vector<std::pair<ConvId, Seq>>{{kA, 4}}));
+}
+
+TEST_F(SearchIndexTest, EditsAndDeletesCannotReachAnotherConversation) {
+  Feed({Text(kA, 1, "private words of A"), Text(kB, 1, "words of B")});
+  // Edit/delete in B that name A's message: ignored.
+  Feed({Edit(kB, 2, kA, 1, "hijacked"), Delete(kB, 3, kA, 1)});
+  EXPECT_TRUE(Find("hijacked", {kA, kB}).empty());
+  EXPECT_EQ(Find("private", {kA}), (Ids{{kA, 1}}));
+  // Targets that are not earlier messages, or not message ids at all: ignored.
+  Message bad = Edit(kA, 2, kA, 1, "garbage");
+  bad.target_message_id = "not-an-id";
+  Feed({bad, Edit(kA, 3, kA, 3, "self edit"), Edit(kA, 4, kA, 9, "future edit")});
+  EXPECT_EQ(Find("private", {kA}), (Ids{{kA, 1}}));
+  EXPECT_TRUE(Find("garbage", {kA}).empty());
+}
+
+TEST_F(SearchIndexTest, ConversationFilterIsNeverCrossed) {
+  Feed({Text(kA, 1, "launch code red"), Text(kB, 1, "launch code blue"), Text(kC, 1, "launch code green"),
+        Text(kB, 2, "launch party")});
+  for (Plan plan : {Plan::kAuto, Plan::kScanAll, Plan::kPerConversation}) {
+    SCOPED_TRACE(static_cast<int>(plan));
+    EXPECT_EQ(Find("launch", {kA}, 100, 0, plan), (Ids{{kA, 1}}));
+    EXPECT_EQ(Find("blue", {kA, kC}, 100, 0, plan), Ids{});
+    auto hits = Find("launch", {kB, kC}, 100, 0, plan);
+    EXPECT_EQ(hits.size(), 3u);
+    for (auto& h : hits) EXPECT_NE(h.first, kA);
+    // Unknown conversations are simply empty.
+    EXPECT_TRUE(Find("launch", {12345}, 100, 0, plan).empty());
+    EXPECT_TRUE(Find("launch", {}, 100, 0, plan).empty());
+    // Duplicates in the list change nothing.
+    EXPECT_EQ(Find("red", {kA, kA, kA}, 100, 0, plan), (Ids{{kA, 1}}));
+  }
+}
+
+TEST_F(SearchIndexTest, DiacriticsAndCaseAreFolded) {
+  Feed({Text(kA, 1, "Un café crème à Orléans"), Text(kA, 2, "naïve résumé"), Text(kA, 3, "cafe without accent"),
+        Text(kA, 4, "Ελληνικά Straße Łódź Ñandú Ångström")});
+  EXPECT_EQ(Find("cafe", {kA}).size(), 2u);
+  EXPECT_EQ(Find("CAFÉ", {kA}).size(), 2u);
+  EXPECT_EQ(Find("creme orleans", {kA}), (Ids{{kA, 1}}));
+  EXPECT_EQ(Find("naive resume", {kA}), (Ids{{kA, 2}}));
+  EXPECT_EQ(Find("RÉSUMÉ", {kA}), (Ids{{kA, 2}}));
+  EXPECT_EQ(Find("nandu angstrom", {kA}), (Ids{{kA, 4}}));
+  // unicode61 folds case in every script but strips diacritics from Latin letters
+  // that decompose (Ł does not, nor Greek tonos): documented in the README.
+  EXPECT_EQ(Find("ΕΛΛΗΝΙΚΆ", {kA}), (Ids{{kA, 4}}));
+  EXPECT_EQ(Find("ŁÓDŹ", {kA}), (Ids{{kA, 4}}));
+  EXPECT_EQ(Find("łodz", {kA}), (Ids{{kA, 4}}));
+}
+
+TEST_F(SearchIndexTest, QuerySyntaxIsPlainWords) {
+  Feed({Text(kA, 1, "a or b"), Text(kA, 2, "a only"), Text(kA, 3, "near the col with foo and x"),
+        Text(kA, 4, "body secret"), Text(kA, 5, "not and or")});
+  // Operators are words: "a OR b" needs a, or and b.
+  EXPECT_EQ(Find("a OR b", {kA}), (Ids{{kA, 1}}));
+  EXPECT_EQ(Find("NEAR(", {kA}), (Ids{{kA, 3}}));
+  EXPECT_EQ(Find("NEAR(col x)", {kA}), (Ids{{kA, 3}}));
+  EXPECT_EQ(Find("col:foo", {kA}), (Ids{{kA, 3}}));
+  EXPECT_EQ(Find("body:secret", {kA}), (Ids{{kA, 4}}));  // the real column's name
+  EXPECT_EQ(Find("-x", {kA}), (Ids{{kA, 3}}));
+  EXPECT_EQ(Find("foo*", {kA}), (Ids{{kA, 3}}));  // no prefix query: the word foo
+  EXPECT_TRUE(Find("fo*", {kA}).empty());
+  EXPECT_EQ(Find("NOT AND OR", {kA}), (Ids{{kA, 5}}));
+  EXPECT_EQ(Find("a NOT b", {kA}), Ids{});  // no "not" in message 1
+  EXPECT_EQ(Find("{body}: secret", {kA}), (Ids{{kA, 4}}));
+  EXPECT_EQ(Find("^body + secret", {kA}), (Ids{{kA, 4}}));
+  // Nothing but syntax: no word, no match, no error.
+  EXPECT_EQ(Find("NEAR(\"", {kA}), (Ids{{kA, 3}}));
+  EXPECT_EQ(Find("\" OR \"", {kA}), (Ids{{kA, 5}, {kA, 1}}));  // the word "or"; shorter first
+  for (std::string_view q : {"\"", "*", "\"\"", "(", ")", "-", ":", "^", "+", "\" \" \"", "'; DROP TABLE msg; --"}) {
+    auto r = index_->Search(q, {kA}, 10);
+    ASSERT_TRUE(r.ok()) << q << ": " << r.status().message();
+    if (q.find("DROP") == std::string_view::npos) {
+      EXPECT_TRUE(r->empty()) << q;
+    }
+  }
+  // The table survived the last one.
+  EXPECT_EQ(Find("secret", {kA}), (Ids{{kA, 4}}));
+  // Control characters and NUL are separators, not terminators.
+  EXPECT_EQ(Find(std::string_view("a\0b or", 6), {kA}), (Ids{{kA, 1}}));
+}
+
+TEST_F(SearchIndexTest, RejectsEmptyOversizedAndInvalidQueries) {
+  Feed({Text(kA, 1, "hello world")});
+  for (std::string_view q : {"", " ", "\t\n  "}) {
+    auto r = index_->Search(q, {kA}, 10);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), Code::kBadRequest);
+  }
+  std::string big(257, 'a');
+  auto r = index_->Search(big, {kA}, 10);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kBadRequest);
+  // 256 bytes is allowed.
+  std::string ok = "hello " + std::string(250, 'z');
+  ASSERT_EQ(ok.size(), 256u);
+  EXPECT_TRUE(index_->Search(ok, {kA}, 10).ok());
+  // Not UTF-8.
+  r = index_->Search("hello \xff\xfe", {kA}, 10);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kBadRequest);
+  // Too many distinct words; repeated words count once.
+  r = index_->Search("a b c d e f g h i j k l m n o p q", {kA}, 10);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kBadRequest);
+  EXPECT_TRUE(index_->Search("hello hello hello hello hello hello hello hello hello hello hello hello hello "
+                             "hello hello hello hello hello world",
+                             {kA}, 10)
+                  .ok());
+  // Window too large.
+  r = index_->Search("hello", {kA}, kMaxResultWindow, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kBadRequest);
+  // limit 0 is simply nothing.
+  r = index_->Search("hello", {kA}, 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->empty());
+}
+
+TEST_F(SearchIndexTest, PaginationIsStableAndDisjoint) {
+  std::vector<Message> batch;
+  // Different lengths give different scores; equal ones tie-break on (conv, seq).
+  for (Seq s = 1; s <= 25; ++s) {
+    std::string text = "needle";
+    for (Seq i = 0; i < s % 5; ++i) text += " hay";
+    batch.push_back(Text(s % 2 ? kA : kB, s, text));
+  }
+  Feed(std::move(batch));
+  for (Plan plan : {Plan::kScanAll, Plan::kPerConversation}) {
+    auto all = Find("needle", {kA, kB}, 100, 0, plan);
+    ASSERT_EQ(all.size(), 25u);
+    Ids paged;
+    for (size_t off = 0; off < 30; off += 10) {
+      auto page = Find("needle", {kA, kB}, 10, off, plan);
+      EXPECT_EQ(page.size(), off < 20 ? 10u : 5u);
+      paged.insert(paged.end(), page.begin(), page.end());
+    }
+    EXPECT_EQ(paged, all);
+    EXPECT_TRUE(Find("needle", {kA, kB}, 10, 25, plan).empty());
+  }
+}
+
+TEST_F(SearchIndexTest, PlansAgree) {
+  std::mt19937 rng(42);
+  const char* words[] = {"alpha", "beta", "gamma", "delta", "omega", "kappa", "sigma", "tau"};
+  std::vector<ConvId> convs;
+  for (int i = 0; i < 20; ++i) convs.push_back(1000 + static_cast<ConvId>(i) * 7919);
+  std::vector<Message> batch;
+  for (int i = 0; i < 2000; ++i) {
+    std::string text;
+    int n = 1 + static_cast<int>(rng() % 8);
+    for (int w = 0; w < n; ++w) text += std::string(words[rng() % 8]) + " ";
+    ConvId c = convs[rng() % convs.size()];
+    batch.push_back(Text(c, static_cast<Seq>(i + 1), text));  // seqs unique per conv
+  }
+  Feed(std::move(batch));
+  std::vector<ConvId> mine(convs.begin(), convs.begin() + 7);
+  for (const char* q : {"alpha", "beta gamma", "omega tau sigma", "kappa kappa"}) {
+    auto a = index_->Search(q, mine, 50, 5, Plan::kScanAll);
+    auto b = index_->Search(q, mine, 50, 5, Plan::kPerConversation);
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(a->size(), b->size()) << q;
+    ASSERT_FALSE(a->empty()) << q;
+    for (size_t i = 0; i < a->size(); ++i) {
+      EXPECT_EQ((*a)[i].conv, (*b)[i].conv);
+      EXPECT_EQ((*a)[i].seq, (*b)[i].seq);
+      EXPECT_DOUBLE_EQ((*a)[i].rank, (*b)[i].rank);
+      EXPECT_NE(std::find(mine.begin(), mine.end(), (*a)[i].conv), mine.end());
+    }
+  }
+}
+
+TEST_F(SearchIndexTest, IndexedUpToSurvivesReopenAndReplayIsSkipped) {
+  auto up = index_->IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  EXPECT_TRUE(up->empty());
+  Feed({Text(kA, 1, "one"), Text(kA, 2, "two"), Text(kB, 1, "uno")});
+  Feed({Edit(kA, 3, kA, 1, "eins"), Msg(kB, 2, ContentType::kReaction, "x", FormatMessageId(kB, 1))});
+  Reopen();
+  up = index_->IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(*up, (std::vector<std::pair<ConvId, Seq>>{{kA, 3}, {kB, 2}}));  // ascending by id
+  EXPECT_EQ(Find("eins", {kA}), (Ids{{kA, 1}}));
+  // Catch-up re-feeds an overlap: what was applied is not applied again (the edit is
+  // not undone), what is new is.
+  Feed({Text(kA, 1, "one"), Text(kA, 2, "two"), Edit(kA, 3, kA, 1, "eins"), Text(kA, 4, "vier")});
+  EXPECT_TRUE(Find("one", {kA}).empty());
+  EXPECT_EQ(Find("vier", {kA}), (Ids{{kA, 4}}));
+  up = index_->IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(*up, (std::vector<std::pair<ConvId, Seq>>{{kA, 4}, {kB, 2}}));
+  // New conversations after a reopen get their own ids (no collision with old ones).
+  Reopen();
+  Feed({Text(kC, 1, "uno again")});
+  EXPECT_EQ(Find("uno", {kB}), (Ids{{kB, 1}}));
+  EXPECT_EQ(Find("uno", {kC}), (Ids{{kC, 1}}));
+}
+
+TEST_F(SearchIndexTest, DestructorDrainsTheQueue) {
+  for (Seq s = 1; s <= 200; ++s) index_->Enqueue({Text(kA, s, "drained message")});
+  Reopen();  // destroys the old index: everything enqueued must be applied
+  auto up = index_->IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(*up, (std::vector<std::pair<ConvId, Seq>>{{kA, 200}}));
+  EXPECT_EQ(Find("drained", {kA}, 1000).size(), 200u);
+}
+
+TEST_F(SearchIndexTest, QueueOverflowStopsTheIndexTruthfully) {
+  index_.reset();
+  SearchIndex::Options opt;
+  opt.max_queued_messages = 3;
+  auto r = SearchIndex::Open(dir_.sub("small.db"), opt);
+  ASSERT_TRUE(r.ok());
+  auto& idx = *r.value();
+  // Enqueue faster than it can index, with a batch that cannot fit at once.
+  idx.Enqueue({Text(kA, 1, "x1"), Text(kA, 2, "x2")});
+  idx.Enqueue({Text(kA, 3, "x3"), Text(kA, 4, "x4")});  // over the bound unless the first was applied
+  idx.Enqueue({Text(kA, 5, "x5"), Text(kA, 6, "x6"), Text(kA, 7, "x7"), Text(kA, 8, "x8")});  // never fits
+  idx.Enqueue({Text(kA, 9, "x9")});
+  idx.WaitIdle();
+  EXPECT_TRUE(idx.GetStats().failed);
+  auto up = idx.IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  ASSERT_EQ(up->size(), 1u);
+  // Never past a dropped message: either 2 or 4, never 9.
+  EXPECT_TRUE((*up)[0].second == 2 || (*up)[0].second == 4) << (*up)[0].second;
+}
+
+TEST_F(SearchIndexTest, ConcurrentSearchWhileIndexing) {
+  constexpr int kConvs = 40;
+  constexpr int kBatches = 300;
+  std::vector<ConvId> convs;
+  for (int i = 0; i < kConvs; ++i) convs.push_back(0x7000000000000000ULL + static_cast<ConvId>(i));
+  std::atomic<bool> done{false};
+  std::atomic<int> errors{0}, searches{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t));
+      const char* qs[] = {"apple", "banana cherry", "apple banana", "durian", "nothing"};
+      while (!done.load()) {
+        std::vector<ConvId> mine;
+        for (ConvId c : convs)
+          if (rng() % 3 == 0) mine.push_back(c);
+        auto r = index_->Search(qs[rng() % 5], mine, 20, rng() % 3,
+                                static_cast<Plan>(rng() % 3));
+        if (!r.ok()) ++errors;
+        ++searches;
+      }
+    });
+  }
+  const char* words[] = {"apple", "banana", "cherry", "durian"};
+  std::vector<Seq> next(kConvs, 1);
+  std::mt19937 rng(99);
+  for (int b = 0; b < kBatches; ++b) {
+    std::vector<Message> batch;
+    for (int i = 0; i < 20; ++i) {
+      int c = static_cast<int>(rng() % kConvs);
+      Seq s = next[static_cast<size_t>(c)]++;
+      if (s > 3 && rng() % 10 == 0) {
+        batch.push_back(Edit(convs[static_cast<size_t>(c)], s, convs[static_cast<size_t>(c)], s - 2, "edited apple"));
+      } else if (s > 3 && rng() % 20 == 0) {
+        batch.push_back(Delete(convs[static_cast<size_t>(c)], s, convs[static_cast<size_t>(c)], s - 1));
+      } else {
+        batch.push_back(Text(convs[static_cast<size_t>(c)], s,
+                             std::string(words[rng() % 4]) + " " + words[rng() % 4] + " pie"));
+      }
+    }
+    index_->Enqueue(std::move(batch));
+    if (b % 50 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  index_->WaitIdle();
+  done = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_GT(searches.load(), 0);
+  EXPECT_FALSE(index_->GetStats().failed);
+  auto up = index_->IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(up->size(), static_cast<size_t>(kConvs));
+  EXPECT_FALSE(Find("pie", convs, 10).empty());
+}
+
+}  // namespace
+}  // namespace sb::search
