@@ -176,6 +176,7 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
 
   if (seg.size() == 3 && seg[1] == "sessions" && seg[2] == "logout" && m == "POST") return Logout(c, req);
 
+  if (seg.size() == 2 && seg[1] == "search" && m == "GET") return Search(c, req);
   if (seg.size() == 3 && seg[1] == "users" && m == "GET") return GetUser(c, seg[2]);
   if (seg.size() == 4 && seg[1] == "users" && seg[3] == "presence" && m == "GET")
     return GetPresence(c, seg[2]);
@@ -199,7 +200,7 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
   // attachments, presence): say so plainly.
   bool known_later =
 
-      (seg.size() == 2 && (seg[1] == "search" || seg[1] == "attachments")) ||
+      (seg.size() == 2 && seg[1] == "attachments") ||
       (seg.size() == 3 && seg[1] == "attachments");
   if (known_later) return Error(Unavailable("not available on this server version"));
   return Error(NotFound("no such endpoint"));
@@ -734,6 +735,53 @@ HttpResponse RestApi::Receipts(const Ctx& c, std::string_view id, std::string_vi
     w.EndObject();
   }
   w.EndArray().EndObject();
+  return Json(200, std::move(w).Take());
+}
+
+HttpResponse RestApi::Search(const Ctx& c, const HttpRequest& req) {
+  if (!search_) return Error(Unavailable("search is not enabled on this server"));
+  const std::string* q = req.Query("q");
+  if (!q || q->empty()) return Error(BadRequest("q is required"));
+  size_t limit = 20;
+  if (auto l = req.Query("limit")) {
+    auto v = ParseUint(l);
+    if (!v || *v == 0) return Error(BadRequest("limit must be a positive integer"));
+    limit = std::min<size_t>(*v, 100);
+  }
+  size_t offset = 0;
+  if (auto cur = req.Query("cursor"); cur && !cur->empty()) {
+    auto v = ParseUint(cur);
+    if (!v || *v > 10000) return Error(BadRequest("invalid cursor"));
+    offset = *v;
+  }
+  // Only conversations the caller belongs to are ever searched.
+  std::vector<ConvId> convs;
+  if (auto only = req.Query("conversation_id"); only && !only->empty()) {
+    auto conv = MemberConversation(c, *only);
+    if (!conv.ok()) return Error(conv.status());
+    convs.push_back(conv->id);
+  } else {
+    auto mine = store_.ListConversationsOf(c.claims.user);
+    if (!mine.ok()) return Error(mine.status());
+    convs = std::move(*mine);
+  }
+  auto hits = search_->Search(*q, convs, limit + 1, offset);
+  if (!hits.ok()) return Error(hits.status());
+  bool more = hits->size() > limit;
+  if (more) hits->resize(limit);
+  JsonWriter w(256 * (hits->size() + 1));
+  w.BeginObject().Key("results").BeginArray();
+  for (const auto& h : *hits) {
+    auto m = store_.GetMessage(h.conv, h.seq);
+    if (!m.ok() || m->deleted) continue;  // deleted since it was indexed
+    w.BeginObject();
+    protocol::WriteMessageFields(w, *m);
+    w.EndObject();
+  }
+  w.EndArray();
+  if (more) w.Field("next_cursor", std::to_string(offset + limit));
+  else w.Key("next_cursor").Null();
+  w.EndObject();
   return Json(200, std::move(w).Take());
 }
 

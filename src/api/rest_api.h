@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "chat/chat_core.h"
 #include "protocol/limits.h"
+#include "search/search_index.h"
 #include "store/store.h"
 
 namespace sb::api {
@@ -35,6 +36,8 @@ class RestApi {
   // conversation. Set once at start-up (the chat core provides it).
   using PresenceQuery = std::function<std::optional<chat::PresenceView>(UserId viewer, UserId target)>;
   void SetPresenceQuery(PresenceQuery q) { presence_ = std::move(q); }
+  // The full-text index behind GET /v1/search (owned by the caller; may be unset).
+  void SetSearchIndex(search::SearchIndex* index) { search_ = index; }
   // Told after a conversation's members, title or roles changed (already stored).
   using ConversationChanged = std::function<void(const store::Conversation&)>;
   void SetConversationChanged(ConversationChanged f) { conv_changed_ = std::move(f); }
@@ -68,6 +71,7 @@ class RestApi {
   HttpResponse ConversationAnswer(int status, const store::Conversation& conv);
   HttpResponse History(const Ctx& c, std::string_view id, const HttpRequest& req);
   HttpResponse Receipts(const Ctx& c, std::string_view id, std::string_view seq);
+  HttpResponse Search(const Ctx& c, const HttpRequest& req);
   HttpResponse IssueTokens(const store::User& u, std::string device_id, int status);
   Result<store::Conversation> MemberConversation(const Ctx& c, std::string_view id);
 
@@ -91,6 +95,7 @@ class RestApi {
   SettingsChanged settings_changed_;
   DeviceLoggedOut logged_out_;
   ConversationChanged conv_changed_;
+  search::SearchIndex* search_ = nullptr;
   auth::Revocations& revoked_;  // verified against when a username is unknown (equal timing)
 };
 

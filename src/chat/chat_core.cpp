@@ -66,7 +66,8 @@ ChatCore::ChatCore(store::Store& store, std::vector<Executor*> shards, CoreOptio
         auto batch = std::make_shared<std::vector<store::Message>>(std::move(msgs));
         auto rc = std::make_shared<std::vector<ReceiptChange>>(std::move(rcpts));
         shards_[shard]->Post([this, shard, batch, rc] { OnCommitted(shard, std::move(*batch), std::move(*rc)); });
-      });
+      },
+      opts_.after_commit);
 }
 
 ChatCore::~ChatCore() { Stop(); }

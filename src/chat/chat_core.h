@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -59,6 +60,8 @@ struct CoreOptions {
   size_t resume_receipts_max_members = 100;
   // Live delivery to a new connection starts with its first frame, or after this.
   int64_t first_frame_wait_ms = 1000;
+  // Told of every committed batch's messages on the commit thread (search indexing).
+  std::function<void(const std::vector<store::Message>&)> after_commit;
   // Senders of this many latest messages per conversation are kept in memory.
   size_t recent_senders = 4096;
 };

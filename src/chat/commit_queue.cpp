@@ -10,8 +10,8 @@
 
 namespace sb::chat {
 
-CommitQueue::CommitQueue(store::Store& store, size_t max_batch, Done done)
-    : store_(store), max_batch_(max_batch), done_(std::move(done)) {}
+CommitQueue::CommitQueue(store::Store& store, size_t max_batch, Done done, AfterCommit after)
+    : store_(store), max_batch_(max_batch), done_(std::move(done)), after_(std::move(after)) {}
 
 CommitQueue::~CommitQueue() { Stop(); }
 
@@ -100,6 +100,7 @@ void CommitQueue::Run() {
     m.store_commit_batch_size.Observe(static_cast<double>(batch.messages.size()));
     m.store_commits.Inc();
     m.store_commit_messages.Inc(batch.messages.size());
+    if (after_ && !batch.messages.empty()) after_(batch.messages);
 
     uint32_t max_shard = 0;
     for (const Item& it : taken) max_shard = std::max(max_shard, it.shard);

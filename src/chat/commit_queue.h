@@ -39,7 +39,11 @@ class CommitQueue {
   using Done = std::function<void(uint32_t shard, std::vector<store::Message>&& msgs,
                                   std::vector<ReceiptChange>&& receipts)>;
 
-  CommitQueue(store::Store& store, size_t max_batch, Done done);
+  // Called on the commit thread after each commit with the new messages (derived
+  // indexes such as search); must be quick.
+  using AfterCommit = std::function<void(const std::vector<store::Message>&)>;
+
+  CommitQueue(store::Store& store, size_t max_batch, Done done, AfterCommit after = nullptr);
   ~CommitQueue();
 
   void Start();
@@ -69,6 +73,7 @@ class CommitQueue {
   store::Store& store_;
   const size_t max_batch_;
   Done done_;
+  AfterCommit after_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Item> queue_;

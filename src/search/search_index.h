@@ -80,12 +80,15 @@ class SearchIndex {
   // Called on the commit thread with each committed batch, in commit order. Only moves
   // the batch into a queue; the indexer thread applies batches in order, one SQLite
   // transaction per drained group:
-  //   text / image / file: `content` (text, captions) indexed under (conv, seq)
+  //   text / image / file: `content` (text, captions) indexed under (conv, seq);
+  //                        a tombstone (`deleted`, read back during catch-up) is not
   //   edit (target T, content C): T's indexed text becomes C
   //   delete (target T): T disappears from the index
   //   reaction: not indexed
-  // A message whose seq is at or below IndexedUpTo for its conversation is skipped,
-  // so re-feeding an overlap after a crash is harmless.
+  // Edits and deletes only touch an earlier, indexed message of the same
+  // conversation. A message whose seq is at or below IndexedUpTo for its conversation
+  // is skipped, so re-feeding an overlap after a crash is harmless. Feed
+  // CommitBatch::messages, not its rewrites.
   void Enqueue(std::vector<store::Message> batch);
 
   // Ranked (BM25) matches of `query` among messages of `convs` only (the caller passes

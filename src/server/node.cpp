@@ -11,9 +11,42 @@
 #include "base/log.h"
 #include "chat/chat_core.h"
 #include "gateway/server.h"
+#include "search/search_index.h"
 #include "store/store.h"
 
+#include <unordered_map>
+
 namespace sb::server {
+
+namespace {
+
+// Feeds the search index every stored message it has not indexed yet, in order.
+Status CatchUpSearch(store::Store& store, search::SearchIndex& index) {
+  auto done = index.IndexedUpTo();
+  if (!done.ok()) return done.status();
+  std::unordered_map<ConvId, Seq> up_to(done->begin(), done->end());
+  auto convs = store.AllConversationIds();
+  if (!convs.ok()) return convs.status();
+  uint64_t fed = 0;
+  for (ConvId c : *convs) {
+    auto last = store.LastSeq(c);
+    if (!last.ok()) return last.status();
+    Seq from = up_to.count(c) ? up_to[c] : 0;
+    while (from < *last) {
+      auto page = store.ReadAfter(c, from, 1000);
+      if (!page.ok()) return page.status();
+      if (page->empty()) break;
+      from = page->back().seq;
+      fed += page->size();
+      index.Enqueue(std::move(*page));
+    }
+  }
+  index.WaitIdle();
+  if (fed > 0) LOG_INFO("search_caught_up").Kv("messages", fed);
+  return Status::Ok();
+}
+
+}  // namespace
 
 int RunServe(const Config& cfg) {
   log::Level level;
@@ -42,6 +75,19 @@ int RunServe(const Config& cfg) {
   }
   std::unique_ptr<store::Store> store = std::move(*st);
 
+  // Full-text search: a derived index (SQLite FTS5) beside the store. It may lag the
+  // store after a crash; catch it up before anything new is committed.
+  auto idx = search::SearchIndex::Open(cfg.data_dir + "/search.db");
+  if (!idx.ok()) {
+    LOG_ERROR("search_open_failed").Kv("error", idx.status().message());
+    return 1;
+  }
+  std::unique_ptr<search::SearchIndex> index = std::move(*idx);
+  if (Status s = CatchUpSearch(*store, *index); !s.ok()) {
+    LOG_ERROR("search_catch_up_failed").Kv("error", s.message());
+    return 1;
+  }
+
   auto keys = auth::KeyRing::LoadOrCreate(cfg.data_dir + "/keys");
   if (!keys.ok()) {
     LOG_ERROR("keys_failed").Kv("error", keys.status().message());
@@ -64,6 +110,7 @@ int RunServe(const Config& cfg) {
   ro.limits = cfg.limits;
   ro.password = cfg.password;
   api::RestApi rest(*store, tokens, revoked, ro, clock);
+  rest.SetSearchIndex(index.get());
 
   gateway::ServerOptions go;
   size_t colon = cfg.listen.rfind(':');
@@ -100,6 +147,7 @@ int RunServe(const Config& cfg) {
   chat::CoreOptions co;
   co.limits = cfg.limits;
   co.node_id = cfg.node_id;
+  co.after_commit = [idx = index.get()](const std::vector<store::Message>& msgs) { idx->Enqueue(msgs); };
   co.presence_ttl_ms = cfg.presence_ttl_ms;
   co.presence_grace_ms = cfg.presence_grace_ms;
   co.typing_ttl_ms = cfg.typing_ttl_ms;

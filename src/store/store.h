@@ -170,6 +170,8 @@ class Store {
   // leaves everything unchanged. kNotFound if absent.
   virtual Result<Conversation> UpdateConversation(ConvId id,
                                                   const std::function<Status(Conversation&)>& mutate) = 0;
+  // Every conversation id, ascending (start-up catch-up of derived indexes).
+  virtual Result<std::vector<ConvId>> AllConversationIds() = 0;
   // Conversations the user is a member of, ascending by id.
   virtual Result<std::vector<ConvId>> ListConversationsOf(UserId user) = 0;
 

@@ -189,6 +189,25 @@ TEST_F(SearchIndexTest, DeleteRemoves) {
   EXPECT_TRUE(index_->GetStats().failed == false);
 }
 
+TEST_F(SearchIndexTest, CatchUpFromTheStoreMatchesTheLivePath) {
+  // What the store returns after the edit and the delete committed: the edited target
+  // already carries its new text, the deleted one is a tombstone.
+  Message edited = Text(kA, 1, "rewritten text");
+  edited.edited_ms = 5;
+  Message tomb = Text(kA, 2, "");
+  tomb.deleted = true;
+  Feed({edited, tomb, Edit(kA, 3, kA, 1, "rewritten text"), Delete(kA, 4, kA, 2)});
+  EXPECT_EQ(Find("rewritten", {kA}), (Ids{{kA, 1}}));
+  auto up = index_->IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(*up, (std::vector<std::pair<ConvId, Seq>>{{kA, 4}}));
+  // A tombstone with leftover text (defensive) is not indexed either.
+  Message odd = Text(kA, 5, "ghost words");
+  odd.deleted = true;
+  Feed({odd});
+  EXPECT_TRUE(Find("ghost", {kA}).empty());
+}
+
 TEST_F(SearchIndexTest, ReactionsAreNotIndexed) {
   Feed({Text(kA, 1, "hello"), Msg(kA, 2, ContentType::kReaction, "thumbsup", FormatMessageId(kA, 1))});
   EXPECT_TRUE(Find("thumbsup", {kA}).empty());
@@ -369,6 +388,36 @@ TEST_F(SearchIndexTest, PlansAgree) {
       EXPECT_NE(std::find(mine.begin(), mine.end(), (*a)[i].conv), mine.end());
     }
   }
+}
+
+TEST_F(SearchIndexTest, ThousandsOfConversations) {
+  std::vector<ConvId> all;
+  std::vector<Message> batch;
+  for (ConvId i = 0; i < 3000; ++i) {
+    ConvId c = 0x9e3779b97f4a7c15ULL * (i + 1);
+    all.push_back(c);
+    batch.push_back(Text(c, 1, i % 3 ? "status update" : "status report"));
+  }
+  Feed(std::move(batch));
+  // The caller belongs to 2,500 of them plus 500 the index never saw.
+  std::vector<ConvId> mine(all.begin(), all.begin() + 2500);
+  for (ConvId i = 0; i < 500; ++i) mine.push_back(424242 + i);
+  std::set<ConvId> allowed(mine.begin(), mine.end());
+  for (Plan plan : {Plan::kAuto, Plan::kScanAll, Plan::kPerConversation}) {
+    auto hits = Find("status report", mine, kMaxResultWindow, 0, plan);
+    EXPECT_EQ(hits.size(), 834u);  // i % 3 == 0 for i < 2500
+    for (auto& h : hits) EXPECT_TRUE(allowed.count(h.first));
+  }
+}
+
+TEST_F(SearchIndexTest, SeqBeyondRowidRangeIsSkippedNotAliased) {
+  constexpr Seq kBig = Seq{1} << 32;
+  Feed({Text(kA, 1, "small seq"), Text(kA, kBig + 1, "huge seq")});
+  EXPECT_EQ(Find("seq", {kA}), (Ids{{kA, 1}}));
+  auto up = index_->IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(*up, (std::vector<std::pair<ConvId, Seq>>{{kA, kBig + 1}}));
+  EXPECT_FALSE(index_->GetStats().failed);
 }
 
 TEST_F(SearchIndexTest, IndexedUpToSurvivesReopenAndReplayIsSkipped) {

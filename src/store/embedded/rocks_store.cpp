@@ -691,6 +691,24 @@ Result<Conversation> RocksStore::UpdateConversation(ConvId id,
   return next;
 }
 
+Result<std::vector<ConvId>> RocksStore::AllConversationIds() {
+  const std::string lower = fmt::ConvKey(0);
+  const std::string upper = JustAbove(fmt::ConvKey(std::numeric_limits<ConvId>::max()));
+  rocksdb::Slice lo(lower), up(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &lo;
+  ro.iterate_upper_bound = &up;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
+  std::vector<ConvId> out;
+  for (it->Seek(lo); it->Valid(); it->Next()) {
+    rocksdb::Slice k = it->key();
+    if (k.size() != 9) return Corrupt("conversation key");
+    out.push_back(LoadFixed64(k.data() + 1));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan conversations");
+  return out;
+}
+
 Result<Conversation> RocksStore::GetConversation(ConvId id) {
   rocksdb::PinnableSlice v;
   rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, fmt::ConvKey(id), &v);

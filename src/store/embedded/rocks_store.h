@@ -53,6 +53,7 @@ class RocksStore final : public Store {
   Result<Conversation> GetConversation(ConvId id) override;
   Result<Conversation> UpdateConversation(ConvId id, const std::function<Status(Conversation&)>& mutate) override;
   Result<std::vector<ConvId>> ListConversationsOf(UserId user) override;
+  Result<std::vector<ConvId>> AllConversationIds() override;
 
   Result<Seq> LastSeq(ConvId conv) override;
   Result<std::optional<DedupEntry>> FindDedup(ConvId conv, std::string_view client_msg_id) override;
