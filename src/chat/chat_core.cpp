@@ -59,7 +59,11 @@ FramePtr Frame(std::string s) { return MakeFrame(std::move(s)); }
 ChatCore::ChatCore(store::Store& store, std::vector<Executor*> shards, CoreOptions opts,
                    const Clock& clock)
     : store_(store), shards_(std::move(shards)), opts_(std::move(opts)), clock_(clock) {
-  for (size_t i = 0; i < shards_.size(); ++i) state_.push_back(std::make_unique<Shard>(opts_.limits));
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    state_.push_back(std::make_unique<Shard>(opts_.limits));
+    state_.back()->registry = opts_.make_registry ? opts_.make_registry(static_cast<uint32_t>(i))
+                                                  : std::make_unique<presence::MemoryRegistry>();
+  }
   commits_ = std::make_unique<CommitQueue>(
       store_, opts_.max_commit_batch,
       [this](uint32_t shard, std::vector<store::Message>&& msgs, std::vector<ReceiptChange>&& rcpts) {

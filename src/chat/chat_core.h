@@ -26,6 +26,7 @@
 
 #include "base/clock.h"
 #include "chat/executor.h"
+#include "presence/registry.h"
 #include "protocol/client_frames.h"
 #include "chat/session.h"
 #include "protocol/limits.h"
@@ -60,6 +61,8 @@ struct CoreOptions {
   size_t resume_receipts_max_members = 100;
   // Live delivery to a new connection starts with its first frame, or after this.
   int64_t first_frame_wait_ms = 1000;
+  // Makes the presence registry of each shard (default: in memory).
+  std::function<std::unique_ptr<presence::Registry>(uint32_t shard)> make_registry;
   // Told of every committed batch's messages on the commit thread (search indexing).
   std::function<void(const std::vector<store::Message>&)> after_commit;
   // Senders of this many latest messages per conversation are kept in memory.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "chat/chat_core.h"
+#include "presence/registry.h"
 #include "protocol/client_frames.h"
 
 namespace sb::chat {
@@ -96,13 +97,12 @@ struct SessionState {
   size_t replay_convs = 0;
 };
 
-// Presence of one user, on the user's owner shard.
+// What the core adds to the registry for one user, on the user's owner shard: what
+// subscribers were told and who they are. Devices and last seen live in the
+// presence::Registry.
 struct UserPresence {
-  // Online devices: session id -> shard of the session.
-  std::unordered_map<uint64_t, uint32_t> devices;
   bool told_online = false;     // what subscribers were last told
-  int64_t last_seen_ms = 0;     // when the last device went away (or 0: never seen)
-  int64_t offline_since_ms = 0; // devices empty since; offline is told after the grace
+  int64_t offline_since_ms = 0; // no device since; offline is told after the grace
   std::vector<std::pair<uint32_t, uint64_t>> subscribers;  // (shard, session id)
   int8_t hide_last_seen = -1;   // -1: not loaded from the store yet
 };
@@ -114,7 +114,9 @@ struct ChatCore::Shard {
   std::unordered_map<UserId, std::vector<Session*>> by_user;
   std::unordered_map<uint64_t, Session*> by_id;
   std::unordered_map<uint64_t, SessionState> sessions;
-  // Presence of the users this shard owns (user id % shards).
+  // Presence of the users this shard owns (user id % shards): the registry (devices,
+  // last seen) and the core's view on top of it.
+  std::unique_ptr<presence::Registry> registry;
   std::unordered_map<UserId, UserPresence> presence;
   // Users of this shard whose last device left, waiting for the grace to pass.
   std::vector<UserId> pending_offline;

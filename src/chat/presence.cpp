@@ -155,7 +155,7 @@ void ChatCore::OnPresenceSubscribe(uint32_t shard, Session* s, const protocol::P
 
 void ChatCore::OwnerDeviceOnline(uint32_t owner, UserId user, uint64_t session, uint32_t session_shard) {
   UserPresence& up = state_[owner]->presence[user];
-  up.devices[session] = session_shard;
+  state_[owner]->registry->DeviceOnline(user, session, opts_.node_id, clock_.NowMs());
   up.offline_since_ms = 0;
   if (!up.told_online) {
     up.told_online = true;
@@ -168,9 +168,8 @@ void ChatCore::OwnerDeviceOffline(uint32_t owner, UserId user, uint64_t session)
   auto it = sh.presence.find(user);
   if (it == sh.presence.end()) return;
   UserPresence& up = it->second;
-  if (up.devices.erase(session) == 0 || !up.devices.empty()) return;
   int64_t now = clock_.NowMs();
-  up.last_seen_ms = now;
+  if (!sh.registry->DeviceOffline(user, session, now)) return;  // another device remains
   up.offline_since_ms = now;
   if (opts_.presence_grace_ms <= 0) {
     up.told_online = false;
@@ -208,8 +207,9 @@ std::optional<PresenceView> ChatCore::QueryPresence(UserId viewer, UserId target
     auto& pres = state_[owner]->presence;
     UserPresence& up = pres[target];
     v.online = up.told_online;
-    v.last_seen_ms = viewer == target ? (v.online ? clock_.NowMs() : up.last_seen_ms)
-                                      : VisibleLastSeen(owner, target, up);
+    v.last_seen_ms = viewer == target
+                         ? (v.online ? clock_.NowMs() : state_[owner]->registry->Get(target).last_seen_ms)
+                         : VisibleLastSeen(owner, target, up);
     promise->set_value(v);
   });
   if (fut.wait_for(std::chrono::seconds(2)) != std::future_status::ready) return PresenceView{};
@@ -222,7 +222,7 @@ int64_t ChatCore::VisibleLastSeen(uint32_t owner, UserId user, UserPresence& up)
     up.hide_last_seen = st.ok() && st->hide_last_seen ? 1 : 0;
   }
   if (up.hide_last_seen == 1) return 0;
-  return up.told_online ? clock_.NowMs() : up.last_seen_ms;
+  return up.told_online ? clock_.NowMs() : state_[owner]->registry->Get(user).last_seen_ms;
 }
 
 void ChatCore::ConversationChanged(const store::Conversation& c) {
@@ -350,7 +350,7 @@ void ChatCore::Tick(uint32_t shard) {
     auto it = sh.presence.find(user);
     if (it == sh.presence.end()) return true;
     UserPresence& up = it->second;
-    if (!up.devices.empty() || !up.told_online) return true;  // came back, or already told
+    if (sh.registry->Get(user).devices > 0 || !up.told_online) return true;  // came back, or already told
     if (now - up.offline_since_ms < opts_.presence_grace_ms) return false;
     up.told_online = false;
     AnnouncePresence(shard, user);
