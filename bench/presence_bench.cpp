@@ -22,37 +22,13 @@
 
 #include "base/clock.h"
 #include "chat/chat_core.h"
+#include "chat/manual_executor.h"
 #include "store/store.h"
 
 using namespace sb;
 
 namespace {
 
-class QueueExecutor final : public chat::Executor {
- public:
-  void Post(chat::Task t) override {
-    std::lock_guard lk(mu_);
-    q_.push_back(std::move(t));
-  }
-  size_t RunAll() {
-    size_t n = 0;
-    for (;;) {
-      chat::Task t;
-      {
-        std::lock_guard lk(mu_);
-        if (q_.empty()) return n;
-        t = std::move(q_.front());
-        q_.pop_front();
-      }
-      t();
-      ++n;
-    }
-  }
-
- private:
-  std::mutex mu_;
-  std::deque<chat::Task> q_;
-};
 
 class CountingSession final : public chat::Session {
  public:
@@ -118,7 +94,7 @@ int main(int argc, char** argv) {
   }
 
   ManualClock clock(1795979690000);
-  QueueExecutor ex[2];
+  chat::ManualExecutor ex[2];
   chat::CoreOptions opts;
   opts.presence_grace_ms = 0;  // every change is announced: the worst case
   chat::ChatCore core(*st, {&ex[0], &ex[1]}, opts, clock);

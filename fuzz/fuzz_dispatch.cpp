@@ -32,6 +32,7 @@
 #include "base/clock.h"
 #include "base/ids.h"
 #include "chat/chat_core.h"
+#include "chat/manual_executor.h"
 #include "fuzz_support.h"
 #include "store/store.h"
 
@@ -40,6 +41,7 @@ namespace {
 
 using chat::ChatCore;
 using chat::Executor;
+using chat::ManualExecutor;
 using chat::Task;
 
 constexpr UserId kAlice = 11, kBob = 22, kCarol = 33;
@@ -48,31 +50,6 @@ constexpr size_t kMaxFrames = 64;
 // Resume replays a conversation's whole history: remake the store before that gets slow.
 constexpr uint64_t kResetMessages = 500;
 
-class ManualExecutor final : public Executor {
- public:
-  void Post(Task t) override {
-    std::lock_guard lk(mu_);
-    q_.push_back(std::move(t));
-  }
-  size_t RunAll() {
-    size_t n = 0;
-    for (;;) {
-      Task t;
-      {
-        std::lock_guard lk(mu_);
-        if (q_.empty()) return n;
-        t = std::move(q_.front());
-        q_.pop_front();
-      }
-      t();
-      ++n;
-    }
-  }
-
- private:
-  std::mutex mu_;
-  std::deque<Task> q_;
-};
 
 struct Ack {
   std::string conv, client_msg_id;

@@ -12,37 +12,12 @@
 
 #include "base/clock.h"
 #include "chat/chat_core.h"
+#include "chat/manual_executor.h"
 #include "store/store.h"
 
 namespace sb::chat {
 namespace {
 
-class ManualExecutor final : public Executor {
- public:
-  void Post(Task t) override {
-    std::lock_guard lk(mu_);
-    q_.push_back(std::move(t));
-  }
-  // Runs queued tasks; returns how many ran.
-  size_t RunAll() {
-    size_t n = 0;
-    for (;;) {
-      Task t;
-      {
-        std::lock_guard lk(mu_);
-        if (q_.empty()) return n;
-        t = std::move(q_.front());
-        q_.pop_front();
-      }
-      t();
-      ++n;
-    }
-  }
-
- private:
-  std::mutex mu_;
-  std::deque<Task> q_;
-};
 
 class FakeSession final : public Session {
  public:
