@@ -135,6 +135,7 @@ start_server() {
     --set auth.password_ops=1 --set auth.password_mem_kib=8192 \
     --set limits.send_rate_per_s=1e9 --set limits.send_burst=1e9 \
     --set server.connects_per_ip_per_s=0 --set limits.login_attempts_per_ip_per_min=1e9 \
+    --set server.max_connections_per_user=100000 \
     2>"$SERVER_LOG" &
   SERVER_PID=$!
   PORT=""

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <deque>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_map>
@@ -93,6 +94,21 @@ struct Server::Impl {
   net::io_context control{1};
   std::atomic<bool> draining{false};
   uint16_t port = 0;
+  // Open sockets per user, across shards. Touched once per connect and disconnect.
+  std::mutex per_user_mu;
+  std::unordered_map<UserId, size_t> per_user;
+  bool TakeUserSlot(UserId u) {
+    std::lock_guard lk(per_user_mu);
+    size_t& n = per_user[u];
+    if (n >= opts.max_connections_per_user) return false;
+    ++n;
+    return true;
+  }
+  void ReleaseUserSlot(UserId u) {
+    std::lock_guard lk(per_user_mu);
+    auto it = per_user.find(u);
+    if (it != per_user.end() && --it->second == 0) per_user.erase(it);
+  }
 
   net::awaitable<void> Accept(Shard& sh);
   bool OriginAllowed(std::string_view origin, std::string_view host) const {
@@ -410,6 +426,8 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, tcp::socket sock) {
           auto c = tokens.Verify(token);
           if (!c.ok()) refuse = ErrorResponse(c.status());
           else if (revoked.IsRevoked(*c)) refuse = ErrorResponse(Unauthorized("token revoked (device logged out)"));
+          else if (!TakeUserSlot(c->user))
+            refuse = ErrorResponse(RateLimited("too many open connections for this user"));
           else claims = std::move(*c);
         }
       }
@@ -422,8 +440,10 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, tcp::socket sock) {
         co_return;
       }
       stream.expires_never();
+      UserId user = claims->user;
       auto session = std::make_shared<WsSession>(*this, sh, std::move(stream), std::move(*claims));
       co_await session->Run(std::move(req));
+      ReleaseUserSlot(user);
       co_return;
     }
 

@@ -44,6 +44,8 @@ struct ServerOptions {
   // New connections accepted per client IP per second (token bucket, burst 2x), per
   // shard; 0 disables.
   double connects_per_ip_per_s = 50;
+  // Open WebSocket connections per user (all devices); more are refused with 429.
+  size_t max_connections_per_user = 32;
 };
 
 class Server {

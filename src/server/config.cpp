@@ -63,6 +63,7 @@ const std::vector<Entry>& Entries() {
       {"server.drain_timeout_ms", "on SIGTERM, longest wait for in-flight commits", SB_NUM(drain_timeout_ms, int64_t, 0, 600000)},
       {"server.allowed_origins", "browser origins allowed to open the WebSocket, comma-separated (\"*\": any; empty: same origin only)", SB_STR(allowed_origins)},
       {"server.connects_per_ip_per_s", "new connections per client address per second (0: unlimited)", SB_DBL(connects_per_ip_per_s, 0, 1e9)},
+      {"server.max_connections_per_user", "open WebSocket connections per user, all devices together (more: 429)", SB_NUM(max_connections_per_user, size_t, 1, 1000000)},
       {"store.data_dir", "directory of the embedded store and the signing keys", SB_STR(data_dir)},
       {"store.fsync", "always: fsync each group commit before acking (survives power loss); none: survives a process crash only", SB_STR(fsync)},
       {"store.cache_mb", "store read cache, MiB", SB_NUM(cache_mb, size_t, 8, 1u << 20)},

@@ -26,6 +26,7 @@ struct Config {
   int64_t drain_timeout_ms = 10000;
   std::string allowed_origins;  // comma-separated; empty: same origin only
   double connects_per_ip_per_s = 50;
+  size_t max_connections_per_user = 32;
 
   std::string data_dir = "./data";
   std::string fsync = "always";  // always | none

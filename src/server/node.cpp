@@ -133,6 +133,7 @@ int RunServe(const Config& cfg) {
   go.max_header_bytes = cfg.max_header_bytes;
   go.drain_timeout_ms = cfg.drain_timeout_ms;
   go.connects_per_ip_per_s = cfg.connects_per_ip_per_s;
+  go.max_connections_per_user = cfg.max_connections_per_user;
   for (size_t pos = 0; pos < cfg.allowed_origins.size();) {
     size_t comma = cfg.allowed_origins.find(',', pos);
     if (comma == std::string::npos) comma = cfg.allowed_origins.size();

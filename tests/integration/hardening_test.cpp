@@ -202,3 +202,38 @@ TEST_F(HardeningTest, LogoutRevokesTheDeviceEverywhereAtOnce) {
 
 }  // namespace
 }  // namespace sb::test
+
+namespace sb::test {
+namespace {
+
+TEST_F(HardeningTest, OneUserCannotHoldUnboundedConnections) {
+  StartServer({"--set", "server.max_connections_per_user=3"});
+  TestUser u;
+  CreateUser(*api_, "hoarder", &u);
+  std::vector<std::unique_ptr<WsClient>> open;
+  for (int i = 0; i < 3; ++i) {
+    open.push_back(std::make_unique<WsClient>());
+    ASSERT_TRUE(open.back()->Connect(server_->host(), server_->port(), Opts(u))) << i;
+    open.back()->WaitForEvent("welcome");
+  }
+  WsClient fourth;
+  EXPECT_FALSE(fourth.Connect(server_->host(), server_->port(), Opts(u)));
+  EXPECT_EQ(fourth.upgrade_status(), 429);
+  // Another user is not affected, and a slot frees when a connection closes.
+  TestUser other;
+  CreateUser(*api_, "other", &other);
+  WsClient theirs;
+  EXPECT_TRUE(theirs.Connect(server_->host(), server_->port(), Opts(other)));
+  open.back()->Close();
+  open.pop_back();
+  bool reconnected = false;
+  for (int i = 0; i < 50 && !reconnected; ++i) {
+    WsClient again;
+    reconnected = again.Connect(server_->host(), server_->port(), Opts(u));
+    if (!reconnected) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(reconnected);
+}
+
+}  // namespace
+}  // namespace sb::test

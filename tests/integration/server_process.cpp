@@ -131,7 +131,9 @@ bool ServerProcess::Start() {
                                    // Tests open many connections from 127.0.0.1 in bursts;
                                    // the per-address limit has its own test.
                                    "--set",      "server.connects_per_ip_per_s=0",
-                                   "--set",      "limits.login_attempts_per_ip_per_min=1e9"};
+                                   "--set",      "limits.login_attempts_per_ip_per_min=1e9",
+                                   // Conformance tables open a connection per row for one user.
+                                   "--set",      "server.max_connections_per_user=100000"};
   args.insert(args.end(), opts_.extra_args.begin(), opts_.extra_args.end());
   // Lets a whole run use other settings (e.g. "--set store.fsync=none") unchanged.
   if (const char* env = std::getenv("SB_TEST_SERVER_ARGS"); env && *env) {

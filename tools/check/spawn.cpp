@@ -111,7 +111,8 @@ bool SpawnedServer::Start(std::chrono::milliseconds timeout) {
                                      "--set",  "log.level=info",
                                      // Every simulated device connects from 127.0.0.1.
                                      "--set",  "server.connects_per_ip_per_s=0",
-                                     "--set",  "limits.login_attempts_per_ip_per_min=1e9"};
+                                     "--set",  "limits.login_attempts_per_ip_per_min=1e9",
+                                     "--set",  "server.max_connections_per_user=100000"};
     for (const auto& s : extra_sets_) {
       args.push_back("--set");
       args.push_back(s);
