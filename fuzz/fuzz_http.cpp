@@ -189,25 +189,10 @@ Env& E() {
   return *env;
 }
 
-std::vector<std::string_view> Segments(std::string_view path) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < path.size()) {
-    if (path[i] == '/') {
-      ++i;
-      continue;
-    }
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    out.push_back(path.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
 
 // The routes the REST API answers without a token (rest_api.cpp).
 bool UnauthenticatedRoute(const api::HttpRequest& r) {
-  auto s = Segments(r.path);
+  auto s = api::PathSegments(r.path);
   if (s.size() == 1 && r.method == "GET") return s[0] == "healthz" || s[0] == "readyz" || s[0] == "metrics";
   if (r.method != "POST" || s.empty() || s[0] != "v1") return false;
   return (s.size() == 2 && (s[1] == "users" || s[1] == "sessions")) ||

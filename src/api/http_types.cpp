@@ -40,6 +40,22 @@ std::vector<std::pair<std::string, std::string>> ParseQuery(std::string_view q) 
   return out;
 }
 
+std::vector<std::string_view> PathSegments(std::string_view path) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    out.push_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
 std::string_view BearerToken(std::string_view a) {
   constexpr std::string_view kPrefix = "Bearer ";
   if (a.size() <= kPrefix.size()) return {};

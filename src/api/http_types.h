@@ -35,6 +35,8 @@ struct HttpResponse {
 // Splits "a=1&b=x%20y" into decoded pairs. Malformed escapes are kept literally.
 std::vector<std::pair<std::string, std::string>> ParseQuery(std::string_view q);
 std::string PercentDecode(std::string_view s);
+// Non-empty segments of a path: "/v1/a//b" -> {"v1", "a", "b"} (views into `path`).
+std::vector<std::string_view> PathSegments(std::string_view path);
 // The token of an "Authorization: Bearer <token>" header value, or empty.
 std::string_view BearerToken(std::string_view authorization);
 

@@ -30,22 +30,6 @@ HttpResponse Json(int status, std::string body) {
   return r;
 }
 
-// Path segments of "/v1/a/b" -> {"v1","a","b"}.
-std::vector<std::string_view> Segments(std::string_view path) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < path.size()) {
-    if (path[i] == '/') {
-      ++i;
-      continue;
-    }
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    out.push_back(path.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
 
 // A JSON object body, parsed with a per-thread parser.
 Result<simdjson::dom::object> ParseBody(const HttpRequest& req) {
@@ -140,7 +124,7 @@ RestApi::RestApi(store::Store& store, const auth::TokenService& tokens, auth::Re
 
 HttpResponse RestApi::Handle(const HttpRequest& req) {
   metrics::Server().http_requests.Inc();
-  auto seg = Segments(req.path);
+  auto seg = PathSegments(req.path);
   const std::string& m = req.method;
 
   if (seg.size() == 1 && m == "GET") {

@@ -177,3 +177,18 @@ TEST(JsonWriter, NestingAndEscapes) {
 
 }  // namespace
 }  // namespace sb::protocol
+
+#include "api/http_types.h"
+
+namespace sb::api {
+namespace {
+
+TEST(HttpTypes, PathSegmentsSkipEmptyOnes) {
+  EXPECT_EQ(PathSegments("/v1/conversations//x/"), (std::vector<std::string_view>{"v1", "conversations", "x"}));
+  EXPECT_TRUE(PathSegments("/").empty());
+  EXPECT_TRUE(PathSegments("").empty());
+  EXPECT_EQ(PathSegments("/v1"), (std::vector<std::string_view>{"v1"}));
+}
+
+}  // namespace
+}  // namespace sb::api
