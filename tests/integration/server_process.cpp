@@ -1,5 +1,7 @@
 #include "server_process.h"
 
+#include "server_launch.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -122,61 +124,18 @@ bool ServerProcess::Start() {
     return false;
   }
 
-  std::vector<std::string> args = {bin,          "serve",
-                                   "--listen",   host_ + ":0",
-                                   "--data-dir", dir_,
-                                   "--set",      "auth.password_ops=1",
-                                   "--set",      "auth.password_mem_kib=8192",
-                                   "--set",      "log.level=info",
-                                   // Tests open many connections from 127.0.0.1 in bursts;
-                                   // the per-address limit has its own test.
-                                   "--set",      "server.connects_per_ip_per_s=0",
-                                   "--set",      "limits.login_attempts_per_ip_per_min=1e9",
-                                   // Conformance tables open a connection per row for one user.
-                                   "--set",      "server.max_connections_per_user=100000"};
+  std::vector<std::string> args = {bin, "serve", "--listen", host_ + ":0", "--data-dir", dir_};
+  for (auto& f : client::HarnessServerFlags()) args.push_back(f);
   args.insert(args.end(), opts_.extra_args.begin(), opts_.extra_args.end());
   // Lets a whole run use other settings (e.g. "--set store.fsync=none") unchanged.
   if (const char* env = std::getenv("SB_TEST_SERVER_ARGS"); env && *env) {
     std::istringstream words(env);
     for (std::string w; words >> w;) args.push_back(w);
   }
-  // argv is built before fork: only async-signal-safe calls may run in the child.
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
   const std::string log = log_path();
   const size_t log_offset = FileSize(log);  // restarts append; look only at new lines
-  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    error_ = "open " + log + ": " + std::strerror(errno);
-    return false;
-  }
-  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  const pid_t parent = ::getpid();
-
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    error_ = std::string("fork: ") + std::strerror(errno);
-    ::close(fd);
-    if (devnull >= 0) ::close(devnull);
-    return false;
-  }
-  if (pid == 0) {
-    // A crashed or killed test run must not leave servers behind.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(126);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::execv(argv[0], argv.data());
-    const char msg[] = "integration test harness: execv failed\n";
-    ssize_t ignored = ::write(2, msg, sizeof msg - 1);
-    (void)ignored;
-    ::_exit(127);
-  }
-  ::close(fd);
-  if (devnull >= 0) ::close(devnull);
+  pid_t pid = client::LaunchLogged(args, log, &error_);
+  if (pid < 0) return false;
   pid_ = pid;
 
   auto deadline = Clock::now() + opts_.start_timeout;

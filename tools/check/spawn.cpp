@@ -1,5 +1,7 @@
 #include "check/spawn.h"
 
+#include "server_launch.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -103,55 +105,16 @@ bool SpawnedServer::Start(std::chrono::milliseconds timeout) {
     // "/proc/self/exe" in the child is the image it was forked from, so restarts
     // keep running the same binary even if a rebuild replaced the file meanwhile.
     std::string bin = binary_.empty() ? "/proc/self/exe" : binary_;
-    std::vector<std::string> args = {bin,     "serve",
-                                     "--listen", listen,
-                                     "--data-dir", dir_,
-                                     "--set",  "auth.password_ops=1",
-                                     "--set",  "auth.password_mem_kib=8192",
-                                     "--set",  "log.level=info",
-                                     // Every simulated device connects from 127.0.0.1.
-                                     "--set",  "server.connects_per_ip_per_s=0",
-                                     "--set",  "limits.login_attempts_per_ip_per_min=1e9",
-                                     "--set",  "server.max_connections_per_user=100000"};
+    std::vector<std::string> args = {bin, "serve", "--listen", listen, "--data-dir", dir_};
+    for (auto& f : client::HarnessServerFlags()) args.push_back(f);
     for (const auto& s : extra_sets_) {
       args.push_back("--set");
       args.push_back(s);
     }
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-
     const std::string log = log_path();
     const size_t offset = FileSize(log);
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      error_ = "open " + log + ": " + std::strerror(errno);
-      return false;
-    }
-    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    const pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid < 0) {
-      error_ = std::string("fork: ") + std::strerror(errno);
-      ::close(fd);
-      if (devnull >= 0) ::close(devnull);
-      return false;
-    }
-    if (pid == 0) {
-      // An interrupted checker must not leave servers behind.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(126);
-      if (devnull >= 0) ::dup2(devnull, 0);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::execv(argv[0], argv.data());
-      const char msg[] = "switchboard check: execv of the server failed\n";
-      ssize_t ignored = ::write(2, msg, sizeof msg - 1);
-      (void)ignored;
-      ::_exit(127);
-    }
-    ::close(fd);
-    if (devnull >= 0) ::close(devnull);
+    pid_t pid = client::LaunchLogged(args, log, &error_);
+    if (pid < 0) return false;
     pid_ = pid;
     ++starts_;
 
