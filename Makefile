@@ -4,4 +4,4 @@ build: ; ./dev build
 run: ; ./dev run
 test: ; ./dev test
 bench: ; ./dev bench
-clean: ; rm -rf build
+clean: ; rm -rf build build-asan build-tsan build-fuzz

@@ -30,6 +30,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <latch>
 #include <map>
 #include <memory>
 #include <optional>
@@ -51,6 +52,10 @@
 #include "base/clock.h"
 #include "base/json_writer.h"
 #include "histogram.h"
+#include "loadgen_common.h"
+#include "report.h"
+#include "proc_stats.h"
+#include "svg_chart.h"
 
 namespace sb::bench {
 namespace {
@@ -66,12 +71,6 @@ using Clock = std::chrono::steady_clock;
 // them, so exceptions would only be caught and turned back into counts.
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
-// A detached coroutine that throws is a bug in this tool; crash loudly instead of
-// letting asio swallow it and leave a connection silently dead.
-constexpr auto kRethrow = [](std::exception_ptr e) {
-  if (e) std::rethrow_exception(e);
-};
-
 // Reads an optional JSON field: true if present with the right type. (A cast to void
 // does not silence simdjson's warn_unused_result under g++.)
 template <typename R, typename T>
@@ -79,15 +78,23 @@ bool Get(R&& r, T& out) {
   return std::forward<R>(r).get(out) == simdjson::SUCCESS;
 }
 
-Clock::time_point AtNs(int64_t ns) {
-  return Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
-}
-int64_t SecToNs(double s) { return static_cast<int64_t>(s * 1e9); }
-
 // ------------------------------------------------------------------------------------
 // Options
 
-enum class Scenario { kSenders, kIdle };
+enum class Scenario { kSenders, kIdle, kGroups, kMixed, kStorm, kQueries, kSweep };
+
+const char* ScenarioName(Scenario s) {
+  switch (s) {
+    case Scenario::kSenders: return "senders";
+    case Scenario::kIdle: return "idle";
+    case Scenario::kGroups: return "groups";
+    case Scenario::kMixed: return "mixed";
+    case Scenario::kStorm: return "storm";
+    case Scenario::kQueries: return "queries";
+    case Scenario::kSweep: return "sweep";
+  }
+  return "?";
+}
 enum class Receipts { kOff, kBatch, kEach };
 
 struct Options {
@@ -112,7 +119,24 @@ struct Options {
   int connect_concurrency = 200;
   int content_bytes = 100;
   Receipts receipts = Receipts::kBatch;
+  int receipt_ms = 10;  // batch receipts: one cumulative receipt per this interval
   bool resume = true;
+  // groups / mixed
+  int groups = 1;
+  int members = 100;
+  int group_senders = 1;  // per group
+  double group_rate = 100;
+  int group_receipt_ms = 50;  // the client rules: a cumulative receipt at most every 50 ms
+  // storm
+  int storm_messages = 20;
+  double storm_jitter_ms = 0;
+  // queries
+  int http_clients = 16;
+  int prep_messages = 200;
+  // sweep
+  std::vector<double> rates;
+  std::string svg_path;
+  bool sweep_all = false;
   std::string json_path;
   std::vector<std::pair<std::string, std::string>> tags;
   bool quiet = false;
@@ -121,12 +145,12 @@ struct Options {
 
 constexpr const char* kHelp = R"(loadgen: Switchboard load generator (prints figures, asserts nothing)
 
-usage: loadgen --url ws://127.0.0.1:PORT --scenario senders|idle [options]
+usage: loadgen --url ws://127.0.0.1:PORT --scenario NAME [options]
 
 common:
   --url URL              WebSocket URL of the server (loopback only); REST uses the same
                          host:port. Path defaults to /v1/ws.
-  --scenario NAME        senders | idle
+  --scenario NAME        senders | idle | groups | mixed | storm | queries | sweep
   --threads T            client threads, one io_context each (default 1: leave the CPU
                          to the server)
   --setup-concurrency N  REST requests in flight during setup (default 64)
@@ -139,6 +163,17 @@ common:
                          live messages for a silent connection for up to 1 s
   --quiet                no progress lines on stderr
 
+traffic (senders, groups, mixed, sweep):
+  --duration S           measured seconds (default 10; per phase or sweep stage)
+  --warmup S             seconds of traffic before measuring (default 2)
+  --drain S              seconds to wait for outstanding acks/deliveries (default 5)
+  --content-bytes N      message content size (default 100, at least 32)
+  --max-inflight N       open loop: per-sender cap on unacked messages (default 1000);
+                         at the cap the sender waits and the wait shows in the latency
+  --receipts MODE        batch (cumulative DELIVERED receipt per conversation every
+                         --receipt-ms, default) | each (one receipt per message) | off
+  --receipt-ms N         batch interval of 1:1 recipients (default 10)
+
 scenario senders (P pairs of users, one connection each; one sender per pair):
   --pairs P              number of pairs (default 1)
   --two-way              both users of a pair send (2P senders)
@@ -146,14 +181,50 @@ scenario senders (P pairs of users, one connection each; one sender per pair):
                          W=1 measures latency, larger W throughput)
   --rate R               open loop instead: R messages/s in total, spread evenly over the
                          senders; latency counts from each message's scheduled time
-  --max-inflight N       open loop: per-sender cap on unacked messages (default 1000);
-                         at the cap the sender waits and the wait shows in the latency
-  --duration S           measured seconds (default 10)
-  --warmup S             seconds of traffic before measuring (default 2)
-  --drain S              seconds to wait for outstanding acks/deliveries (default 5)
-  --content-bytes N      message content size (default 100, at least 32)
-  --receipts MODE        batch (cumulative DELIVERED receipt every 10 ms, default) |
-                         each (one receipt per message) | off
+
+scenario groups (G groups of M members, every member its own user and connection;
+S members of each group send, open loop):
+  --groups G             number of groups (default 1)
+  --members M            members per group, the creator included (default 100; the
+                         server allows limits.max_group_members, 1,000 by default)
+  --group-senders S      senders per group (default 1)
+  --group-rate R         messages/s in total over all group senders (default 100);
+                         each message is delivered to the M-1 other members
+  --group-receipt-ms N   batch receipt interval of group members (default 50, as in
+                         the client rules of docs/protocol.md)
+
+scenario mixed (issue #4's bulkhead benchmark): P pairs open loop at --rate R1, and
+G groups x M members at --group-rate R2. Two phases on the same connections: the 1:1
+traffic alone, then the same 1:1 traffic with the group flood; 1:1 and group figures
+are reported separately. Takes --pairs, --rate and the groups options.
+
+scenario storm (N clients in N/2 direct conversations):
+  --connections N        clients (default 100; rounded down to even)
+  --storm-messages K     messages per conversation sent before the drop, not
+                         acknowledged by receipts, so every resume replays them
+                         (default 20)
+  --storm-jitter-ms J    each client reconnects after a random delay in [0, J)
+                         (default 0: all at once)
+  All sockets are then reset at once (RST, no close handshake) and every client
+  reconnects at once, sending `resume`; reported: time from the drop until 50%, 99%
+  and 100% have `resume_done`, connects/s, messages replayed, errors.
+
+scenario queries (P pairs, each conversation prepared with messages of random words):
+  --pairs P              conversations (default 50)
+  --prep-messages N      messages per conversation before the queries (default 200)
+  --http-clients K       concurrent keep-alive HTTP clients (default 16)
+  --duration S           measured seconds per query kind (after --warmup)
+  Queries: GET /v1/conversations/{id}/messages?limit=50, then GET /v1/search?q=WORD
+  (one word of the messages' vocabulary), each client as one of the users.
+
+scenario sweep (open-loop 1:1 at a series of offered rates, same connections):
+  --pairs P              pairs (default 1)
+  --rates LIST           comma-separated total rates, msg/s (default
+                         2000,5000,10000,20000,40000)
+  --sweep-all            run every rate; by default the sweep stops after the first
+                         stage the server cannot keep up with (acked < 90% of offered)
+  --svg FILE             also draw the latency percentiles (log y) against offered
+                         load as an SVG chart
 
 scenario idle:
   --connections N        authenticated WebSocket connections to open (default 100)
@@ -165,10 +236,9 @@ Latency: ack = send_message written -> message_ack read; delivery = send -> `mes
 frame read at the recipient (send time carried in the content).
 )";
 
-[[noreturn]] void Die(const std::string& msg) {
-  std::fprintf(stderr, "loadgen: %s\n", msg.c_str());
-  std::exit(2);
-}
+constexpr const char* kTool = "loadgen";
+
+[[noreturn]] void Die(const std::string& msg) { DieAs(kTool, msg); }
 
 bool ParseUrl(Options& o) {
   std::string_view u = o.url;
@@ -177,34 +247,15 @@ bool ParseUrl(Options& o) {
   auto slash = u.find('/');
   std::string_view hostport = u.substr(0, slash);
   if (slash != std::string_view::npos) o.ws_path = std::string(u.substr(slash));
-  auto colon = hostport.rfind(':');
-  if (colon == std::string_view::npos) return false;
-  o.host = std::string(hostport.substr(0, colon));
-  if (o.host.size() > 2 && o.host.front() == '[' && o.host.back() == ']')
-    o.host = o.host.substr(1, o.host.size() - 2);
-  auto ps = hostport.substr(colon + 1);
-  unsigned p = 0;
-  auto [ptr, ec] = std::from_chars(ps.data(), ps.data() + ps.size(), p);
-  if (ec != std::errc() || ptr != ps.data() + ps.size() || p == 0 || p > 65535) return false;
-  o.port = static_cast<uint16_t>(p);
-  return true;
+  return ParseHostPort(hostport, o.host, o.port);
 }
 
 Options ParseArgs(int argc, char** argv) {
   Options o;
-  auto need = [&](int& i) -> std::string {
-    if (i + 1 >= argc) Die(std::string("missing value for ") + argv[i]);
-    return argv[++i];
-  };
-  auto num = [&](int& i) -> double {
-    std::string a = argv[i];
-    std::string v = need(i);
-    char* end = nullptr;
-    double d = std::strtod(v.c_str(), &end);
-    if (end == v.c_str() || *end != '\0' || !std::isfinite(d) || d < 0) Die("bad number for " + a + ": " + v);
-    return d;
-  };
-  auto integer = [&](int& i) -> int { return static_cast<int>(num(i)); };
+  const FlagReader flags{argc, argv, kTool};
+  auto need = [&](int& i) { return flags.Need(i); };
+  auto num = [&](int& i) { return flags.Num(i); };
+  auto integer = [&](int& i) { return flags.Int(i); };
   bool have_window = false;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
@@ -215,9 +266,15 @@ Options ParseArgs(int argc, char** argv) {
       o.url = need(i);
     } else if (a == "--scenario") {
       std::string s = need(i);
-      if (s == "senders") o.scenario = Scenario::kSenders;
-      else if (s == "idle") o.scenario = Scenario::kIdle;
-      else Die("unknown scenario " + s);
+      bool found = false;
+      for (Scenario sc : {Scenario::kSenders, Scenario::kIdle, Scenario::kGroups, Scenario::kMixed,
+                          Scenario::kStorm, Scenario::kQueries, Scenario::kSweep}) {
+        if (s == ScenarioName(sc)) {
+          o.scenario = sc;
+          found = true;
+        }
+      }
+      if (!found) Die("unknown scenario " + s);
     } else if (a == "--pairs") {
       o.pairs = integer(i);
     } else if (a == "--two-way") {
@@ -255,15 +312,50 @@ Options ParseArgs(int argc, char** argv) {
       else if (s == "batch") o.receipts = Receipts::kBatch;
       else if (s == "each") o.receipts = Receipts::kEach;
       else Die("unknown receipts mode " + s);
+    } else if (a == "--receipt-ms") {
+      o.receipt_ms = integer(i);
+    } else if (a == "--groups") {
+      o.groups = integer(i);
+    } else if (a == "--members") {
+      o.members = integer(i);
+    } else if (a == "--group-senders") {
+      o.group_senders = integer(i);
+    } else if (a == "--group-rate") {
+      o.group_rate = num(i);
+    } else if (a == "--group-receipt-ms") {
+      o.group_receipt_ms = integer(i);
+    } else if (a == "--storm-messages") {
+      o.storm_messages = integer(i);
+    } else if (a == "--storm-jitter-ms") {
+      o.storm_jitter_ms = num(i);
+    } else if (a == "--http-clients") {
+      o.http_clients = integer(i);
+    } else if (a == "--prep-messages") {
+      o.prep_messages = integer(i);
+    } else if (a == "--rates") {
+      std::string list = need(i);
+      o.rates.clear();
+      size_t pos = 0;
+      while (pos <= list.size()) {
+        size_t comma = list.find(',', pos);
+        std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        char* end = nullptr;
+        double d = std::strtod(item.c_str(), &end);
+        if (item.empty() || *end != '\0' || !std::isfinite(d) || d <= 0) Die("bad rate in --rates: " + item);
+        o.rates.push_back(d);
+        if (comma == std::string::npos) break;
+        pos = comma + 1;
+      }
+    } else if (a == "--sweep-all") {
+      o.sweep_all = true;
+    } else if (a == "--svg") {
+      o.svg_path = need(i);
     } else if (a == "--no-resume") {
       o.resume = false;
     } else if (a == "--json") {
       o.json_path = need(i);
     } else if (a == "--tag") {
-      std::string kv = need(i);
-      auto eq = kv.find('=');
-      if (eq == std::string::npos || eq == 0) Die("--tag wants KEY=VALUE, got " + kv);
-      o.tags.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+      o.tags.push_back(flags.Tag(i));
     } else if (a == "--password") {
       o.password = need(i);
     } else if (a == "--quiet") {
@@ -274,10 +366,7 @@ Options ParseArgs(int argc, char** argv) {
   }
   if (o.url.empty()) Die("--url is required (see --help)");
   if (!ParseUrl(o)) Die("cannot parse --url " + o.url + " (want ws://HOST:PORT[/path])");
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(o.host, ec);
-  // This tool only ever loads a server on this machine.
-  if (ec || !addr.is_loopback()) Die("--url host must be a loopback address, got " + o.host);
+  RequireLoopback(kTool, o.host);
   if (o.threads < 1 || o.threads > 64) Die("--threads must be 1..64");
   if (o.pairs < 1) Die("--pairs must be >= 1");
   if (o.window < 1) Die("--window must be >= 1");
@@ -289,217 +378,25 @@ Options ParseArgs(int argc, char** argv) {
   if (o.connect_concurrency < 1) o.connect_concurrency = 1;
   if (o.content_bytes < 32) o.content_bytes = 32;
   if (o.duration <= 0) Die("--duration must be > 0");
+  if (o.receipt_ms < 1) o.receipt_ms = 1;
+  if (o.group_receipt_ms < 1) o.group_receipt_ms = 1;
+  if (o.groups < 1) Die("--groups must be >= 1");
+  if (o.members < 2) Die("--members must be >= 2");
+  if (o.group_senders < 1 || o.group_senders > o.members) Die("--group-senders must be 1..members");
+  if (o.storm_messages < 0) Die("--storm-messages must be >= 0");
+  if (o.http_clients < 1) Die("--http-clients must be >= 1");
+  if (o.prep_messages < 1) Die("--prep-messages must be >= 1");
+  if (o.rates.empty()) o.rates = {2000, 5000, 10000, 20000, 40000};
+  if (o.scenario == Scenario::kMixed && o.rate <= 0) Die("scenario mixed needs --rate (the 1:1 rate, msg/s)");
+  if (o.scenario == Scenario::kGroups && o.group_rate <= 0) Die("scenario groups needs --group-rate > 0");
+  if (o.scenario == Scenario::kStorm && o.connections < 2) Die("scenario storm needs --connections >= 2");
   return o;
 }
 
 // ------------------------------------------------------------------------------------
 // Small helpers
 
-using CountMap = std::map<std::string, uint64_t, std::less<>>;
-
-void Inc(CountMap& m, std::string_view k, uint64_t n = 1) {
-  auto it = m.find(k);
-  if (it == m.end()) it = m.emplace(std::string(k), 0).first;
-  it->second += n;
-}
-void MergeInto(CountMap& dst, const CountMap& src) {
-  for (const auto& [k, v] : src) Inc(dst, k, v);
-}
-
-// Keeps the largest value; several worker threads race to set it.
-void StoreMax(std::atomic<int64_t>& a, int64_t v) {
-  int64_t prev = a.load();
-  while (prev < v && !a.compare_exchange_weak(prev, v)) {
-  }
-}
-
-std::string RandomToken(size_t n) {
-  static constexpr char kAlnum[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  std::random_device rd;
-  std::mt19937_64 g((uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(MonoNs()));
-  std::string s(n, 'a');
-  for (auto& c : s) c = kAlnum[g() % 36];
-  return s;
-}
-
-std::string Fmt(double v, int prec = 1) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.*f", prec, v);
-  return b;
-}
-
-// Human units for a nanosecond latency.
-std::string FmtNs(double ns) {
-  char b[64];
-  if (ns < 1e3) std::snprintf(b, sizeof b, "%.0fns", ns);
-  else if (ns < 1e6) std::snprintf(b, sizeof b, "%.1fus", ns / 1e3);
-  else if (ns < 1e9) std::snprintf(b, sizeof b, "%.2fms", ns / 1e6);
-  else std::snprintf(b, sizeof b, "%.3fs", ns / 1e9);
-  return b;
-}
-
-std::string ReadFileStr(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// VmRSS of a process in KiB, or -1 when it cannot be read.
-int64_t ReadRssKib(int pid) {
-  if (pid <= 0) return -1;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtoll(line.c_str() + 6, nullptr, 10);
-  }
-  return -1;
-}
-
-// utime + stime of a process in seconds, or -1.
-double ReadCpuSec(int pid) {
-  if (pid <= 0) return -1;
-  std::string s = ReadFileStr("/proc/" + std::to_string(pid) + "/stat");
-  // The command name is parenthesised and may hold spaces: count fields after it.
-  auto rp = s.rfind(')');
-  if (rp == std::string::npos) return -1;
-  std::istringstream in(s.substr(rp + 2));
-  std::string field;
-  double ut = 0, st = 0;
-  // Fields 3.. follow ')'; utime is field 14, stime 15 (1-based, proc(5)).
-  for (int i = 3; i <= 15 && (in >> field); ++i) {
-    if (i == 14) ut = std::strtod(field.c_str(), nullptr);
-    if (i == 15) st = std::strtod(field.c_str(), nullptr);
-  }
-  return (ut + st) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// Per-thread time of a process, keyed "name/tid": seconds on a CPU and seconds spent
-// runnable but waiting for one (schedstat). A server whose total CPU is well below the
-// core count may have one saturated thread (a sequencer, the commit thread), or may
-// be starved by other work on a shared machine; these two figures tell which.
-struct ThreadTimes {
-  double cpu_s = 0;
-  double wait_s = 0;
-};
-
-std::map<std::string, ThreadTimes> ReadThreadTimes(int pid) {
-  std::map<std::string, ThreadTimes> out;
-  if (pid <= 0) return out;
-  std::error_code ec;
-  std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/task", ec), end;
-  for (; !ec && it != end; it.increment(ec)) {
-    std::string tid = it->path().filename().string();
-    std::string st = ReadFileStr(it->path().string() + "/stat");
-    auto lp = st.find('('), rp = st.rfind(')');
-    if (lp == std::string::npos || rp == std::string::npos || rp < lp) continue;
-    ThreadTimes t;
-    // schedstat: ns on a CPU, ns waiting on a run queue, timeslices.
-    std::istringstream ss(ReadFileStr(it->path().string() + "/schedstat"));
-    double run_ns = -1, wait_ns = -1;
-    if (ss >> run_ns >> wait_ns) {
-      t.cpu_s = run_ns / 1e9;
-      t.wait_s = wait_ns / 1e9;
-    } else {
-      std::istringstream in(st.substr(rp + 2));
-      std::string field;
-      double ut = 0, sys = 0;
-      for (int i = 3; i <= 15 && (in >> field); ++i) {
-        if (i == 14) ut = std::strtod(field.c_str(), nullptr);
-        if (i == 15) sys = std::strtod(field.c_str(), nullptr);
-      }
-      t.cpu_s = (ut + sys) / static_cast<double>(sysconf(_SC_CLK_TCK));
-    }
-    out[st.substr(lp + 1, rp - lp - 1) + "/" + tid] = t;
-  }
-  return out;
-}
-
-struct ThreadPct {
-  std::string name;
-  double cpu = 0;   // percent of one core
-  double wait = 0;  // percent of the interval spent runnable but not running
-};
-
-// Per-thread percentages between two samples, busiest first; idle threads left out.
-std::vector<ThreadPct> ThreadPcts(const std::map<std::string, ThreadTimes>& a,
-                                  const std::map<std::string, ThreadTimes>& b, double seconds) {
-  std::vector<ThreadPct> v;
-  for (const auto& [k, e] : b) {
-    auto it = a.find(k);
-    ThreadTimes s = it == a.end() ? ThreadTimes{} : it->second;
-    ThreadPct p{k, 100.0 * (e.cpu_s - s.cpu_s) / seconds, 100.0 * (e.wait_s - s.wait_s) / seconds};
-    if (p.cpu >= 0.5 || p.wait >= 0.5) v.push_back(p);
-  }
-  std::sort(v.begin(), v.end(), [](const auto& x, const auto& y) { return x.cpu > y.cpu; });
-  return v;
-}
-
-double SumWait(const std::vector<ThreadPct>& v) {
-  double w = 0;
-  for (const auto& t : v) w += t.wait;
-  return w;
-}
-
-double SelfCpuSec() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  auto tv = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
-  return tv(ru.ru_utime) + tv(ru.ru_stime);
-}
-
-struct Machine {
-  long nproc = 0;
-  std::string cpu_model;
-  int64_t mem_total_kib = 0;
-  std::string kernel;
-};
-
-Machine DescribeMachine() {
-  Machine m;
-  m.nproc = sysconf(_SC_NPROCESSORS_ONLN);
-  std::ifstream ci("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(ci, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      auto c = line.find(':');
-      if (c != std::string::npos) m.cpu_model = line.substr(line.find_first_not_of(" \t", c + 1));
-      break;
-    }
-  }
-  std::ifstream mi("/proc/meminfo");
-  while (std::getline(mi, line)) {
-    if (line.rfind("MemTotal:", 0) == 0) {
-      m.mem_total_kib = std::strtoll(line.c_str() + 9, nullptr, 10);
-      break;
-    }
-  }
-  utsname u{};
-  if (uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release + " " + u.machine;
-  return m;
-}
-
-std::string IsoNow() {
-  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char b[32];
-  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return b;
-}
-
-void RaiseFdLimit() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
-int64_t FdLimit() {
-  rlimit rl{};
-  getrlimit(RLIMIT_NOFILE, &rl);
-  return static_cast<int64_t>(rl.rlim_cur);
-}
+// CountMap, Fmt, FmtNs, ... are in loadgen_common.h; the /proc readers in proc_stats.h.
 
 // ------------------------------------------------------------------------------------
 // Setup over REST
@@ -608,6 +505,9 @@ struct SetupReport {
   int conversations_wanted = 0;
   int conversations_ok = 0;
   double conversations_s = 0;
+  int groups_wanted = 0;
+  int groups_ok = 0;
+  double groups_s = 0;
   uint64_t rate_limited_retries = 0;
   CountMap failures;  // "register: 409 conflict" -> n
 };
@@ -665,6 +565,20 @@ class Setup {
     report_.conversations_s = static_cast<double>(MonoNs() - t0) / 1e9;
     for (const auto& c : convs_) report_.conversations_ok += !c.empty();
     return convs_;
+  }
+
+  // Creates a group per entry of `groups`: account indices, the first one creates it
+  // and the others are its member_ids.
+  std::vector<std::string> Groups(const std::vector<Account>& accts, const std::vector<std::vector<int>>& groups) {
+    report_.groups_wanted = static_cast<int>(groups.size());
+    groups_.assign(groups.size(), "");
+    int64_t t0 = MonoNs();
+    RunLanes(static_cast<int>(groups.size()), [this, &accts, &groups](RestClient& rc, int i) {
+      return CreateGroup(rc, i, accts, groups[i]);
+    });
+    report_.groups_s = static_cast<double>(MonoNs() - t0) / 1e9;
+    for (const auto& g : groups_) report_.groups_ok += !g.empty();
+    return groups_;
   }
 
   const SetupReport& report() const { return report_; }
@@ -767,9 +681,34 @@ class Setup {
     convs_[i] = std::string(cid);
   }
 
+  asio::awaitable<void> CreateGroup(RestClient& rc, int i, const std::vector<Account>& accts,
+                                    const std::vector<int>& members) {
+    if (members.empty() || accts[members[0]].token.empty()) co_return;
+    JsonWriter w(64 + 24 * members.size());
+    w.BeginObject().Field("type", "group").Field("title", "lg group " + std::to_string(i));
+    w.Key("member_ids").BeginArray();
+    for (size_t k = 1; k < members.size(); ++k) {
+      if (!accts[members[k]].user_id.empty()) w.String(accts[members[k]].user_id);
+    }
+    w.EndArray().EndObject();
+    HttpResult r = co_await CallRetrying(rc, http::verb::post, "/v1/conversations", w.Take(), accts[members[0]].token);
+    if (r.status != 201 && r.status != 200) {
+      Fail("create group", r);
+      co_return;
+    }
+    simdjson::dom::element doc;
+    std::string_view cid;
+    if (parser_.parse(r.body).get(doc) != simdjson::SUCCESS || doc["conversation_id"].get_string().get(cid)) {
+      Inc(report_.failures, "create group: unparsable answer");
+      co_return;
+    }
+    groups_[i] = std::string(cid);
+  }
+
   const Options& opt_;
   std::string run_id_;
   SetupReport report_;
+  std::vector<std::string> groups_;
   std::vector<std::string> names_;
   std::vector<bool> registered_;
   std::vector<Account> accounts_;
@@ -782,15 +721,30 @@ class Setup {
 
 // Written by the main thread before it posts work to the workers (the post orders it),
 // read-only afterwards.
+// Connections belong to one traffic class: 1:1 pairs (kDirect) or group members
+// (kGroup). Each class has its own sending plan and its own statistics, so the mixed
+// scenario reports 1:1 latency apart from the group flood.
+enum Cls { kDirect = 0, kGroup = 1, kClasses = 2 };
+const char* ClsName(int c) { return c == kDirect ? "direct" : "group"; }
+
+struct ClassPlan {
+  bool send = false;  // this class's senders send in this phase
+  bool open_loop = false;
+  int window = 1;
+  int64_t period_ns = 0;  // open loop: per-sender interval
+  int senders = 0;
+  int64_t budget = 0;  // messages per sender in this phase; 0: until the window ends
+  double rate = 0;     // open loop: msg/s over all senders of the class (for reports)
+  Receipts receipts = Receipts::kBatch;
+  int receipt_ms = 10;
+};
+
 struct Plan {
   int64_t start_ns = 0;         // senders begin
   int64_t window_start_ns = 0;  // measuring begins (after warm-up)
   int64_t window_end_ns = 0;    // measuring and sending end
-  bool open_loop = false;
-  int window = 1;
-  int64_t period_ns = 0;  // open loop: per-sender interval
   int max_inflight = 1000;
-  int senders = 0;
+  ClassPlan cls[kClasses];
   bool InWindow(int64_t t) const { return t >= window_start_ns && t < window_end_ns; }
 };
 
@@ -804,72 +758,36 @@ struct Shared {
   std::atomic<uint64_t> sent{0};
   std::atomic<uint64_t> acked{0};
   std::atomic<uint64_t> delivered{0};
+  std::atomic<uint64_t> expected_deliveries{0};  // per ack, the recipients of that message
+  std::atomic<uint64_t> failed{0};               // sends answered with an error frame
   std::atomic<uint64_t> errors{0};
   std::atomic<int64_t> last_welcome_ns{0};
   std::atomic<int64_t> last_ready_ns{0};
 };
 
-struct Stats {
-  Histogram ack_lat;
-  Histogram deliv_lat;
-  Histogram connect_lat;
-  Histogram resume_lat;
+struct Stats : ConnStats {
   uint64_t resume_replayed = 0;
-  uint64_t sent_window = 0;
-  uint64_t acked_window = 0;
-  uint64_t delivered_window = 0;
-  uint64_t sent_total = 0;
-  uint64_t acked_total = 0;
-  uint64_t delivered_total = 0;
-  uint64_t failed_msgs = 0;        // answered with an error frame instead of an ack
-  uint64_t duplicate_acks = 0;     // message_ack with duplicate:true
-  uint64_t unknown_acks = 0;       // ack for nothing we have in flight
-  uint64_t duplicate_deliveries = 0;  // a seq delivered twice to one connection
-  uint64_t reordered_deliveries = 0;  // a seq below one already delivered
-  uint64_t seq_gaps = 0;              // seqs never seen by a connection (end of run)
-  uint64_t foreign_messages = 0;   // `message` frames not sent by this tool
-  uint64_t receipts_sent = 0;
-  uint64_t receipts_received = 0;
   uint64_t pings_sent = 0;
   uint64_t pongs = 0;
-  uint64_t lost_on_close = 0;      // in flight when the connection closed under us
-  uint64_t unparsable_frames = 0;
-  CountMap errors;         // error frame code -> n
-  std::map<std::string, std::string, std::less<>> error_samples;  // code -> first message
-  CountMap close_reasons;  // unexpected close reason -> n
-  CountMap connect_errors;
-  CountMap other_events;
+  // queries: [0] history pages, [1] searches
+  Histogram http_lat[2];
+  uint64_t http_ok[2] = {0, 0};
+  uint64_t http_failed[2] = {0, 0};
+  uint64_t http_items[2] = {0, 0};  // messages returned (history) / results (search)
+  CountMap http_errors;
 
   void Merge(const Stats& o) {
-    ack_lat.Merge(o.ack_lat);
-    deliv_lat.Merge(o.deliv_lat);
-    connect_lat.Merge(o.connect_lat);
-    resume_lat.Merge(o.resume_lat);
+    for (int k = 0; k < 2; ++k) {
+      http_lat[k].Merge(o.http_lat[k]);
+      http_ok[k] += o.http_ok[k];
+      http_failed[k] += o.http_failed[k];
+      http_items[k] += o.http_items[k];
+    }
+    MergeInto(http_errors, o.http_errors);
+    MergeConn(o);
     resume_replayed += o.resume_replayed;
-    sent_window += o.sent_window;
-    acked_window += o.acked_window;
-    delivered_window += o.delivered_window;
-    sent_total += o.sent_total;
-    acked_total += o.acked_total;
-    delivered_total += o.delivered_total;
-    failed_msgs += o.failed_msgs;
-    duplicate_acks += o.duplicate_acks;
-    unknown_acks += o.unknown_acks;
-    duplicate_deliveries += o.duplicate_deliveries;
-    reordered_deliveries += o.reordered_deliveries;
-    seq_gaps += o.seq_gaps;
-    foreign_messages += o.foreign_messages;
-    receipts_sent += o.receipts_sent;
-    receipts_received += o.receipts_received;
     pings_sent += o.pings_sent;
     pongs += o.pongs;
-    lost_on_close += o.lost_on_close;
-    unparsable_frames += o.unparsable_frames;
-    MergeInto(errors, o.errors);
-    for (const auto& [k, v] : o.error_samples) error_samples.emplace(k, v);
-    MergeInto(close_reasons, o.close_reasons);
-    MergeInto(connect_errors, o.connect_errors);
-    MergeInto(other_events, o.other_events);
   }
 };
 
@@ -879,8 +797,9 @@ struct Worker {
   asio::io_context ctx{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
   std::thread thread;
-  Stats stats;
+  Stats stats[kClasses];
   std::vector<std::shared_ptr<Conn>> conns;
+  std::vector<std::shared_ptr<Conn>> retired;  // storm: the connections that were dropped
   simdjson::dom::parser parser;
   Plan plan;
 };
@@ -892,7 +811,29 @@ struct Common {
   std::string hostport;
   std::string run_id;
   std::string filler;  // content padding
+  // queries: message content made of words from this vocabulary, so searches match
+  bool word_content = false;
+  std::vector<std::string> vocab;
 };
+
+// 256 made-up words ("bakedo", "fimuza", ...): letters only, distinct, not English, so
+// every search hits the messages of this tool and the hit rate is known (a word is
+// in about 1 - (255/256)^12 = 4.6% of the ~12-word messages).
+std::vector<std::string> MakeVocabulary() {
+  static constexpr char kCons[] = "bdfgklmnprstvz";
+  static constexpr char kVow[] = "aeiou";
+  std::vector<std::string> v;
+  for (int i = 0; i < 256; ++i) {
+    int s0 = i % 70, s1 = i / 70, s2 = (i * 31 + 7) % 70;
+    std::string w;
+    for (int syl : {s0, s1, s2}) {
+      w += kCons[syl / 5];
+      w += kVow[syl % 5];
+    }
+    v.push_back(std::move(w));
+  }
+  return v;
+}
 
 // Every seq one connection saw in one conversation, from its own acks and from
 // deliveries. A sender never receives its own messages as `message` frames, so only the
@@ -905,22 +846,27 @@ struct ConvSeen {
 
 class Conn : public std::enable_shared_from_this<Conn> {
  public:
-  Conn(Worker& w, const Common& c, int idx, Account acct)
+  Conn(Worker& w, const Common& c, int idx, Account acct, int cls = kDirect)
       : w_(w),
         c_(c),
         idx_(idx),
+        cls_(cls),
         acct_(std::move(acct)),
         ws_(w.ctx),
         ping_timer_(w.ctx),
         send_timer_(w.ctx),
         receipt_timer_(w.ctx) {
     cmid_prefix_ = "lg" + c_.run_id + "-" + std::to_string(idx_) + "-";
+    rng_.seed(static_cast<uint64_t>(idx_) * 0x9e3779b97f4a7c15ULL + 1);
   }
 
-  void MakeSender(std::string conv_id, int sender_index) {
+  // `fanout`: how many connections receive each of its messages (1 in a pair, M-1 in
+  // a group of M), so the drain knows how many deliveries to wait for.
+  void MakeSender(std::string conv_id, int sender_index, int fanout = 1) {
     sends_ = true;
     conv_id_ = std::move(conv_id);
     sender_index_ = sender_index;
+    fanout_ = fanout;
   }
 
   // Connect, upgrade and wait for `welcome`; then keep reading in the background.
@@ -929,30 +875,33 @@ class Conn : public std::enable_shared_from_this<Conn> {
     int64_t t0 = MonoNs();
     std::string err = co_await Handshake();
     if (!err.empty()) {
-      Inc(w_.stats.connect_errors, err);
+      Inc(S().connect_errors, err);
       c_.shared->connect_failed.fetch_add(1);
       beast::error_code ignored;
       beast::get_lowest_layer(ws_).socket().close(ignored);
       closed_ = true;
+      failed_ = true;
       co_return;
     }
     int64_t t1 = MonoNs();
-    w_.stats.connect_lat.RecordSigned(t1 - t0);
+    S().connect_lat.RecordSigned(t1 - t0);
     c_.shared->welcomed.fetch_add(1);
     StoreMax(c_.shared->last_welcome_ns, t1);
     if (c_.opt->resume) {
       err = co_await Resume();
       if (!err.empty()) {
-        Inc(w_.stats.connect_errors, err);
+        Inc(S().connect_errors, err);
         c_.shared->connect_failed.fetch_add(1);
         beast::error_code ignored;
         beast::get_lowest_layer(ws_).socket().close(ignored);
         closed_ = true;
+        failed_ = true;
         co_return;
       }
     }
     int64_t t2 = MonoNs();
-    if (c_.opt->resume) w_.stats.resume_lat.RecordSigned(t2 - t1);
+    if (c_.opt->resume) S().resume_lat.RecordSigned(t2 - t1);
+    ready_at_ns_ = t2;
     c_.shared->open.fetch_add(1);
     c_.shared->ready.fetch_add(1);
     StoreMax(c_.shared->last_ready_ns, t2);
@@ -960,13 +909,20 @@ class Conn : public std::enable_shared_from_this<Conn> {
     asio::co_spawn(w_.ctx, PingLoop(self), kRethrow);
   }
 
+  // Starts (or restarts, for a new phase) this connection's sending under the
+  // worker's current plan; does nothing if its class does not send in this phase.
   void StartSending() {
-    if (!sends_ || closed_) return;
+    if (!sends_ || closed_ || closing_) return;
     const Plan& p = w_.plan;
-    if (p.open_loop) {
+    const ClassPlan& cp = CP();
+    sent_in_phase_ = 0;
+    blocked_ = false;
+    pause_until_ns_ = 0;
+    if (!cp.send) return;
+    if (cp.open_loop) {
       // Spread the senders' phases over one period so the aggregate rate is smooth
       // rather than a burst of every sender at the same instant.
-      next_sched_ns_ = p.start_ns + p.period_ns * sender_index_ / std::max(1, p.senders);
+      next_sched_ns_ = p.start_ns + cp.period_ns * sender_index_ / std::max(1, cp.senders);
       ArmOpenLoop();
     } else {
       auto self = shared_from_this();
@@ -993,14 +949,35 @@ class Conn : public std::enable_shared_from_this<Conn> {
         kRethrow);
   }
 
+  // Drops the connection as a network failure or a crashed gateway would: the socket
+  // is reset (SO_LINGER 0: RST, no close handshake). Not counted as unexpected.
+  void Abort() {
+    if (closed_ || closing_) return;
+    closing_ = true;
+    CancelTimers();
+    auto& lowest = beast::get_lowest_layer(ws_);
+    beast::error_code ignored;
+    lowest.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+    lowest.socket().close(ignored);
+  }
+
   // Open-loop messages that were due before the end but never sent (the sender was at
-  // its in-flight cap). Call only after the worker thread stopped.
+  // its in-flight cap). Call on the worker thread (or after it stopped).
   uint64_t UnsentScheduled() const {
     const Plan& p = w_.plan;
-    if (!sends_ || !p.open_loop || next_sched_ns_ >= p.window_end_ns || p.period_ns <= 0) return 0;
-    return static_cast<uint64_t>((p.window_end_ns - next_sched_ns_ + p.period_ns - 1) / p.period_ns);
+    const ClassPlan& cp = CP();
+    if (!sends_ || !cp.send || !cp.open_loop || next_sched_ns_ >= p.window_end_ns || cp.period_ns <= 0) return 0;
+    return static_cast<uint64_t>((p.window_end_ns - next_sched_ns_ + cp.period_ns - 1) / cp.period_ns);
   }
   size_t Inflight() const { return inflight_.size(); }
+  int cls() const { return cls_; }
+  int idx() const { return idx_; }
+  bool sends() const { return sends_; }
+  const Account& account() const { return acct_; }
+  const std::string& conversation() const { return conv_id_; }
+  // When `resume_done` (or, without resume, `welcome`) arrived; 0 if never.
+  int64_t ready_at_ns() const { return ready_at_ns_; }
+  bool failed() const { return failed_; }
 
   // Seqs below the highest one seen that this connection never saw. Call only after
   // the worker thread stopped.
@@ -1098,10 +1075,10 @@ class Conn : public std::enable_shared_from_this<Conn> {
       simdjson::dom::element doc;
       std::string_view ev;
       if (w_.parser.parse(frame.data(), frame.size()).get(doc) || doc["event"].get_string().get(ev)) {
-        ++w_.stats.unparsable_frames;
+        ++S().unparsable_frames;
       } else if (ev == "resume_done") {
         uint64_t replayed = 0;
-        if (Get(doc["replayed"].get_uint64(), replayed)) w_.stats.resume_replayed += replayed;
+        if (Get(doc["replayed"].get_uint64(), replayed)) S().resume_replayed += replayed;
         rbuf_.consume(rbuf_.size());
         break;
       } else if (ev == "error") {
@@ -1162,7 +1139,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
       auto [ec] = co_await self->ping_timer_.async_wait(kTuple);
       if (ec || self->closed_ || self->closing_) co_return;
       self->Send(R"({"event":"ping"})");
-      ++self->w_.stats.pings_sent;
+      ++self->S().pings_sent;
     }
   }
 
@@ -1208,14 +1185,14 @@ class Conn : public std::enable_shared_from_this<Conn> {
       } else {
         why = ec.message();
       }
-      Inc(w_.stats.close_reasons, why);
+      Inc(S().close_reasons, why);
     }
     // Whatever was in flight will never be acked on this connection. Under a close we
     // did not ask for it is lost: count it and release it from the run-wide total so
     // the drain does not wait for it. Our own closes come after the drain, where the
     // remainder is already reported as unacked at end.
     if (!closing_) {
-      w_.stats.lost_on_close += inflight_.size();
+      S().lost_on_close += inflight_.size();
       c_.shared->inflight.fetch_sub(static_cast<int64_t>(inflight_.size()));
       inflight_.clear();
     }
@@ -1237,7 +1214,14 @@ class Conn : public std::enable_shared_from_this<Conn> {
     // can compute delivery latency without a lookup table shared between threads.
     std::string content = "lg " + std::to_string(intended_ns) + " ";
     size_t want = static_cast<size_t>(c_.opt->content_bytes);
-    if (content.size() < want) content.append(c_.filler, 0, want - content.size());
+    if (c_.word_content) {
+      while (content.size() < want) {
+        content += c_.vocab[rng_() % c_.vocab.size()];
+        content += ' ';
+      }
+    } else if (content.size() < want) {
+      content.append(c_.filler, 0, want - content.size());
+    }
     std::string f;
     f.reserve(200 + content.size());
     f += R"({"event":"send_message","client_msg_id":")";
@@ -1252,19 +1236,22 @@ class Conn : public std::enable_shared_from_this<Conn> {
     inflight_.emplace(n, intended_ns);
     c_.shared->inflight.fetch_add(1, std::memory_order_relaxed);
     c_.shared->sent.fetch_add(1, std::memory_order_relaxed);
-    ++w_.stats.sent_total;
-    if (p.InWindow(intended_ns)) ++w_.stats.sent_window;
+    ++S().sent_total;
+    ++sent_in_phase_;
+    if (p.InWindow(intended_ns)) ++S().sent_window;
     Send(std::move(f));
   }
 
   // Closed loop: top the window up, never above W unacked.
   void Refill() {
     const Plan& p = w_.plan;
-    if (!sends_ || closed_ || closing_ || p.open_loop) return;
+    const ClassPlan& cp = CP();
+    if (!sends_ || closed_ || closing_ || !cp.send || cp.open_loop) return;
     if (MonoNs() < pause_until_ns_) return;
-    while (static_cast<int>(inflight_.size()) < p.window) {
+    while (static_cast<int>(inflight_.size()) < cp.window) {
       int64_t now = MonoNs();
       if (now >= p.window_end_ns) return;
+      if (cp.budget > 0 && sent_in_phase_ >= static_cast<uint64_t>(cp.budget)) return;
       SendOne(now);
     }
   }
@@ -1272,7 +1259,8 @@ class Conn : public std::enable_shared_from_this<Conn> {
   // Open loop: send everything that is due, then sleep until the next due time.
   void OpenLoopTick() {
     const Plan& p = w_.plan;
-    if (!sends_ || closed_ || closing_) return;
+    const ClassPlan& cp = CP();
+    if (!sends_ || closed_ || closing_ || !cp.send) return;
     blocked_ = false;
     int64_t now = MonoNs();
     while (next_sched_ns_ <= now && next_sched_ns_ < p.window_end_ns) {
@@ -1282,7 +1270,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
         return;
       }
       SendOne(next_sched_ns_);
-      next_sched_ns_ += p.period_ns;
+      next_sched_ns_ += cp.period_ns;
     }
     if (next_sched_ns_ < p.window_end_ns) ArmAt(next_sched_ns_);
   }
@@ -1294,7 +1282,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
     send_timer_.expires_at(AtNs(ns));
     send_timer_.async_wait([self](beast::error_code ec) {
       if (ec) return;
-      if (self->w_.plan.open_loop) self->OnOpenLoopTimer();
+      if (self->CP().open_loop) self->OnOpenLoopTimer();
       else self->Refill();
     });
   }
@@ -1302,7 +1290,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
   // After a reply frees a slot, resume whichever loop we run.
   void AfterReply() {
-    if (w_.plan.open_loop) {
+    if (CP().open_loop) {
       if (blocked_ && MonoNs() >= pause_until_ns_) OpenLoopTick();
     } else {
       Refill();
@@ -1315,15 +1303,15 @@ class Conn : public std::enable_shared_from_this<Conn> {
     simdjson::dom::element doc;
     std::string_view ev;
     if (w_.parser.parse(frame.data(), frame.size()).get(doc) || doc["event"].get_string().get(ev)) {
-      ++w_.stats.unparsable_frames;
+      ++S().unparsable_frames;
       return;
     }
     if (ev == "message_ack") OnAck(doc);
     else if (ev == "message") OnMessage(doc);
     else if (ev == "error") OnError(doc);
-    else if (ev == "message_receipt") ++w_.stats.receipts_received;
-    else if (ev == "pong") ++w_.stats.pongs;
-    else Inc(w_.stats.other_events, ev);
+    else if (ev == "message_receipt") ++S().receipts_received;
+    else if (ev == "pong") ++S().pongs;
+    else Inc(S().other_events, ev);
   }
 
   ConvSeen& ConvView(std::string_view conv) {
@@ -1358,19 +1346,20 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (doc["client_msg_id"].get_string().get(cmid) == simdjson::SUCCESS) n = CounterOf(cmid);
     auto it = n ? inflight_.find(*n) : inflight_.end();
     if (it == inflight_.end()) {
-      ++w_.stats.unknown_acks;
+      ++S().unknown_acks;
       return;
     }
     int64_t t0 = it->second;
     inflight_.erase(it);
     c_.shared->inflight.fetch_sub(1, std::memory_order_relaxed);
     c_.shared->acked.fetch_add(1, std::memory_order_relaxed);
+    c_.shared->expected_deliveries.fetch_add(static_cast<uint64_t>(fanout_), std::memory_order_relaxed);
     const Plan& p = w_.plan;
-    ++w_.stats.acked_total;
-    if (p.InWindow(now)) ++w_.stats.acked_window;
-    if (p.InWindow(t0)) w_.stats.ack_lat.RecordSigned(now - t0);
+    ++S().acked_total;
+    if (p.InWindow(now)) ++S().acked_window;
+    if (p.InWindow(t0)) S().ack_lat.RecordSigned(now - t0);
     bool dup = false;
-    if (doc["duplicate"].get_bool().get(dup) == simdjson::SUCCESS && dup) ++w_.stats.duplicate_acks;
+    if (doc["duplicate"].get_bool().get(dup) == simdjson::SUCCESS && dup) ++S().duplicate_acks;
     std::string_view conv;
     uint64_t seq = 0;
     if (Get(doc["conversation_id"].get_string(), conv) && Get(doc["seq"].get_uint64(), seq)) {
@@ -1382,15 +1371,15 @@ class Conn : public std::enable_shared_from_this<Conn> {
   void OnError(const simdjson::dom::element& doc) {
     std::string_view code = "(no code)";
     Get(doc["code"].get_string(), code);
-    Inc(w_.stats.errors, code);
-    if (w_.stats.error_samples.find(code) == w_.stats.error_samples.end()) {
+    Inc(S().errors, code);
+    if (S().error_samples.find(code) == S().error_samples.end()) {
       // One example per code makes a report actionable without a packet capture.
       std::string_view msg;
       Get(doc["message"].get_string(), msg);
       std::string sample(msg);
       std::string_view cmid;
       if (Get(doc["client_msg_id"].get_string(), cmid)) sample += " (client_msg_id " + std::string(cmid) + ")";
-      w_.stats.error_samples.emplace(std::string(code), std::move(sample));
+      S().error_samples.emplace(std::string(code), std::move(sample));
     }
     c_.shared->errors.fetch_add(1, std::memory_order_relaxed);
     std::string_view cmid;
@@ -1400,12 +1389,13 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (it == inflight_.end()) return;
     inflight_.erase(it);
     c_.shared->inflight.fetch_sub(1, std::memory_order_relaxed);
-    ++w_.stats.failed_msgs;
+    ++S().failed_msgs;
+    c_.shared->failed.fetch_add(1, std::memory_order_relaxed);
     // Resending at once into a rate limiter would spin; back off briefly, as a real
     // client would.
     if (code == "rate_limited" || code == "unavailable") {
       pause_until_ns_ = MonoNs() + 100'000'000;
-      if (!w_.plan.open_loop) {
+      if (!CP().open_loop) {
         ArmAt(pause_until_ns_);
         return;
       }
@@ -1418,7 +1408,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
     std::string_view content, conv, mid;
     uint64_t seq = 0;
     if (doc["content"].get_string().get(content) || !content.starts_with("lg ")) {
-      ++w_.stats.foreign_messages;
+      ++S().foreign_messages;
       return;
     }
     Get(doc["conversation_id"].get_string(), conv);
@@ -1427,10 +1417,10 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (seq != 0) {
       ConvSeen& cs = ConvView(conv);
       if (MarkSeen(cs, seq)) {
-        ++w_.stats.duplicate_deliveries;
+        ++S().duplicate_deliveries;
         return;
       }
-      if (seq < cs.last_delivered) ++w_.stats.reordered_deliveries;
+      if (seq < cs.last_delivered) ++S().reordered_deliveries;
       cs.last_delivered = std::max(cs.last_delivered, seq);
     }
 
@@ -1439,21 +1429,22 @@ class Conn : public std::enable_shared_from_this<Conn> {
     auto [p, ec] = std::from_chars(content.data(), content.data() + content.size(), t0);
     (void)p;
     c_.shared->delivered.fetch_add(1, std::memory_order_relaxed);
-    ++w_.stats.delivered_total;
+    ++S().delivered_total;
     const Plan& pl = w_.plan;
-    if (pl.InWindow(now)) ++w_.stats.delivered_window;
-    if (ec == std::errc() && pl.InWindow(t0)) w_.stats.deliv_lat.RecordSigned(now - t0);
+    if (pl.InWindow(now)) ++S().delivered_window;
+    if (ec == std::errc() && pl.InWindow(t0)) S().deliv_lat.RecordSigned(now - t0);
 
-    if (c_.opt->receipts == Receipts::kOff || conv.empty() || mid.empty() || seq == 0) return;
+    const ClassPlan& cp = CP();
+    if (cp.receipts == Receipts::kOff || conv.empty() || mid.empty() || seq == 0) return;
     auto& pend = pending_receipts_[std::string(conv)];
     pend.first = seq;
     pend.second = std::string(mid);
-    if (c_.opt->receipts == Receipts::kEach) {
+    if (cp.receipts == Receipts::kEach) {
       FlushReceipts();
     } else if (!receipt_armed_) {
       receipt_armed_ = true;
       auto self = shared_from_this();
-      receipt_timer_.expires_after(std::chrono::milliseconds(10));
+      receipt_timer_.expires_after(std::chrono::milliseconds(cp.receipt_ms));
       receipt_timer_.async_wait([self](beast::error_code ec2) {
         self->receipt_armed_ = false;
         if (!ec2) self->FlushReceipts();
@@ -1475,14 +1466,18 @@ class Conn : public std::enable_shared_from_this<Conn> {
       f += std::to_string(WallMs());
       f += '}';
       Send(std::move(f));
-      ++w_.stats.receipts_sent;
+      ++S().receipts_sent;
     }
     pending_receipts_.clear();
   }
 
+  Stats& S() { return w_.stats[cls_]; }
+  const ClassPlan& CP() const { return w_.plan.cls[cls_]; }
+
   Worker& w_;
   const Common& c_;
   int idx_;
+  int cls_;
   Account acct_;
   websocket::stream<beast::tcp_stream> ws_;
   beast::flat_buffer rbuf_;
@@ -1490,6 +1485,8 @@ class Conn : public std::enable_shared_from_this<Conn> {
   bool writing_ = false;
   bool closing_ = false;  // we started the close: not counted as unexpected
   bool closed_ = false;
+  bool failed_ = false;  // never became ready
+  int64_t ready_at_ns_ = 0;
   int64_t heartbeat_ms_ = 20000;
   asio::steady_timer ping_timer_;
   asio::steady_timer send_timer_;
@@ -1503,6 +1500,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
   int sender_index_ = 0;
   std::string cmid_prefix_;
   uint64_t next_counter_ = 0;
+  uint64_t sent_in_phase_ = 0;
+  int fanout_ = 1;
+  std::minstd_rand rng_;
   std::unordered_map<uint64_t, int64_t> inflight_;  // counter -> intended send time
   int64_t next_sched_ns_ = 0;
   int64_t pause_until_ns_ = 0;
@@ -1527,14 +1527,33 @@ class Runner {
     common_.hostport = (common_.endpoint.address().is_v6() ? "[" + o.host + "]" : o.host) + ":" + std::to_string(o.port);
     common_.run_id = run_id_;
     common_.filler.assign(static_cast<size_t>(std::max(o.content_bytes, 32)), 'x');
-    for (int i = 0; i < o.threads; ++i) workers_.push_back(std::make_unique<Worker>());
+    for (int i = 0; i < o.threads; ++i) {
+      workers_.push_back(std::make_unique<Worker>());
+      // Until a phase installs its plan (replays during the first resume, say),
+      // recipients acknowledge as the options say.
+      for (auto& cp : workers_.back()->plan.cls) cp.receipts = o.receipts;
+      workers_.back()->plan.cls[kDirect].receipt_ms = o.receipt_ms;
+      workers_.back()->plan.cls[kGroup].receipt_ms = o.group_receipt_ms;
+    }
   }
 
   int Run() {
     machine_ = DescribeMachine();
     started_at_ = IsoNow();
-    if (opt_.scenario == Scenario::kSenders) RunSenders();
-    else RunIdle();
+    {
+      // Other work on a shared machine skews every figure; the chart says how busy it was.
+      std::string la = ReadFileStr("/proc/loadavg");
+      load_avg_at_start_ = la.substr(0, la.find(' '));
+    }
+    switch (opt_.scenario) {
+      case Scenario::kSenders: RunSenders(); break;
+      case Scenario::kIdle: RunIdle(); break;
+      case Scenario::kGroups: RunGroups(); break;
+      case Scenario::kMixed: RunMixed(); break;
+      case Scenario::kStorm: RunStorm(); break;
+      case Scenario::kQueries: RunQueries(); break;
+      case Scenario::kSweep: RunSweep(); break;
+    }
     Report();
     return 0;
   }
@@ -1550,129 +1569,143 @@ class Runner {
     va_end(ap);
   }
 
-  void StartWorkers() {
-    for (auto& w : workers_) {
-      w->guard.emplace(w->ctx.get_executor());
-      Worker* wp = w.get();
-      w->thread = std::thread([wp] { wp->ctx.run(); });
-    }
-  }
-
-  void StopWorkers() {
-    for (auto& w : workers_) {
-      w->guard.reset();
-      w->ctx.stop();
-    }
-    for (auto& w : workers_) {
-      if (w->thread.joinable()) w->thread.join();
-    }
-  }
+  void StartWorkers() { bench::StartWorkers(workers_); }
+  void StopWorkers() { bench::StopWorkers(workers_); }
 
   // Opens every connection (bounded handshakes in flight) and waits for all to finish.
   void ConnectAll() {
-    int total = 0;
-    for (auto& w : workers_) total += static_cast<int>(w->conns.size());
-    connect_attempted_ = total;
-    int lanes_per_worker = std::max(1, opt_.connect_concurrency / static_cast<int>(workers_.size()));
-    connect_start_ns_ = MonoNs();
-    for (auto& w : workers_) {
-      Worker* wp = w.get();
-      auto next = std::make_shared<size_t>(0);
-      int lanes = std::min<int>(lanes_per_worker, static_cast<int>(wp->conns.size()));
-      for (int l = 0; l < lanes; ++l) {
-        asio::co_spawn(
-            wp->ctx,
-            [wp, next]() -> asio::awaitable<void> {
-              while (*next < wp->conns.size()) {
-                auto c = wp->conns[(*next)++];
-                co_await c->Open();
-              }
-            },
-            kRethrow);
-      }
-    }
-    int64_t deadline = MonoNs() + SecToNs(60 + total / 50.0);
-    int64_t last_print = MonoNs();
-    while (shared_.ready.load() + shared_.connect_failed.load() < total && MonoNs() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      if (MonoNs() - last_print > 2'000'000'000) {
-        last_print = MonoNs();
-        Progress("connecting: %d/%d ready, %d failed", shared_.ready.load(), total, shared_.connect_failed.load());
-      }
-    }
-    connect_end_ns_ = shared_.last_welcome_ns.load();
-    if (connect_end_ns_ < connect_start_ns_) connect_end_ns_ = MonoNs();
-    ready_end_ns_ = shared_.last_ready_ns.load();
-    if (ready_end_ns_ < connect_start_ns_) ready_end_ns_ = MonoNs();
-    connect_timed_out_ = shared_.ready.load() + shared_.connect_failed.load() < total;
-    Progress("connected: %d/%d ready, %d failed in %.2f s", shared_.ready.load(), total,
-             shared_.connect_failed.load(), static_cast<double>(ready_end_ns_ - connect_start_ns_) / 1e9);
+    ConnectRamp r = ConnectAllConns(workers_, shared_, opt_.connect_concurrency,
+                                    [this](const char* line) { Progress("%s", line); });
+    connect_attempted_ = r.attempted;
+    connect_start_ns_ = r.start_ns;
+    connect_end_ns_ = r.end_ns;
+    ready_end_ns_ = r.ready_end_ns;
+    connect_timed_out_ = r.timed_out;
+    welcomed_ = shared_.welcomed.load();
+    ready_ = shared_.ready.load();
+    connect_failed_ = shared_.connect_failed.load();
   }
 
-  void CloseAll() {
-    for (auto& w : workers_) {
-      Worker* wp = w.get();
-      asio::post(wp->ctx, [wp] {
-        for (auto& c : wp->conns) c->Close();
+  void CloseAll() { not_closed_cleanly_ = CloseAllConns(workers_, shared_); }
+
+  // ---------------------------------------------------------------------------------
+  // Phases: a measured stretch of traffic on connections that are already open. The
+  // traffic scenarios are one phase (senders, groups), two (mixed) or one per rate
+  // (sweep); statistics are taken from the workers at the end of each phase.
+
+  // Statistics taken from every worker, and what was still pending there per class.
+  struct Take {
+    std::vector<Stats> st = std::vector<Stats>(kClasses);
+    int64_t unacked[kClasses] = {0, 0};
+    uint64_t unsent[kClasses] = {0, 0};
+  };
+
+  struct PhaseResult {
+    std::string name;
+    double duration = 0;
+    bool sending[kClasses] = {false, false};
+    bool open_loop[kClasses] = {false, false};
+    double offered[kClasses] = {0, 0};  // open loop: msg/s over all senders of the class
+    int senders[kClasses] = {0, 0};
+    Take take;
+    double drain_s = 0;
+    double server_cpu_pct = -1;
+    double self_cpu_pct = 0;
+    std::vector<ThreadPct> server_threads;
+    std::vector<ThreadPct> self_threads;
+    int closed_during = 0;
+    int64_t rss_after = -1;
+    const Stats& st(int c) const { return take.st[c]; }
+    double PerS(uint64_t n) const { return duration > 0 ? static_cast<double>(n) / duration : 0; }
+  };
+
+  // Runs f(worker, index) on every worker's own thread and waits until all have run.
+  template <typename F>
+  void OnEachWorker(F f) {
+    std::latch done(static_cast<std::ptrdiff_t>(workers_.size()));
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      Worker* wp = workers_[i].get();
+      asio::post(wp->ctx, [wp, i, &f, &done] {
+        f(*wp, i);
+        done.count_down();
       });
     }
-    int64_t deadline = MonoNs() + 5'000'000'000;
-    while (shared_.open.load() > 0 && MonoNs() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    not_closed_cleanly_ = shared_.open.load();
+    done.wait();
   }
 
-  void RunSenders() {
-    const int pairs = opt_.pairs;
-    Progress("setup: %d users, %d direct conversations", 2 * pairs, pairs);
-    Setup setup(opt_, run_id_);
-    std::vector<int> login_users(2 * pairs);
-    for (int i = 0; i < 2 * pairs; ++i) login_users[i] = i;
-    auto accts = setup.Accounts(2 * pairs, login_users);
-    std::vector<std::pair<int, int>> conv_pairs;
-    for (int i = 0; i < pairs; ++i) conv_pairs.emplace_back(2 * i, 2 * i + 1);
-    auto convs = setup.DirectConversations(accts, conv_pairs);
-    setup_ = setup.report();
-    PrintSetup();
-
-    int senders = 0;
-    int idx = 0;
-    for (int i = 0; i < pairs; ++i) {
-      if (convs[i].empty()) continue;  // setup failed for this pair; reported above
-      auto& wa = *workers_[idx % workers_.size()];
-      auto a = std::make_shared<Conn>(wa, common_, idx, accts[2 * i]);
-      a->MakeSender(convs[i], senders++);
-      wa.conns.push_back(a);
-      ++idx;
-      auto& wb = *workers_[idx % workers_.size()];
-      auto b = std::make_shared<Conn>(wb, common_, idx, accts[2 * i + 1]);
-      if (opt_.two_way) b->MakeSender(convs[i], senders++);
-      wb.conns.push_back(b);
-      ++idx;
+  // Moves every worker's statistics out (the workers start afresh) and sums them.
+  Take TakeAll() {
+    std::vector<Take> takes(workers_.size());
+    OnEachWorker([&takes](Worker& w, size_t i) {
+      Take& tk = takes[i];
+      for (int c = 0; c < kClasses; ++c) {
+        tk.st[c] = w.stats[c];
+        w.stats[c] = Stats{};
+      }
+      for (auto& conn : w.conns) {
+        tk.unacked[conn->cls()] += static_cast<int64_t>(conn->Inflight());
+        tk.unsent[conn->cls()] += conn->UnsentScheduled();
+      }
+    });
+    Take sum;
+    for (auto& tk : takes) {
+      for (int c = 0; c < kClasses; ++c) {
+        sum.st[c].Merge(tk.st[c]);
+        sum.unacked[c] += tk.unacked[c];
+        sum.unsent[c] += tk.unsent[c];
+        taken_.Merge(tk.st[c]);
+      }
     }
-    if (senders == 0) Die("setup produced no usable pair; see the failures above");
-    senders_ = senders;
+    return sum;
+  }
 
-    StartWorkers();
-    ConnectAll();
-    rss_before_ = ReadRssKib(opt_.server_pid);
+  // Right after ConnectAll: the connect figures, kept apart from the traffic.
+  void TakeConnectStats() {
+    Take t = TakeAll();
+    connect_stats_ = Stats{};
+    for (int c = 0; c < kClasses; ++c) connect_stats_.Merge(t.st[c]);
+    have_connect_stats_ = true;
+  }
 
-    Plan plan;
-    plan.start_ns = MonoNs() + 20'000'000;
-    plan.window_start_ns = plan.start_ns + SecToNs(opt_.warmup);
-    plan.window_end_ns = plan.window_start_ns + SecToNs(opt_.duration);
-    plan.open_loop = opt_.rate > 0;
-    plan.window = opt_.window;
-    plan.senders = senders;
-    plan.period_ns = plan.open_loop ? static_cast<int64_t>(1e9 * senders / opt_.rate) : 0;
-    plan.max_inflight = opt_.max_inflight;
-    plan_ = plan;
-    for (auto& w : workers_) {
-      Worker* wp = w.get();
-      asio::post(wp->ctx, [wp, plan] {
-        wp->plan = plan;
-        for (auto& c : wp->conns) c->StartSending();
-      });
+  Plan MakePlan(double warmup, double duration) const {
+    Plan p;
+    p.start_ns = MonoNs() + 20'000'000;
+    p.window_start_ns = p.start_ns + SecToNs(warmup);
+    p.window_end_ns = p.window_start_ns + SecToNs(duration);
+    p.max_inflight = opt_.max_inflight;
+    for (auto& cp : p.cls) cp.receipts = opt_.receipts;
+    p.cls[kDirect].receipt_ms = opt_.receipt_ms;
+    p.cls[kGroup].receipt_ms = opt_.group_receipt_ms;
+    return p;
+  }
+
+  static void OpenLoop(ClassPlan& cp, int senders, double rate) {
+    cp.send = senders > 0 && rate > 0;
+    cp.open_loop = true;
+    cp.senders = senders;
+    cp.rate = rate;
+    cp.period_ns = rate > 0 ? static_cast<int64_t>(1e9 * senders / rate) : 0;
+  }
+
+  void InstallPlan(const Plan& plan) {
+    OnEachWorker([&plan](Worker& w, size_t) {
+      w.plan = plan;
+      for (auto& c : w.conns) c->StartSending();
+    });
+  }
+
+  PhaseResult RunPhase(const std::string& name, const Plan& plan) {
+    PhaseResult r;
+    r.name = name;
+    r.duration = static_cast<double>(plan.window_end_ns - plan.window_start_ns) / 1e9;
+    for (int c = 0; c < kClasses; ++c) {
+      r.sending[c] = plan.cls[c].send;
+      r.open_loop[c] = plan.cls[c].open_loop;
+      r.offered[c] = plan.cls[c].send && plan.cls[c].open_loop ? plan.cls[c].rate : 0;
+      r.senders[c] = plan.cls[c].send ? plan.cls[c].senders : 0;
     }
+    int closed0 = shared_.closed_unexpected.load();
+    InstallPlan(plan);
 
     // Sample CPU at the window's edges so the figures describe the measured part only.
     std::this_thread::sleep_until(AtNs(plan.window_start_ns));
@@ -1686,7 +1719,7 @@ class Runner {
       std::this_thread::sleep_until(AtNs(next));
       double dt = static_cast<double>(next - t) / 1e9;
       uint64_t a = shared_.acked.load(), d = shared_.delivered.load();
-      Progress("t=%4.1fs acked/s=%.0f delivered/s=%.0f inflight=%lld errors=%llu open=%d closed=%d",
+      Progress("%s t=%4.1fs acked/s=%.0f delivered/s=%.0f inflight=%lld errors=%llu open=%d closed=%d", name.c_str(),
                static_cast<double>(next - plan.window_start_ns) / 1e9, static_cast<double>(a - last_acked) / dt,
                static_cast<double>(d - last_deliv) / dt, static_cast<long long>(shared_.inflight.load()),
                static_cast<unsigned long long>(shared_.errors.load()), shared_.open.load(),
@@ -1696,31 +1729,592 @@ class Runner {
       t = next;
     }
     double srv_cpu1 = ReadCpuSec(opt_.server_pid), self_cpu1 = SelfCpuSec();
-    server_threads_ = ThreadPcts(threads0, ReadThreadTimes(opt_.server_pid), opt_.duration);
-    self_threads_ = ThreadPcts(self_threads0, ReadThreadTimes(getpid()), opt_.duration);
-    if (srv_cpu0 >= 0 && srv_cpu1 >= 0) server_cpu_pct_ = 100.0 * (srv_cpu1 - srv_cpu0) / opt_.duration;
-    self_cpu_pct_ = 100.0 * (self_cpu1 - self_cpu0) / opt_.duration;
-    rss_after_ = ReadRssKib(opt_.server_pid);
+    r.server_threads = ThreadPcts(threads0, ReadThreadTimes(opt_.server_pid), r.duration);
+    r.self_threads = ThreadPcts(self_threads0, ReadThreadTimes(getpid()), r.duration);
+    if (srv_cpu0 >= 0 && srv_cpu1 >= 0) r.server_cpu_pct = 100.0 * (srv_cpu1 - srv_cpu0) / r.duration;
+    r.self_cpu_pct = 100.0 * (self_cpu1 - self_cpu0) / r.duration;
+    r.rss_after = ReadRssKib(opt_.server_pid);
 
     // Drain: let outstanding acks and deliveries arrive so they count toward latency
-    // (a message sent in the window but acked late is slow, not missing).
+    // (a message sent in the window but answered late is slow, not missing).
     int64_t drain_start = MonoNs();
     int64_t drain_deadline = drain_start + SecToNs(opt_.drain);
     while (MonoNs() < drain_deadline) {
-      if (shared_.inflight.load() <= 0 && shared_.delivered.load() >= shared_.acked.load()) break;
+      if (shared_.inflight.load() <= 0 && shared_.delivered.load() >= shared_.expected_deliveries.load()) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    drain_s_ = static_cast<double>(MonoNs() - drain_start) / 1e9;
-    unacked_at_end_ = shared_.inflight.load();
-    CloseAll();
-    StopWorkers();
-    for (auto& w : workers_) {
-      total_.Merge(w->stats);
-      for (auto& c : w->conns) {
-        unsent_scheduled_ += c->UnsentScheduled();
-        total_.seq_gaps += c->SeqGaps();
+    r.drain_s = static_cast<double>(MonoNs() - drain_start) / 1e9;
+    r.take = TakeAll();
+    r.closed_during = shared_.closed_unexpected.load() - closed0;
+    return r;
+  }
+
+  // Every sender of the 1:1 class sends `budget` messages (closed loop, `window` in
+  // flight) and the call waits until they are answered and delivered, or nothing moved
+  // for 10 s. Returns the seconds it took. Used to prepare history, not to measure.
+  double RunBudget(const char* what, int senders, int budget, int window, Receipts receipts) {
+    Plan plan = MakePlan(0, 3600);
+    ClassPlan& cp = plan.cls[kDirect];
+    cp.send = true;
+    cp.window = window;
+    cp.senders = senders;
+    cp.budget = budget;
+    cp.receipts = receipts;
+    const uint64_t want = static_cast<uint64_t>(senders) * static_cast<uint64_t>(budget);
+    const uint64_t acked0 = shared_.acked.load(), failed0 = shared_.failed.load();
+    int64_t t0 = MonoNs();
+    InstallPlan(plan);
+    int64_t last_move = MonoNs(), last_print = MonoNs();
+    uint64_t last_sum = 0;
+    for (;;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      uint64_t answered = shared_.acked.load() - acked0 + shared_.failed.load() - failed0;
+      uint64_t delivered = shared_.delivered.load();
+      if (answered >= want && delivered >= shared_.expected_deliveries.load()) break;
+      int64_t now = MonoNs();
+      if (answered + delivered != last_sum) {
+        last_sum = answered + delivered;
+        last_move = now;
+      } else if (now - last_move > 10'000'000'000) {
+        Progress("%s: stalled at %llu/%llu answered", what, static_cast<unsigned long long>(answered),
+                 static_cast<unsigned long long>(want));
+        break;
+      }
+      if (now - last_print > 2'000'000'000) {
+        last_print = now;
+        Progress("%s: %llu/%llu answered", what, static_cast<unsigned long long>(answered),
+                 static_cast<unsigned long long>(want));
       }
     }
+    double secs = static_cast<double>(MonoNs() - t0) / 1e9;
+    // Nobody sends from here on (the budget is spent; this also stops a stalled one).
+    Plan idle = MakePlan(0, 3600);
+    idle.cls[kDirect].receipts = receipts;
+    InstallPlan(idle);
+    return secs;
+  }
+
+  void AdoptPhase(const PhaseResult& ph, int cls) {
+    server_cpu_pct_ = ph.server_cpu_pct;
+    self_cpu_pct_ = ph.self_cpu_pct;
+    server_threads_ = ph.server_threads;
+    self_threads_ = ph.self_threads;
+    drain_s_ = ph.drain_s;
+    unacked_at_end_ = ph.take.unacked[cls];
+    unsent_scheduled_ = ph.take.unsent[cls];
+    rss_after_ = ph.rss_after;
+  }
+
+  // Closes everything, stops the workers and sums what is left in them.
+  void Finish() {
+    CloseAll();
+    StopWorkers();
+    uint64_t gaps = 0;
+    for (auto& w : workers_) {
+      for (int c = 0; c < kClasses; ++c) taken_.Merge(w->stats[c]);
+      for (auto* list : {&w->conns, &w->retired}) {
+        for (auto& conn : *list) gaps += conn->SeqGaps();
+      }
+    }
+    total_ = taken_;
+    total_.seq_gaps = gaps;
+  }
+
+  static std::vector<int> Iota(int n) {
+    std::vector<int> v(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) v[static_cast<size_t>(i)] = i;
+    return v;
+  }
+
+  // Pair i is accounts first+2i (creator) and first+2i+1.
+  static std::vector<std::pair<int, int>> PairList(int pairs, int first) {
+    std::vector<std::pair<int, int>> v;
+    for (int i = 0; i < pairs; ++i) v.emplace_back(first + 2 * i, first + 2 * i + 1);
+    return v;
+  }
+
+  // Group g is accounts first+g*m .. first+g*m+m-1, the first one its creator.
+  static std::vector<std::vector<int>> GroupList(int groups, int m, int first) {
+    std::vector<std::vector<int>> v(static_cast<size_t>(groups));
+    for (int g = 0; g < groups; ++g) {
+      for (int k = 0; k < m; ++k) v[static_cast<size_t>(g)].push_back(first + g * m + k);
+    }
+    return v;
+  }
+
+  // One connection per pair member; the first of each pair sends (both with
+  // `two_way`). Returns the number of senders.
+  int AddPairs(const std::vector<Account>& accts, const std::vector<std::string>& convs, int first, bool two_way,
+               int& idx) {
+    int senders = 0;
+    for (size_t i = 0; i < convs.size(); ++i) {
+      if (convs[i].empty()) continue;  // setup failed for this pair; reported above
+      auto& wa = *workers_[static_cast<size_t>(idx) % workers_.size()];
+      auto a = std::make_shared<Conn>(wa, common_, idx, accts[static_cast<size_t>(first) + 2 * i], kDirect);
+      a->MakeSender(convs[i], senders++, 1);
+      wa.conns.push_back(a);
+      ++idx;
+      auto& wb = *workers_[static_cast<size_t>(idx) % workers_.size()];
+      auto b = std::make_shared<Conn>(wb, common_, idx, accts[static_cast<size_t>(first) + 2 * i + 1], kDirect);
+      if (two_way) b->MakeSender(convs[i], senders++, 1);
+      wb.conns.push_back(b);
+      ++idx;
+    }
+    return senders;
+  }
+
+  // One connection per group member; the first --group-senders of each group send.
+  int AddGroups(const std::vector<Account>& accts, const std::vector<std::string>& gconvs, int first, int& idx) {
+    int senders = 0;
+    const int m = opt_.members;
+    for (size_t g = 0; g < gconvs.size(); ++g) {
+      if (gconvs[g].empty()) continue;
+      for (int k = 0; k < m; ++k) {
+        const Account& a = accts[static_cast<size_t>(first) + g * static_cast<size_t>(m) + static_cast<size_t>(k)];
+        if (a.token.empty()) continue;
+        auto& w = *workers_[static_cast<size_t>(idx) % workers_.size()];
+        auto c = std::make_shared<Conn>(w, common_, idx, a, kGroup);
+        if (k < opt_.group_senders) c->MakeSender(gconvs[g], senders++, m - 1);
+        w.conns.push_back(c);
+        ++idx;
+      }
+    }
+    return senders;
+  }
+
+  void RunSenders() {
+    const int pairs = opt_.pairs;
+    Progress("setup: %d users, %d direct conversations", 2 * pairs, pairs);
+    Setup setup(opt_, run_id_);
+    auto accts = setup.Accounts(2 * pairs, Iota(2 * pairs));
+    auto convs = setup.DirectConversations(accts, PairList(pairs, 0));
+    setup_ = setup.report();
+    PrintSetup();
+
+    int idx = 0;
+    int senders = AddPairs(accts, convs, 0, opt_.two_way, idx);
+    if (senders == 0) Die("setup produced no usable pair; see the failures above");
+    senders_ = senders;
+
+    StartWorkers();
+    ConnectAll();
+    TakeConnectStats();
+    rss_before_ = ReadRssKib(opt_.server_pid);
+
+    Plan plan = MakePlan(opt_.warmup, opt_.duration);
+    ClassPlan& cp = plan.cls[kDirect];
+    if (opt_.rate > 0) {
+      OpenLoop(cp, senders, opt_.rate);
+    } else {
+      cp.send = true;
+      cp.window = opt_.window;
+      cp.senders = senders;
+    }
+    phases_.push_back(RunPhase("senders", plan));
+    AdoptPhase(phases_.back(), kDirect);
+    Finish();
+  }
+
+  void RunGroups() {
+    const int g = opt_.groups, m = opt_.members;
+    const int users = g * m;
+    Progress("setup: %d users in %d groups of %d", users, g, m);
+    Setup setup(opt_, run_id_);
+    auto accts = setup.Accounts(users, Iota(users));
+    auto gconvs = setup.Groups(accts, GroupList(g, m, 0));
+    setup_ = setup.report();
+    PrintSetup();
+
+    int idx = 0;
+    int senders = AddGroups(accts, gconvs, 0, idx);
+    if (senders == 0) Die("setup produced no usable group; see the failures above");
+    senders_ = senders;
+
+    StartWorkers();
+    ConnectAll();
+    TakeConnectStats();
+    rss_before_ = ReadRssKib(opt_.server_pid);
+
+    Plan plan = MakePlan(opt_.warmup, opt_.duration);
+    OpenLoop(plan.cls[kGroup], senders, opt_.group_rate);
+    phases_.push_back(RunPhase("groups", plan));
+    AdoptPhase(phases_.back(), kGroup);
+    Finish();
+  }
+
+  void RunMixed() {
+    const int pairs = opt_.pairs, g = opt_.groups, m = opt_.members;
+    const int users = 2 * pairs + g * m;
+    Progress("setup: %d users: %d pairs, %d groups of %d", users, pairs, g, m);
+    Setup setup(opt_, run_id_);
+    auto accts = setup.Accounts(users, Iota(users));
+    auto convs = setup.DirectConversations(accts, PairList(pairs, 0));
+    auto gconvs = setup.Groups(accts, GroupList(g, m, 2 * pairs));
+    setup_ = setup.report();
+    PrintSetup();
+
+    int idx = 0;
+    int dsenders = AddPairs(accts, convs, 0, opt_.two_way, idx);
+    int gsenders = AddGroups(accts, gconvs, 2 * pairs, idx);
+    if (dsenders == 0) Die("setup produced no usable pair; see the failures above");
+    if (gsenders == 0) Die("setup produced no usable group; see the failures above");
+    senders_ = dsenders;
+    group_senders_ = gsenders;
+
+    StartWorkers();
+    ConnectAll();
+    TakeConnectStats();
+    rss_before_ = ReadRssKib(opt_.server_pid);
+
+    // The same connections in both phases: the only difference is the group flood.
+    Plan alone = MakePlan(opt_.warmup, opt_.duration);
+    OpenLoop(alone.cls[kDirect], dsenders, opt_.rate);
+    phases_.push_back(RunPhase("alone", alone));
+    Plan flood = MakePlan(opt_.warmup, opt_.duration);
+    OpenLoop(flood.cls[kDirect], dsenders, opt_.rate);
+    OpenLoop(flood.cls[kGroup], gsenders, opt_.group_rate);
+    phases_.push_back(RunPhase("flood", flood));
+    AdoptPhase(phases_.back(), kDirect);
+    Finish();
+  }
+
+  // True when the server did not keep up with the offered rate in this phase.
+  static bool Saturated(const PhaseResult& ph) {
+    double acked = ph.PerS(ph.st(kDirect).acked_window);
+    return acked < 0.9 * ph.offered[kDirect] || ph.closed_during > 0;
+  }
+
+  void RunSweep() {
+    const int pairs = opt_.pairs;
+    Progress("setup: %d users, %d direct conversations", 2 * pairs, pairs);
+    Setup setup(opt_, run_id_);
+    auto accts = setup.Accounts(2 * pairs, Iota(2 * pairs));
+    auto convs = setup.DirectConversations(accts, PairList(pairs, 0));
+    setup_ = setup.report();
+    PrintSetup();
+
+    int idx = 0;
+    int senders = AddPairs(accts, convs, 0, opt_.two_way, idx);
+    if (senders == 0) Die("setup produced no usable pair; see the failures above");
+    senders_ = senders;
+
+    StartWorkers();
+    ConnectAll();
+    TakeConnectStats();
+    rss_before_ = ReadRssKib(opt_.server_pid);
+
+    for (double rate : opt_.rates) {
+      Plan plan = MakePlan(opt_.warmup, opt_.duration);
+      OpenLoop(plan.cls[kDirect], senders, rate);
+      phases_.push_back(RunPhase("rate=" + Fmt(rate, 0), plan));
+      const PhaseResult& ph = phases_.back();
+      const Stats& t = ph.st(kDirect);
+      std::printf("sweep: offered %.0f/s: acked %.0f/s, delivered %.0f/s, delivery p50 %s p99 %s p99.9 %s%s\n", rate,
+                  ph.PerS(t.acked_window), ph.PerS(t.delivered_window),
+                  FmtNs(static_cast<double>(t.deliv_lat.Percentile(50))).c_str(),
+                  FmtNs(static_cast<double>(t.deliv_lat.Percentile(99))).c_str(),
+                  FmtNs(static_cast<double>(t.deliv_lat.Percentile(99.9))).c_str(),
+                  Saturated(ph) ? " (not keeping up)" : "");
+      std::fflush(stdout);
+      if (Saturated(ph) && !opt_.sweep_all) {
+        Progress("sweep: stopping after %.0f/s, which the server did not keep up with (--sweep-all runs every rate)",
+                 rate);
+        break;
+      }
+    }
+    AdoptPhase(phases_.back(), kDirect);
+    Finish();
+    if (!opt_.svg_path.empty()) WriteSweepSvg();
+  }
+
+  void WriteSweepSvg() {
+    static constexpr std::pair<double, const char*> kLines[] = {{50, "p50"}, {90, "p90"}, {99, "p99"}, {99.9, "p99.9"}};
+    std::vector<ChartSeries> series;
+    for (const auto& [pct, label] : kLines) {
+      ChartSeries s;
+      s.name = label;
+      for (const auto& ph : phases_) {
+        const Histogram& h = ph.st(kDirect).deliv_lat;
+        if (h.Count() == 0) continue;
+        s.points.push_back({ph.offered[kDirect], static_cast<double>(h.Percentile(pct)) / 1e6});
+      }
+      series.push_back(std::move(s));
+    }
+    std::vector<double> behind;
+    for (const auto& ph : phases_) {
+      if (Saturated(ph)) behind.push_back(ph.offered[kDirect]);
+    }
+    ChartText text;
+    text.title = "Switchboard: 1:1 send-to-delivery latency against offered load";
+    auto secs = [](double v) { return Fmt(v, v == std::floor(v) ? 0 : 1); };
+    text.subtitle = std::to_string(senders_) + " senders (1:1 pairs), open loop, " + secs(opt_.duration) +
+                    " s per rate after " + secs(opt_.warmup) + " s warm-up; " + started_at_ + "\n" +
+                    std::to_string(machine_.nproc) + " CPUs (" + machine_.cpu_model + "), load average " +
+                    load_avg_at_start_ + " at start";
+    for (const auto& [k, v] : opt_.tags) {
+      if (k == "commit" || k == "fsync") text.subtitle += ", " + k + "=" + v;
+    }
+    text.x_label = "offered load, messages/s";
+    text.y_label = "latency, ms (log scale)";
+    std::string svg = LatencyChartSvg(text, series, behind);
+    std::FILE* f = std::fopen(opt_.svg_path.c_str(), "w");
+    if (!f) {
+      std::printf("sweep: cannot write %s\n", opt_.svg_path.c_str());
+      return;
+    }
+    std::fwrite(svg.data(), 1, svg.size(), f);
+    std::fclose(f);
+    std::printf("sweep: chart written to %s\n", opt_.svg_path.c_str());
+  }
+
+  void RunStorm() {
+    const int pairs = opt_.connections / 2;
+    const int n = 2 * pairs;
+    Progress("setup: %d users, %d direct conversations", n, pairs);
+    Setup setup(opt_, run_id_);
+    auto accts = setup.Accounts(n, Iota(n));
+    auto convs = setup.DirectConversations(accts, PairList(pairs, 0));
+    setup_ = setup.report();
+    PrintSetup();
+
+    int idx = 0;
+    int senders = AddPairs(accts, convs, 0, false, idx);
+    if (senders == 0) Die("setup produced no usable pair; see the failures above");
+    senders_ = senders;
+
+    StartWorkers();
+    ConnectAll();
+    TakeConnectStats();
+    rss_before_ = ReadRssKib(opt_.server_pid);
+
+    // Traffic before the storm. Recipients send no receipts, so the server's cursor of
+    // each device stays where it was and every `resume` has these messages to replay.
+    if (opt_.storm_messages > 0) {
+      storm_.prep_s = RunBudget("pre-storm traffic", senders, opt_.storm_messages, 8, Receipts::kOff);
+      Take prep = TakeAll();
+      storm_.prep_acked = prep.st[kDirect].acked_total;
+      storm_.prep_failed = prep.st[kDirect].failed_msgs;
+      storm_.prep_delivered = prep.st[kDirect].delivered_total;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+    // The storm: every socket reset at once, every client reconnecting at once.
+    Plan plan = MakePlan(0, 3600);  // nobody sends; replayed messages get receipts as usual
+    InstallPlan(plan);
+    shared_.welcomed.store(0);
+    shared_.ready.store(0);
+    shared_.connect_failed.store(0);
+    shared_.last_welcome_ns.store(0);
+    shared_.last_ready_ns.store(0);
+    int closed0 = shared_.closed_unexpected.load();
+    double srv_cpu0 = ReadCpuSec(opt_.server_pid);
+    auto threads0 = ReadThreadTimes(opt_.server_pid);
+    const double jitter_ns = opt_.storm_jitter_ms * 1e6;
+    const int64_t t0 = MonoNs();
+    storm_.t0_ns = t0;
+    std::vector<int> reconnecting(workers_.size(), 0);
+    OnEachWorker([this, jitter_ns, &reconnecting](Worker& w, size_t wi) {
+      for (auto& c : w.conns) c->Abort();
+      w.retired = std::move(w.conns);
+      w.conns.clear();
+      std::minstd_rand rng(static_cast<uint32_t>(wi) * 7919u + 17u);
+      std::uniform_real_distribution<double> u(0.0, 1.0);
+      for (auto& old : w.retired) {
+        if (old->failed()) continue;  // never connected in the first place
+        auto c = std::make_shared<Conn>(w, common_, old->idx() + 10'000'000, old->account(), kDirect);
+        w.conns.push_back(c);
+        ++reconnecting[wi];
+        auto delay = std::chrono::nanoseconds(static_cast<int64_t>(jitter_ns * u(rng)));
+        Worker* wp = &w;
+        asio::co_spawn(
+            w.ctx,
+            [c, delay, wp]() -> asio::awaitable<void> {
+              if (delay.count() > 0) {
+                asio::steady_timer timer(wp->ctx, delay);
+                co_await timer.async_wait(kTuple);
+              }
+              co_await c->Open();
+            },
+            kRethrow);
+      }
+    });
+    for (int k : reconnecting) storm_.clients += k;
+    const int want = storm_.clients;
+    int64_t deadline = t0 + SecToNs(60 + want / 50.0 + opt_.storm_jitter_ms / 1e3);
+    int64_t last_print = t0;
+    while (shared_.ready.load() + shared_.connect_failed.load() < want && MonoNs() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      if (MonoNs() - last_print > 1'000'000'000) {
+        last_print = MonoNs();
+        Progress("storm: t=%.1fs %d/%d resumed, %d welcomed, %d failed", static_cast<double>(last_print - t0) / 1e9,
+                 shared_.ready.load(), want, shared_.welcomed.load(), shared_.connect_failed.load());
+      }
+    }
+    int64_t t_end = MonoNs();
+    storm_.timed_out = shared_.ready.load() + shared_.connect_failed.load() < want;
+    double srv_cpu1 = ReadCpuSec(opt_.server_pid);
+    storm_.seconds = static_cast<double>(t_end - t0) / 1e9;
+    storm_.server_threads = ThreadPcts(threads0, ReadThreadTimes(opt_.server_pid), storm_.seconds);
+    if (srv_cpu0 >= 0 && srv_cpu1 >= 0) storm_.server_cpu_pct = 100.0 * (srv_cpu1 - srv_cpu0) / storm_.seconds;
+    storm_.welcomed = shared_.welcomed.load();
+    storm_.ready = shared_.ready.load();
+    storm_.failed = shared_.connect_failed.load();
+    storm_.last_welcome_ns = shared_.last_welcome_ns.load();
+    std::vector<std::vector<int64_t>> times(workers_.size());
+    OnEachWorker([&times](Worker& w, size_t i) {
+      for (auto& c : w.conns) {
+        if (c->ready_at_ns() > 0) times[i].push_back(c->ready_at_ns());
+      }
+    });
+    for (auto& v : times) storm_.ready_ns.insert(storm_.ready_ns.end(), v.begin(), v.end());
+    std::sort(storm_.ready_ns.begin(), storm_.ready_ns.end());
+    // Replays are acknowledged with receipts; give those a moment before closing.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    Take st = TakeAll();
+    storm_.stats = Stats{};
+    for (int c = 0; c < kClasses; ++c) storm_.stats.Merge(st.st[c]);
+    storm_.closed_during = shared_.closed_unexpected.load() - closed0;
+    server_cpu_pct_ = storm_.server_cpu_pct;
+    server_threads_ = storm_.server_threads;
+    rss_after_ = ReadRssKib(opt_.server_pid);
+    Finish();
+  }
+
+  // Milliseconds from the drop until `pct` percent of the clients had resume_done;
+  // negative if that many never did.
+  double StormTimeMs(double pct) const {
+    if (storm_.clients <= 0) return -1;
+    size_t k = static_cast<size_t>(std::ceil(pct / 100.0 * storm_.clients));
+    if (k == 0) k = 1;
+    if (storm_.ready_ns.size() < k) return -1;
+    return static_cast<double>(storm_.ready_ns[k - 1] - storm_.t0_ns) / 1e6;
+  }
+  double StormConnectRate() const {
+    double s = static_cast<double>(storm_.last_welcome_ns - storm_.t0_ns) / 1e9;
+    return s > 0 ? storm_.welcomed / s : 0;
+  }
+
+  void RunQueries() {
+    common_.word_content = true;
+    common_.vocab = MakeVocabulary();
+    const int pairs = opt_.pairs;
+    Progress("setup: %d users, %d direct conversations", 2 * pairs, pairs);
+    Setup setup(opt_, run_id_);
+    auto accts = setup.Accounts(2 * pairs, Iota(2 * pairs));
+    auto convs = setup.DirectConversations(accts, PairList(pairs, 0));
+    setup_ = setup.report();
+    PrintSetup();
+
+    int idx = 0;
+    int senders = AddPairs(accts, convs, 0, false, idx);
+    if (senders == 0) Die("setup produced no usable pair; see the failures above");
+    senders_ = senders;
+    // Who queries: every member of every pair, round robin over the HTTP clients.
+    std::vector<std::pair<std::string, std::string>> who;  // token, conversation
+    for (size_t i = 0; i < convs.size(); ++i) {
+      if (convs[i].empty()) continue;
+      who.emplace_back(accts[2 * i].token, convs[i]);
+      who.emplace_back(accts[2 * i + 1].token, convs[i]);
+    }
+
+    StartWorkers();
+    ConnectAll();
+    TakeConnectStats();
+    rss_before_ = ReadRssKib(opt_.server_pid);
+
+    queries_.prep_s = RunBudget("preparing history", senders, opt_.prep_messages, 16, opt_.receipts);
+    Take prep = TakeAll();
+    queries_.prep_acked = prep.st[kDirect].acked_total;
+    queries_.prep_failed = prep.st[kDirect].failed_msgs;
+    // The search index follows the store asynchronously (normally within ms).
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+
+    for (int kind = 0; kind < 2; ++kind) RunHttp(kind, who);
+    Finish();
+  }
+
+  static constexpr const char* kHttpKind[2] = {"history", "search"};
+
+  void RunHttp(int kind, const std::vector<std::pair<std::string, std::string>>& who) {
+    HttpPhase& hp = queries_.phase[kind];
+    const int64_t start = MonoNs() + 20'000'000;
+    const int64_t ws = start + SecToNs(opt_.warmup);
+    const int64_t we = ws + SecToNs(opt_.duration);
+    hp.duration = opt_.duration;
+    // Shared with the clients: one that outlives the wait below still finds it.
+    auto running = std::make_shared<std::atomic<int>>(opt_.http_clients);
+    for (int j = 0; j < opt_.http_clients; ++j) {
+      Worker* wp = workers_[static_cast<size_t>(j) % workers_.size()].get();
+      std::string token = who[static_cast<size_t>(j) % who.size()].first;
+      std::string conv = who[static_cast<size_t>(j) % who.size()].second;
+      asio::post(wp->ctx, [this, wp, j, kind, token, conv, start, ws, we, running] {
+        asio::co_spawn(wp->ctx, HttpClient(wp, j, kind, token, conv, start, ws, we, running), kRethrow);
+      });
+    }
+    Progress("%s: %d HTTP clients for %.0f s (+%.0f s warm-up)", kHttpKind[kind], opt_.http_clients, opt_.duration,
+             opt_.warmup);
+    std::this_thread::sleep_until(AtNs(ws));
+    double srv_cpu0 = ReadCpuSec(opt_.server_pid);
+    auto threads0 = ReadThreadTimes(opt_.server_pid);
+    std::this_thread::sleep_until(AtNs(we));
+    double srv_cpu1 = ReadCpuSec(opt_.server_pid);
+    hp.server_threads = ThreadPcts(threads0, ReadThreadTimes(opt_.server_pid), opt_.duration);
+    if (srv_cpu0 >= 0 && srv_cpu1 >= 0) hp.server_cpu_pct = 100.0 * (srv_cpu1 - srv_cpu0) / opt_.duration;
+    // Requests started in the window finish; the REST client's own timeout is 60 s.
+    int64_t deadline = we + SecToNs(70);
+    while (running->load() > 0 && MonoNs() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    hp.unfinished = running->load();
+    Take t = TakeAll();
+    hp.stats = Stats{};
+    for (int c = 0; c < kClasses; ++c) hp.stats.Merge(t.st[c]);
+    server_cpu_pct_ = hp.server_cpu_pct;
+    server_threads_ = hp.server_threads;
+  }
+
+  // One keep-alive HTTP client: requests back to back until the window ends. Latency
+  // and counts are kept for requests started inside the window.
+  asio::awaitable<void> HttpClient(Worker* w, int j, int kind, std::string token, std::string conv, int64_t start,
+                                   int64_t ws, int64_t we, std::shared_ptr<std::atomic<int>> running) {
+    RestClient rc(w->ctx, opt_);
+    asio::steady_timer timer(w->ctx);
+    timer.expires_at(AtNs(start));
+    co_await timer.async_wait(kTuple);
+    std::minstd_rand rng(static_cast<uint32_t>(j) * 2654435761u + 1u);
+    const std::string history = "/v1/conversations/" + conv + "/messages?limit=50";
+    while (MonoNs() < we) {
+      std::string target = kind == 0 ? history : "/v1/search?q=" + common_.vocab[rng() % common_.vocab.size()];
+      int64_t t0 = MonoNs();
+      HttpResult r = co_await rc.Call(http::verb::get, target, "", token);
+      int64_t t1 = MonoNs();
+      bool in = t0 >= ws && t0 < we;
+      Stats& st = w->stats[kDirect];
+      if (r.status == 200) {
+        if (!in) continue;
+        st.http_lat[kind].RecordSigned(t1 - t0);
+        ++st.http_ok[kind];
+        simdjson::dom::element doc;
+        simdjson::dom::array arr;
+        if (w->parser.parse(r.body).get(doc) == simdjson::SUCCESS &&
+            doc[kind == 0 ? "messages" : "results"].get_array().get(arr) == simdjson::SUCCESS) {
+          st.http_items[kind] += arr.size();
+        }
+        continue;
+      }
+      std::string k = std::string(kHttpKind[kind]) + ": ";
+      if (r.status == 0) {
+        k += r.error;
+      } else {
+        k += "HTTP " + std::to_string(r.status);
+        std::string code = ErrorCodeOf(w->parser, r.body);
+        if (!code.empty()) k += " " + code;
+      }
+      Inc(st.http_errors, k);
+      if (in) ++st.http_failed[kind];
+      // A refusing server is not hammered in a tight loop.
+      timer.expires_after(std::chrono::milliseconds(10));
+      co_await timer.async_wait(kTuple);
+    }
+    running->fetch_sub(1);
   }
 
   void RunIdle() {
@@ -1766,7 +2360,9 @@ class Runner {
     open_at_end_ = shared_.open.load();
     CloseAll();
     StopWorkers();
-    for (auto& w : workers_) total_.Merge(w->stats);
+    for (auto& w : workers_) {
+      for (const auto& st : w->stats) total_.Merge(st);
+    }
   }
 
   void PrintSetup() {
@@ -1778,98 +2374,228 @@ class Runner {
     if (s.conversations_wanted) {
       std::printf(", %d/%d conversations in %.2f s", s.conversations_ok, s.conversations_wanted, s.conversations_s);
     }
+    if (s.groups_wanted) std::printf(", %d/%d groups in %.2f s", s.groups_ok, s.groups_wanted, s.groups_s);
     std::printf("\n");
     if (s.rate_limited_retries) std::printf("setup: %llu requests retried after 429\n", static_cast<unsigned long long>(s.rate_limited_retries));
     for (const auto& [k, v] : s.failures) std::printf("setup failure: %s x%llu\n", k.c_str(), static_cast<unsigned long long>(v));
     std::fflush(stdout);
   }
 
-  static std::string CountsLine(const CountMap& m) {
-    if (m.empty()) return "none";
-    std::string s;
-    for (const auto& [k, v] : m) {
-      if (!s.empty()) s += ", ";
-      s += k + "=" + std::to_string(v);
-    }
-    return s;
-  }
-
-  static std::string LatLine(const Histogram& h) {
-    if (h.Count() == 0) return "n=0";
-    return "n=" + std::to_string(h.Count()) + " mean=" + FmtNs(h.Mean()) +
-           " p50=" + FmtNs(static_cast<double>(h.Percentile(50))) +
-           " p90=" + FmtNs(static_cast<double>(h.Percentile(90))) +
-           " p99=" + FmtNs(static_cast<double>(h.Percentile(99))) +
-           " p99.9=" + FmtNs(static_cast<double>(h.Percentile(99.9))) + " max=" + FmtNs(static_cast<double>(h.Max()));
-  }
-
   double ConnectSeconds() const { return static_cast<double>(connect_end_ns_ - connect_start_ns_) / 1e9; }
   double ConnectRate() const {
     double s = ConnectSeconds();
-    return s > 0 ? shared_.welcomed.load() / s : 0;
+    return s > 0 ? welcomed_ / s : 0;
   }
 
-  void Report() {
+  // ---------------------------------------------------------------------------------
+  // Reports
+
+  static double Ms(uint64_t ns) { return static_cast<double>(ns) / 1e6; }
+  static std::string MsStr(uint64_t ns) { return Fmt(Ms(ns), 3); }
+
+  const Stats& ConnectStats() const { return have_connect_stats_ ? connect_stats_ : total_; }
+
+  void PrintCpu(double server_cpu, const std::vector<ThreadPct>& server_threads, double self_cpu,
+                const std::vector<ThreadPct>& self_threads, const char* indent = "") const {
+    // Waiting for a CPU is what a shared machine does to a run; print it next to the
+    // CPU figures so a starved run is not mistaken for a slow server.
+    std::printf("%scpu (%% of one core): server %s, waiting for a CPU %s; loadgen %.0f, waiting %.0f\n", indent,
+                server_cpu >= 0 ? Fmt(server_cpu, 0).c_str() : "n/a",
+                server_threads.empty() ? "n/a" : Fmt(SumWait(server_threads), 0).c_str(), self_cpu,
+                SumWait(self_threads));
+    if (!server_threads.empty()) {
+      std::string line;
+      for (size_t i = 0; i < server_threads.size() && i < 10; ++i) {
+        if (i) line += ", ";
+        line += server_threads[i].name + " " + Fmt(server_threads[i].cpu, 0) + "/" + Fmt(server_threads[i].wait, 0);
+      }
+      std::printf("%sserver threads (cpu/wait %%): %s\n", indent, line.c_str());
+    }
+  }
+
+  // The traffic report of one class in one phase (mixed, sweep).
+  void PrintClass(const PhaseResult& ph, int c) const {
+    const Stats& t = ph.st(c);
+    const char* label = c == kDirect ? "1:1" : "group";
+    std::printf("  %s: %d senders, offered %s, sent %.0f/s, acked %.0f/s, delivered %.0f/s; failed %llu, unacked %lld, "
+                "scheduled but unsent %llu\n",
+                label, ph.senders[c], ph.offered[c] > 0 ? (Fmt(ph.offered[c], 0) + "/s").c_str() : "-",
+                ph.PerS(t.sent_window), ph.PerS(t.acked_window), ph.PerS(t.delivered_window),
+                static_cast<unsigned long long>(t.failed_msgs), static_cast<long long>(ph.take.unacked[c]),
+                static_cast<unsigned long long>(ph.take.unsent[c]));
+    std::printf("    ack latency:      %s\n", LatLine(t.ack_lat).c_str());
+    std::printf("    delivery latency: %s\n", LatLine(t.deliv_lat).c_str());
+    if (!t.close_reasons.empty()) std::printf("    closed: %s\n", CountsLine(t.close_reasons).c_str());
+    if (!t.errors.empty()) {
+      std::printf("    errors: %s\n", CountsLine(t.errors).c_str());
+      for (const auto& [k, v] : t.error_samples) std::printf("      e.g. %s: %s\n", k.c_str(), v.c_str());
+    }
+  }
+
+  void ReportTraffic() const {
     const Stats& t = total_;
     const double d = opt_.duration;
-    std::printf("connect: %d/%d welcomed in %.2f s (%.0f conn/s), %d failed%s; handshake-to-welcome %s\n",
-                shared_.welcomed.load(), connect_attempted_, ConnectSeconds(), ConnectRate(),
-                shared_.connect_failed.load(), connect_timed_out_ ? " (timed out waiting)" : "",
-                LatLine(t.connect_lat).c_str());
-    if (opt_.resume) {
-      std::printf("ready (resume_done): %d in %.2f s from the first connect; welcome-to-resume_done %s",
-                  shared_.ready.load(), static_cast<double>(ready_end_ns_ - connect_start_ns_) / 1e9,
-                  LatLine(t.resume_lat).c_str());
-      if (t.resume_replayed) std::printf("; replayed %llu", static_cast<unsigned long long>(t.resume_replayed));
-      std::printf("\n");
-    }
-    if (!t.connect_errors.empty()) std::printf("connect errors: %s\n", CountsLine(t.connect_errors).c_str());
-
-    if (opt_.scenario == Scenario::kSenders) {
+    if (opt_.scenario == Scenario::kGroups) {
+      std::printf("mode: open loop, %d groups of %d members (each message goes to %d), %d senders, target %s msg/s\n",
+                  opt_.groups, opt_.members, opt_.members - 1, senders_, Fmt(opt_.group_rate, 0).c_str());
+    } else {
       std::printf("mode: %s, %d senders, %s\n", opt_.rate > 0 ? "open loop" : "closed loop", senders_,
                   opt_.rate > 0 ? ("target " + Fmt(opt_.rate, 0) + " msg/s").c_str()
                                 : ("window " + std::to_string(opt_.window)).c_str());
-      std::printf("throughput (%.0f s window): sent %.0f/s, acked %.0f/s, delivered %.0f/s\n", d,
-                  static_cast<double>(t.sent_window) / d, static_cast<double>(t.acked_window) / d,
-                  static_cast<double>(t.delivered_window) / d);
-      std::printf("ack latency:      %s\n", LatLine(t.ack_lat).c_str());
-      std::printf("delivery latency: %s\n", LatLine(t.deliv_lat).c_str());
-      std::printf("errors: %s\n", CountsLine(t.errors).c_str());
-      for (const auto& [k, v] : t.error_samples) std::printf("  e.g. %s: %s\n", k.c_str(), v.c_str());
-      std::printf("totals: sent %llu, acked %llu, failed %llu, delivered %llu, unacked at end %lld (drain %.2f s)",
-                  static_cast<unsigned long long>(t.sent_total), static_cast<unsigned long long>(t.acked_total),
-                  static_cast<unsigned long long>(t.failed_msgs), static_cast<unsigned long long>(t.delivered_total),
-                  static_cast<long long>(unacked_at_end_), drain_s_);
-      if (opt_.rate > 0) std::printf(", scheduled but unsent %llu", static_cast<unsigned long long>(unsent_scheduled_));
-      std::printf("\n");
-      std::printf("anomalies: duplicate acks %llu, unknown acks %llu, duplicate deliveries %llu, reordered %llu, seq gaps %llu, "
-                  "lost on close %llu, unparsable frames %llu\n",
-                  static_cast<unsigned long long>(t.duplicate_acks), static_cast<unsigned long long>(t.unknown_acks),
-                  static_cast<unsigned long long>(t.duplicate_deliveries),
-                  static_cast<unsigned long long>(t.reordered_deliveries), static_cast<unsigned long long>(t.seq_gaps),
-                  static_cast<unsigned long long>(t.lost_on_close), static_cast<unsigned long long>(t.unparsable_frames));
-      // Waiting for a CPU is what a shared machine does to a run; print it next to
-      // the CPU figures so a starved run is not mistaken for a slow server.
-      std::printf("cpu (%% of one core): server %s, waiting for a CPU %s; loadgen %.0f, waiting %.0f\n",
-                  server_cpu_pct_ >= 0 ? Fmt(server_cpu_pct_, 0).c_str() : "n/a",
-                  server_threads_.empty() ? "n/a" : Fmt(SumWait(server_threads_), 0).c_str(), self_cpu_pct_,
-                  SumWait(self_threads_));
-      if (!server_threads_.empty()) {
-        std::string line;
-        for (size_t i = 0; i < server_threads_.size() && i < 10; ++i) {
-          if (i) line += ", ";
-          line += server_threads_[i].name + " " + Fmt(server_threads_[i].cpu, 0) + "/" + Fmt(server_threads_[i].wait, 0);
-        }
-        std::printf("server threads (cpu/wait %%): %s\n", line.c_str());
-      }
-    } else {
-      std::printf("server memory: VmRSS %lld KiB before, %lld KiB with %d idle connections, %lld KiB after %.0f s hold\n",
-                  static_cast<long long>(rss_before_), static_cast<long long>(rss_after_), shared_.ready.load(),
-                  static_cast<long long>(rss_after_hold_), d);
-      if (BytesPerConn() >= 0) std::printf("bytes per idle connection: %.0f\n", BytesPerConn());
-      std::printf("idle: %d open at end of hold; server cpu while idle %s\n", open_at_end_,
-                  server_cpu_pct_ >= 0 ? (Fmt(server_cpu_pct_, 1) + "%").c_str() : "n/a");
     }
+    std::printf("throughput (%.0f s window): sent %.0f/s, acked %.0f/s, delivered %.0f/s\n", d,
+                static_cast<double>(t.sent_window) / d, static_cast<double>(t.acked_window) / d,
+                static_cast<double>(t.delivered_window) / d);
+    std::printf("ack latency:      %s\n", LatLine(t.ack_lat).c_str());
+    std::printf("delivery latency: %s\n", LatLine(t.deliv_lat).c_str());
+    std::printf("errors: %s\n", CountsLine(t.errors).c_str());
+    for (const auto& [k, v] : t.error_samples) std::printf("  e.g. %s: %s\n", k.c_str(), v.c_str());
+    std::printf("totals: sent %llu, acked %llu, failed %llu, delivered %llu, unacked at end %lld (drain %.2f s)",
+                static_cast<unsigned long long>(t.sent_total), static_cast<unsigned long long>(t.acked_total),
+                static_cast<unsigned long long>(t.failed_msgs), static_cast<unsigned long long>(t.delivered_total),
+                static_cast<long long>(unacked_at_end_), drain_s_);
+    if (opt_.rate > 0 || opt_.scenario == Scenario::kGroups)
+      std::printf(", scheduled but unsent %llu", static_cast<unsigned long long>(unsent_scheduled_));
+    std::printf("\n");
+    PrintAnomalies(t);
+    PrintCpu(server_cpu_pct_, server_threads_, self_cpu_pct_, self_threads_);
+  }
+
+  static void PrintAnomalies(const Stats& t) {
+    std::printf("anomalies: duplicate acks %llu, unknown acks %llu, duplicate deliveries %llu, reordered %llu, seq gaps %llu, "
+                "lost on close %llu, unparsable frames %llu\n",
+                static_cast<unsigned long long>(t.duplicate_acks), static_cast<unsigned long long>(t.unknown_acks),
+                static_cast<unsigned long long>(t.duplicate_deliveries),
+                static_cast<unsigned long long>(t.reordered_deliveries), static_cast<unsigned long long>(t.seq_gaps),
+                static_cast<unsigned long long>(t.lost_on_close), static_cast<unsigned long long>(t.unparsable_frames));
+  }
+
+  void ReportMixed() const {
+    std::printf("mode: open loop; %d pairs (1:1) at %s msg/s; %d groups of %d members, %d senders, at %s msg/s in the "
+                "flood phase\n",
+                opt_.pairs, Fmt(opt_.rate, 0).c_str(), opt_.groups, opt_.members, group_senders_,
+                Fmt(opt_.group_rate, 0).c_str());
+    for (const auto& ph : phases_) {
+      std::printf("phase %s (%.0f s window, drain %.2f s, %d connections closed):\n", ph.name.c_str(), ph.duration,
+                  ph.drain_s, ph.closed_during);
+      PrintClass(ph, kDirect);
+      if (ph.sending[kGroup]) PrintClass(ph, kGroup);
+      PrintCpu(ph.server_cpu_pct, ph.server_threads, ph.self_cpu_pct, ph.self_threads, "  ");
+    }
+    if (phases_.size() == 2) {
+      const Stats& a = phases_[0].st(kDirect);
+      const Stats& f = phases_[1].st(kDirect);
+      std::printf("1:1 alone vs with the group flood: delivery p50 %s / %s, p99 %s / %s, p99.9 %s / %s; ack p99 %s / %s\n",
+                  FmtNs(static_cast<double>(a.deliv_lat.Percentile(50))).c_str(),
+                  FmtNs(static_cast<double>(f.deliv_lat.Percentile(50))).c_str(),
+                  FmtNs(static_cast<double>(a.deliv_lat.Percentile(99))).c_str(),
+                  FmtNs(static_cast<double>(f.deliv_lat.Percentile(99))).c_str(),
+                  FmtNs(static_cast<double>(a.deliv_lat.Percentile(99.9))).c_str(),
+                  FmtNs(static_cast<double>(f.deliv_lat.Percentile(99.9))).c_str(),
+                  FmtNs(static_cast<double>(a.ack_lat.Percentile(99))).c_str(),
+                  FmtNs(static_cast<double>(f.ack_lat.Percentile(99))).c_str());
+    }
+    PrintAnomalies(total_);
+  }
+
+  void ReportSweep() const {
+    std::printf("mode: open loop sweep, %d senders, %.0f s per rate (after %.0f s warm-up)\n", senders_, opt_.duration,
+                opt_.warmup);
+    std::printf("  %9s %9s %9s %9s | %9s %9s %9s %9s %9s | %7s %7s %7s | %5s %s\n", "offered/s", "sent/s", "acked/s",
+                "deliv/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "failed", "unacked", "unsent", "cpu%",
+                "");
+    for (const auto& ph : phases_) {
+      const Stats& t = ph.st(kDirect);
+      const Histogram& h = t.deliv_lat;
+      std::printf("  %9.0f %9.0f %9.0f %9.0f | %9.3f %9.3f %9.3f %9.3f %9.3f | %7llu %7lld %7llu | %5s %s\n",
+                  ph.offered[kDirect], ph.PerS(t.sent_window), ph.PerS(t.acked_window), ph.PerS(t.delivered_window),
+                  Ms(h.Percentile(50)), Ms(h.Percentile(90)), Ms(h.Percentile(99)), Ms(h.Percentile(99.9)), Ms(h.Max()),
+                  static_cast<unsigned long long>(t.failed_msgs), static_cast<long long>(ph.take.unacked[kDirect]),
+                  static_cast<unsigned long long>(ph.take.unsent[kDirect]),
+                  ph.server_cpu_pct >= 0 ? Fmt(ph.server_cpu_pct, 0).c_str() : "n/a",
+                  Saturated(ph) ? "not keeping up" : "");
+    }
+    if (!opt_.svg_path.empty()) std::printf("chart: %s\n", opt_.svg_path.c_str());
+    PrintAnomalies(total_);
+  }
+
+  static std::string MsOrNever(double ms) { return ms >= 0 ? Fmt(ms, 1) + " ms" : std::string("never"); }
+
+  void ReportStorm() const {
+    const Stats& t = storm_.stats;
+    std::printf("pre-storm traffic: %d messages per conversation, %llu acked, %llu failed in %.2f s (no receipts)\n",
+                opt_.storm_messages, static_cast<unsigned long long>(storm_.prep_acked),
+                static_cast<unsigned long long>(storm_.prep_failed), storm_.prep_s);
+    std::printf("storm: %d clients reset at once, all reconnecting%s\n", storm_.clients,
+                opt_.storm_jitter_ms > 0 ? (" within " + Fmt(opt_.storm_jitter_ms, 0) + " ms").c_str() : " at once");
+    std::printf("resume_done after the drop: 50%% %s, 99%% %s, 100%% %s (%d of %d%s)\n",
+                MsOrNever(StormTimeMs(50)).c_str(), MsOrNever(StormTimeMs(99)).c_str(),
+                MsOrNever(StormTimeMs(100)).c_str(), storm_.ready, storm_.clients,
+                storm_.timed_out ? ", timed out waiting" : "");
+    std::printf("reconnects: %d welcomed (%.0f connects/s), %d failed; replayed %llu messages (resume_done), %llu "
+                "message frames received\n",
+                storm_.welcomed, StormConnectRate(), storm_.failed, static_cast<unsigned long long>(t.resume_replayed),
+                static_cast<unsigned long long>(t.delivered_total + t.duplicate_deliveries));
+    std::printf("handshake-to-welcome %s\n", LatLine(t.connect_lat).c_str());
+    std::printf("welcome-to-resume_done %s\n", LatLine(t.resume_lat).c_str());
+    std::printf("errors: connect %s; error frames %s; connections closed %d\n", CountsLine(t.connect_errors).c_str(),
+                CountsLine(t.errors).c_str(), storm_.closed_during);
+    std::printf("cpu (%% of one core) during the storm: server %s, waiting for a CPU %s\n",
+                storm_.server_cpu_pct >= 0 ? Fmt(storm_.server_cpu_pct, 0).c_str() : "n/a",
+                storm_.server_threads.empty() ? "n/a" : Fmt(SumWait(storm_.server_threads), 0).c_str());
+  }
+
+  void ReportQueries() const {
+    std::printf("history prepared: %d conversations x %d messages: %llu acked, %llu failed in %.2f s\n", senders_,
+                opt_.prep_messages, static_cast<unsigned long long>(queries_.prep_acked),
+                static_cast<unsigned long long>(queries_.prep_failed), queries_.prep_s);
+    for (int k = 0; k < 2; ++k) {
+      const HttpPhase& hp = queries_.phase[k];
+      const Stats& t = hp.stats;
+      double per_s = hp.duration > 0 ? static_cast<double>(t.http_ok[k]) / hp.duration : 0;
+      std::printf("%s: %d clients, %.0f requests/s, failed %llu; %.1f %s per answer; latency %s\n", kHttpKind[k],
+                  opt_.http_clients, per_s, static_cast<unsigned long long>(t.http_failed[k]),
+                  t.http_ok[k] ? static_cast<double>(t.http_items[k]) / static_cast<double>(t.http_ok[k]) : 0.0,
+                  k == 0 ? "messages" : "results", LatLine(t.http_lat[k]).c_str());
+      std::printf("  cpu (%% of one core): server %s, waiting for a CPU %s\n",
+                  hp.server_cpu_pct >= 0 ? Fmt(hp.server_cpu_pct, 0).c_str() : "n/a",
+                  hp.server_threads.empty() ? "n/a" : Fmt(SumWait(hp.server_threads), 0).c_str());
+      if (!t.http_errors.empty()) std::printf("  errors: %s\n", CountsLine(t.http_errors).c_str());
+      if (hp.unfinished) std::printf("  clients still waiting for an answer at the end: %d\n", hp.unfinished);
+    }
+  }
+
+  void Report() {
+    const Stats& cs = ConnectStats();
+    std::printf("connect: %d/%d welcomed in %.2f s (%.0f conn/s), %d failed%s; handshake-to-welcome %s\n", welcomed_,
+                connect_attempted_, ConnectSeconds(), ConnectRate(), connect_failed_,
+                connect_timed_out_ ? " (timed out waiting)" : "", LatLine(cs.connect_lat).c_str());
+    if (opt_.resume) {
+      std::printf("ready (resume_done): %d in %.2f s from the first connect; welcome-to-resume_done %s", ready_,
+                  static_cast<double>(ready_end_ns_ - connect_start_ns_) / 1e9, LatLine(cs.resume_lat).c_str());
+      if (cs.resume_replayed) std::printf("; replayed %llu", static_cast<unsigned long long>(cs.resume_replayed));
+      std::printf("\n");
+    }
+    if (!cs.connect_errors.empty()) std::printf("connect errors: %s\n", CountsLine(cs.connect_errors).c_str());
+
+    switch (opt_.scenario) {
+      case Scenario::kSenders:
+      case Scenario::kGroups: ReportTraffic(); break;
+      case Scenario::kMixed: ReportMixed(); break;
+      case Scenario::kSweep: ReportSweep(); break;
+      case Scenario::kStorm: ReportStorm(); break;
+      case Scenario::kQueries: ReportQueries(); break;
+      case Scenario::kIdle: {
+        std::printf("server memory: VmRSS %lld KiB before, %lld KiB with %d idle connections, %lld KiB after %.0f s hold\n",
+                    static_cast<long long>(rss_before_), static_cast<long long>(rss_after_), ready_,
+                    static_cast<long long>(rss_after_hold_), opt_.duration);
+        if (BytesPerConn() >= 0) std::printf("bytes per idle connection: %.0f\n", BytesPerConn());
+        std::printf("idle: %d open at end of hold; server cpu while idle %s\n", open_at_end_,
+                    server_cpu_pct_ >= 0 ? (Fmt(server_cpu_pct_, 1) + "%").c_str() : "n/a");
+        break;
+      }
+    }
+    const Stats& t = total_;
     std::printf("closed connections (unexpected): %d%s%s\n", shared_.closed_unexpected.load(),
                 t.close_reasons.empty() ? "" : " — ", t.close_reasons.empty() ? "" : CountsLine(t.close_reasons).c_str());
     if (not_closed_cleanly_) std::printf("connections not closed within 5 s at the end: %d\n", not_closed_cleanly_);
@@ -1878,17 +2604,12 @@ class Runner {
     std::fflush(stdout);
 
     if (!opt_.json_path.empty()) {
-      std::string j = Json();
-      std::FILE* f = std::fopen(opt_.json_path.c_str(), "w");
-      if (!f) Die("cannot write " + opt_.json_path);
-      std::fwrite(j.data(), 1, j.size(), f);
-      std::fputc('\n', f);
-      std::fclose(f);
+      if (!WriteJsonFile(opt_.json_path, Json())) Die("cannot write " + opt_.json_path);
     }
   }
 
   double BytesPerConn() const {
-    int n = shared_.ready.load();
+    int n = ready_;
     if (rss_before_ < 0 || rss_after_ < 0 || n == 0) return -1;
     return static_cast<double>(rss_after_ - rss_before_) * 1024.0 / n;
   }
@@ -1897,69 +2618,158 @@ class Runner {
   std::string ResultLine() const {
     const Stats& t = total_;
     std::string s = "RESULT scenario=";
-    if (opt_.scenario == Scenario::kSenders) {
-      double d = opt_.duration;
-      s += "senders senders=" + std::to_string(senders_);
-      s += opt_.rate > 0 ? " rate=" + Fmt(opt_.rate, 0) : " window=" + std::to_string(opt_.window);
-      s += " acked_per_s=" + Fmt(static_cast<double>(t.acked_window) / d, 0);
-      s += " delivered_per_s=" + Fmt(static_cast<double>(t.delivered_window) / d, 0);
-      s += " ack_p50_ms=" + Fmt(static_cast<double>(t.ack_lat.Percentile(50)) / 1e6, 3);
-      s += " ack_p99_ms=" + Fmt(static_cast<double>(t.ack_lat.Percentile(99)) / 1e6, 3);
-      s += " ack_p999_ms=" + Fmt(static_cast<double>(t.ack_lat.Percentile(99.9)) / 1e6, 3);
-      s += " ack_max_ms=" + Fmt(static_cast<double>(t.ack_lat.Max()) / 1e6, 3);
-      s += " deliv_p50_ms=" + Fmt(static_cast<double>(t.deliv_lat.Percentile(50)) / 1e6, 3);
-      s += " deliv_p99_ms=" + Fmt(static_cast<double>(t.deliv_lat.Percentile(99)) / 1e6, 3);
-      uint64_t errs = 0;
-      for (const auto& [k, v] : t.errors) errs += v;
-      s += " failed=" + std::to_string(t.failed_msgs);
-      s += " error_frames=" + std::to_string(errs);
-      s += " unacked=" + std::to_string(unacked_at_end_);
-    } else {
-      s += "idle connections=" + std::to_string(shared_.ready.load()) + "/" + std::to_string(connect_attempted_);
-      s += " connect_per_s=" + Fmt(ConnectRate(), 0);
-      s += " bytes_per_conn=" + (BytesPerConn() >= 0 ? Fmt(BytesPerConn(), 0) : std::string("n/a"));
+    s += ScenarioName(opt_.scenario);
+    auto errs_of = [](const Stats& st) {
+      uint64_t n = 0;
+      for (const auto& [k, v] : st.errors) n += v;
+      return n;
+    };
+    switch (opt_.scenario) {
+      case Scenario::kSenders:
+      case Scenario::kGroups: {
+        double d = opt_.duration;
+        if (opt_.scenario == Scenario::kGroups) {
+          s += " groups=" + std::to_string(opt_.groups) + " members=" + std::to_string(opt_.members);
+          s += " senders=" + std::to_string(senders_) + " rate=" + Fmt(opt_.group_rate, 0);
+        } else {
+          s += " senders=" + std::to_string(senders_);
+          s += opt_.rate > 0 ? " rate=" + Fmt(opt_.rate, 0) : " window=" + std::to_string(opt_.window);
+        }
+        s += " acked_per_s=" + Fmt(static_cast<double>(t.acked_window) / d, 0);
+        s += " delivered_per_s=" + Fmt(static_cast<double>(t.delivered_window) / d, 0);
+        s += " ack_p50_ms=" + MsStr(t.ack_lat.Percentile(50));
+        s += " ack_p99_ms=" + MsStr(t.ack_lat.Percentile(99));
+        s += " ack_p999_ms=" + MsStr(t.ack_lat.Percentile(99.9));
+        s += " ack_max_ms=" + MsStr(t.ack_lat.Max());
+        s += " deliv_p50_ms=" + MsStr(t.deliv_lat.Percentile(50));
+        s += " deliv_p99_ms=" + MsStr(t.deliv_lat.Percentile(99));
+        s += " deliv_p999_ms=" + MsStr(t.deliv_lat.Percentile(99.9));
+        s += " failed=" + std::to_string(t.failed_msgs);
+        s += " error_frames=" + std::to_string(errs_of(t));
+        s += " unacked=" + std::to_string(unacked_at_end_);
+        break;
+      }
+      case Scenario::kMixed: {
+        s += " pairs=" + std::to_string(opt_.pairs) + " rate=" + Fmt(opt_.rate, 0);
+        s += " groups=" + std::to_string(opt_.groups) + " members=" + std::to_string(opt_.members);
+        s += " group_rate=" + Fmt(opt_.group_rate, 0);
+        for (const auto& ph : phases_) {
+          const Stats& d = ph.st(kDirect);
+          s += " " + ph.name + "_deliv_p50_ms=" + MsStr(d.deliv_lat.Percentile(50));
+          s += " " + ph.name + "_deliv_p99_ms=" + MsStr(d.deliv_lat.Percentile(99));
+          s += " " + ph.name + "_deliv_p999_ms=" + MsStr(d.deliv_lat.Percentile(99.9));
+          s += " " + ph.name + "_ack_p99_ms=" + MsStr(d.ack_lat.Percentile(99));
+          s += " " + ph.name + "_acked_per_s=" + Fmt(ph.PerS(d.acked_window), 0);
+        }
+        if (phases_.size() == 2) {
+          const PhaseResult& f = phases_[1];
+          const Stats& g = f.st(kGroup);
+          s += " group_delivered_per_s=" + Fmt(f.PerS(g.delivered_window), 0);
+          s += " group_acked_per_s=" + Fmt(f.PerS(g.acked_window), 0);
+          s += " group_deliv_p99_ms=" + MsStr(g.deliv_lat.Percentile(99));
+          s += " group_failed=" + std::to_string(g.failed_msgs);
+        }
+        break;
+      }
+      case Scenario::kSweep: {
+        s += " senders=" + std::to_string(senders_) + " stages=" + std::to_string(phases_.size());
+        double best = 0, best_p99 = 0;
+        for (const auto& ph : phases_) {
+          if (!Saturated(ph) && ph.offered[kDirect] > best) {
+            best = ph.offered[kDirect];
+            best_p99 = Ms(ph.st(kDirect).deliv_lat.Percentile(99));
+          }
+        }
+        s += " max_kept_up_rate=" + Fmt(best, 0) + " p99_at_max_ms=" + Fmt(best_p99, 3);
+        s += " rates=";
+        for (size_t i = 0; i < phases_.size(); ++i) {
+          const auto& ph = phases_[i];
+          s += (i ? "," : "") + Fmt(ph.offered[kDirect], 0) + ":" + Fmt(Ms(ph.st(kDirect).deliv_lat.Percentile(99)), 1);
+        }
+        if (!opt_.svg_path.empty()) s += " svg=" + opt_.svg_path;
+        break;
+      }
+      case Scenario::kStorm: {
+        s += " clients=" + std::to_string(storm_.clients) + " resumed=" + std::to_string(storm_.ready);
+        s += " t50_ms=" + Fmt(StormTimeMs(50), 1) + " t99_ms=" + Fmt(StormTimeMs(99), 1) +
+             " t100_ms=" + Fmt(StormTimeMs(100), 1);
+        s += " connect_per_s=" + Fmt(StormConnectRate(), 0);
+        s += " replayed=" + std::to_string(storm_.stats.resume_replayed);
+        s += " failed=" + std::to_string(storm_.failed);
+        s += " error_frames=" + std::to_string(errs_of(storm_.stats));
+        break;
+      }
+      case Scenario::kQueries: {
+        s += " clients=" + std::to_string(opt_.http_clients);
+        for (int k = 0; k < 2; ++k) {
+          const HttpPhase& hp = queries_.phase[k];
+          const Stats& st = hp.stats;
+          std::string n = kHttpKind[k];
+          s += " " + n + "_per_s=" + Fmt(hp.duration > 0 ? static_cast<double>(st.http_ok[k]) / hp.duration : 0, 0);
+          s += " " + n + "_p50_ms=" + MsStr(st.http_lat[k].Percentile(50));
+          s += " " + n + "_p99_ms=" + MsStr(st.http_lat[k].Percentile(99));
+          s += " " + n + "_failed=" + std::to_string(st.http_failed[k]);
+        }
+        break;
+      }
+      case Scenario::kIdle: {
+        s += " connections=" + std::to_string(ready_) + "/" + std::to_string(connect_attempted_);
+        s += " connect_per_s=" + Fmt(ConnectRate(), 0);
+        s += " bytes_per_conn=" + (BytesPerConn() >= 0 ? Fmt(BytesPerConn(), 0) : std::string("n/a"));
+        break;
+      }
     }
     s += " closed=" + std::to_string(shared_.closed_unexpected.load());
     return s;
   }
 
-  static void LatJson(JsonWriter& w, std::string_view key, const Histogram& h) {
-    auto us = [](double ns) { return Fmt(ns / 1e3, 3); };
-    w.Key(key).BeginObject();
-    w.Field("count", h.Count());
-    w.Key("mean").Raw(us(h.Mean()));
-    w.Key("min").Raw(us(static_cast<double>(h.Min())));
-    w.Key("p50").Raw(us(static_cast<double>(h.Percentile(50))));
-    w.Key("p90").Raw(us(static_cast<double>(h.Percentile(90))));
-    w.Key("p99").Raw(us(static_cast<double>(h.Percentile(99))));
-    w.Key("p999").Raw(us(static_cast<double>(h.Percentile(99.9))));
-    w.Key("max").Raw(us(static_cast<double>(h.Max())));
-    w.EndObject();
-  }
-
-  static void CountsJson(JsonWriter& w, std::string_view key, const CountMap& m) {
-    w.Key(key).BeginObject();
-    for (const auto& [k, v] : m) w.Field(k, v);
+  static void PhaseJson(JsonWriter& w, const PhaseResult& ph) {
+    w.BeginObject();
+    w.Field("name", ph.name);
+    w.Key("duration_s").Raw(Fmt(ph.duration, 3));
+    w.Key("drain_s").Raw(Fmt(ph.drain_s, 3));
+    w.Field("closed_during", ph.closed_during);
+    w.Field("kept_up", !Saturated(ph));
+    w.Key("server_cpu_pct").Raw(ph.server_cpu_pct >= 0 ? Fmt(ph.server_cpu_pct, 1) : "null");
+    w.Key("server_cpu_wait_pct").Raw(ph.server_threads.empty() ? "null" : Fmt(SumWait(ph.server_threads), 1));
+    w.Key("loadgen_cpu_pct").Raw(Fmt(ph.self_cpu_pct, 1));
+    w.Key("loadgen_cpu_wait_pct").Raw(Fmt(SumWait(ph.self_threads), 1));
+    ThreadsJson(w, "server_threads", ph.server_threads);
+    for (int c = 0; c < kClasses; ++c) {
+      if (!ph.sending[c] && ph.st(c).delivered_total == 0) continue;
+      w.Key(ClsName(c)).BeginObject();
+      w.Field("sending", ph.sending[c]);
+      w.Field("senders", ph.senders[c]);
+      w.Key("offered_per_s").Raw(Fmt(ph.offered[c], 1));
+      TrafficJson(w, ph.st(c), ph.duration, ph.take.unacked[c], ph.take.unsent[c], ph.drain_s);
+      CountsJson(w, "close_reasons", ph.st(c).close_reasons);
+      w.EndObject();
+    }
     w.EndObject();
   }
 
   std::string Json() const {
     const Stats& t = total_;
+    const Stats& cs = ConnectStats();
     const double d = opt_.duration;
-    JsonWriter w(8192);
+    const Scenario sc = opt_.scenario;
+    JsonWriter w(16384);
     w.BeginObject();
     w.Field("tool", "loadgen");
     w.Field("format_version", 1);
-    w.Field("scenario", opt_.scenario == Scenario::kSenders ? "senders" : "idle");
+    w.Field("scenario", ScenarioName(sc));
     w.Field("started_at", started_at_);
 
     w.Key("parameters").BeginObject();
     w.Field("url", opt_.url);
     w.Field("threads", opt_.threads);
-    if (opt_.scenario == Scenario::kSenders) {
+    const char* receipts = opt_.receipts == Receipts::kOff ? "off" : opt_.receipts == Receipts::kEach ? "each" : "batch";
+    if (sc == Scenario::kSenders || sc == Scenario::kMixed || sc == Scenario::kSweep) {
       w.Field("pairs", opt_.pairs);
       w.Field("two_way", opt_.two_way);
       w.Field("senders", senders_);
+    }
+    if (sc == Scenario::kSenders) {
       w.Field("mode", opt_.rate > 0 ? "open_loop" : "closed_loop");
       if (opt_.rate > 0) {
         w.Key("rate").Raw(Fmt(opt_.rate, 3));
@@ -1967,13 +2777,48 @@ class Runner {
       } else {
         w.Field("window", opt_.window);
       }
+    }
+    if (sc == Scenario::kMixed) {
+      w.Key("rate").Raw(Fmt(opt_.rate, 3));
+      w.Field("max_inflight", opt_.max_inflight);
+    }
+    if (sc == Scenario::kGroups || sc == Scenario::kMixed) {
+      w.Field("groups", opt_.groups);
+      w.Field("members", opt_.members);
+      w.Field("group_senders_per_group", opt_.group_senders);
+      w.Field("group_senders", sc == Scenario::kGroups ? senders_ : group_senders_);
+      w.Key("group_rate").Raw(Fmt(opt_.group_rate, 3));
+      w.Field("group_receipt_ms", opt_.group_receipt_ms);
+      w.Field("max_inflight", opt_.max_inflight);
+    }
+    if (sc == Scenario::kSweep) {
+      w.Key("rates").BeginArray();
+      for (double r : opt_.rates) w.Raw(Fmt(r, 3));
+      w.EndArray();
+      w.Field("sweep_all", opt_.sweep_all);
+      w.Field("max_inflight", opt_.max_inflight);
+    }
+    if (sc == Scenario::kStorm) {
+      w.Field("clients", opt_.connections / 2 * 2);
+      w.Field("storm_messages", opt_.storm_messages);
+      w.Key("storm_jitter_ms").Raw(Fmt(opt_.storm_jitter_ms, 3));
+    }
+    if (sc == Scenario::kQueries) {
+      w.Field("pairs", opt_.pairs);
+      w.Field("prep_messages", opt_.prep_messages);
+      w.Field("http_clients", opt_.http_clients);
+      w.Field("history_limit", 50);
+      w.Field("search_vocabulary", static_cast<int64_t>(common_.vocab.size()));
+    }
+    if (sc == Scenario::kIdle) {
+      w.Field("connections", opt_.connections);
+      w.Field("users", opt_.users > 0 ? std::min(opt_.users, opt_.connections) : opt_.connections);
+    } else {
       w.Key("warmup_s").Raw(Fmt(opt_.warmup, 3));
       w.Key("drain_s").Raw(Fmt(opt_.drain, 3));
       w.Field("content_bytes", opt_.content_bytes);
-      w.Field("receipts", opt_.receipts == Receipts::kOff ? "off" : opt_.receipts == Receipts::kEach ? "each" : "batch");
-    } else {
-      w.Field("connections", opt_.connections);
-      w.Field("users", opt_.users > 0 ? std::min(opt_.users, opt_.connections) : opt_.connections);
+      w.Field("receipts", receipts);
+      w.Field("receipt_ms", opt_.receipt_ms);
     }
     w.Key("duration_s").Raw(Fmt(d, 3));
     w.Field("setup_concurrency", opt_.setup_concurrency);
@@ -1981,15 +2826,11 @@ class Runner {
     w.Field("server_pid", opt_.server_pid);
     w.EndObject();
 
-    w.Key("tags").BeginObject();
-    for (const auto& [k, v] : opt_.tags) w.Field(k, v);
-    w.EndObject();
+    TagsJson(w, opt_.tags);
 
     w.Key("machine").BeginObject();
-    w.Field("nproc", static_cast<int64_t>(machine_.nproc));
-    w.Field("cpu_model", machine_.cpu_model);
-    w.Field("mem_total_kib", machine_.mem_total_kib);
-    w.Field("kernel", machine_.kernel);
+    MachineFields(w, machine_);
+    w.Key("load_avg_1m_at_start").Raw(load_avg_at_start_.empty() ? "null" : load_avg_at_start_);
     w.EndObject();
 
     w.Key("setup").BeginObject();
@@ -2002,67 +2843,148 @@ class Runner {
     w.Field("conversations_wanted", setup_.conversations_wanted);
     w.Field("conversations_ok", setup_.conversations_ok);
     w.Key("conversations_s").Raw(Fmt(setup_.conversations_s, 3));
+    w.Field("groups_wanted", setup_.groups_wanted);
+    w.Field("groups_ok", setup_.groups_ok);
+    w.Key("groups_s").Raw(Fmt(setup_.groups_s, 3));
     w.Field("rate_limited_retries", setup_.rate_limited_retries);
     CountsJson(w, "failures", setup_.failures);
     w.EndObject();
 
     w.Key("connect").BeginObject();
     w.Field("attempted", connect_attempted_);
-    w.Field("welcomed", shared_.welcomed.load());
-    w.Field("failed", shared_.connect_failed.load());
+    w.Field("welcomed", welcomed_);
+    w.Field("failed", connect_failed_);
     w.Field("timed_out", connect_timed_out_);
     w.Key("seconds").Raw(Fmt(ConnectSeconds(), 3));
     w.Key("rate_per_s").Raw(Fmt(ConnectRate(), 1));
-    LatJson(w, "latency_us", t.connect_lat);
+    LatJson(w, "latency_us", cs.connect_lat);
     w.Field("resume", opt_.resume);
-    w.Field("ready", shared_.ready.load());
+    w.Field("ready", ready_);
     w.Key("ready_seconds").Raw(Fmt(static_cast<double>(ready_end_ns_ - connect_start_ns_) / 1e9, 3));
-    LatJson(w, "resume_latency_us", t.resume_lat);
-    w.Field("resume_replayed", t.resume_replayed);
-    CountsJson(w, "errors", t.connect_errors);
+    LatJson(w, "resume_latency_us", cs.resume_lat);
+    w.Field("resume_replayed", cs.resume_replayed);
+    CountsJson(w, "errors", cs.connect_errors);
     w.EndObject();
 
     w.Key("results").BeginObject();
-    if (opt_.scenario == Scenario::kSenders) {
-      w.Field("sent", t.sent_window);
-      w.Key("sent_per_s").Raw(Fmt(static_cast<double>(t.sent_window) / d, 1));
-      w.Field("acked", t.acked_window);
-      w.Key("acked_per_s").Raw(Fmt(static_cast<double>(t.acked_window) / d, 1));
-      w.Field("delivered", t.delivered_window);
-      w.Key("delivered_per_s").Raw(Fmt(static_cast<double>(t.delivered_window) / d, 1));
-      LatJson(w, "ack_latency_us", t.ack_lat);
-      LatJson(w, "delivery_latency_us", t.deliv_lat);
-      CountsJson(w, "errors", t.errors);
-      w.Key("error_samples").BeginObject();
-      for (const auto& [k, v] : t.error_samples) w.Field(k, v);
-      w.EndObject();
-      w.Key("totals").BeginObject();
-      w.Field("sent", t.sent_total);
-      w.Field("acked", t.acked_total);
-      w.Field("failed", t.failed_msgs);
-      w.Field("delivered", t.delivered_total);
-      w.Field("unacked_at_end", unacked_at_end_);
-      w.Field("unsent_scheduled", unsent_scheduled_);
-      w.Key("drain_s").Raw(Fmt(drain_s_, 3));
-      w.EndObject();
-      w.Key("anomalies").BeginObject();
-      w.Field("duplicate_acks", t.duplicate_acks);
-      w.Field("unknown_acks", t.unknown_acks);
-      w.Field("duplicate_deliveries", t.duplicate_deliveries);
-      w.Field("reordered_deliveries", t.reordered_deliveries);
-      w.Field("seq_gaps", t.seq_gaps);
-      w.Field("foreign_messages", t.foreign_messages);
-      w.Field("lost_on_close", t.lost_on_close);
-      w.Field("unparsable_frames", t.unparsable_frames);
-      w.EndObject();
-      w.Field("receipts_sent", t.receipts_sent);
-      w.Field("receipts_received", t.receipts_received);
-      w.Key("loadgen_cpu_pct").Raw(Fmt(self_cpu_pct_, 1));
-      w.Key("loadgen_cpu_wait_pct").Raw(Fmt(SumWait(self_threads_), 1));
-    } else {
-      w.Field("connections", shared_.ready.load());
-      w.Field("open_at_end_of_hold", open_at_end_);
-      w.Key("bytes_per_connection").Raw(BytesPerConn() >= 0 ? Fmt(BytesPerConn(), 0) : "null");
+    switch (sc) {
+      case Scenario::kSenders:
+      case Scenario::kGroups:
+        TrafficJson(w, t, d, unacked_at_end_, unsent_scheduled_, drain_s_);
+        w.Key("loadgen_cpu_pct").Raw(Fmt(self_cpu_pct_, 1));
+        w.Key("loadgen_cpu_wait_pct").Raw(Fmt(SumWait(self_threads_), 1));
+        break;
+      case Scenario::kMixed:
+      case Scenario::kSweep: {
+        w.Key(sc == Scenario::kMixed ? "phases" : "points").BeginArray();
+        for (const auto& ph : phases_) PhaseJson(w, ph);
+        w.EndArray();
+        if (sc == Scenario::kMixed && phases_.size() == 2) {
+          // The comparison run.sh prints: 1:1 alone against 1:1 under the flood.
+          w.Key("direct_side_by_side_ms").BeginObject();
+          for (const auto& ph : phases_) {
+            const Stats& ds = ph.st(kDirect);
+            w.Key(ph.name).BeginObject();
+            w.Key("deliv_p50").Raw(MsStr(ds.deliv_lat.Percentile(50)));
+            w.Key("deliv_p99").Raw(MsStr(ds.deliv_lat.Percentile(99)));
+            w.Key("deliv_p999").Raw(MsStr(ds.deliv_lat.Percentile(99.9)));
+            w.Key("ack_p50").Raw(MsStr(ds.ack_lat.Percentile(50)));
+            w.Key("ack_p99").Raw(MsStr(ds.ack_lat.Percentile(99)));
+            w.Key("ack_p999").Raw(MsStr(ds.ack_lat.Percentile(99.9)));
+            w.EndObject();
+          }
+          w.EndObject();
+        }
+        if (sc == Scenario::kSweep) {
+          // The chart's data, one flat object per offered rate (the full figures are
+          // in "points").
+          w.Key("curve").BeginArray();
+          for (const auto& ph : phases_) {
+            const Stats& ds = ph.st(kDirect);
+            w.BeginObject();
+            w.Key("offered_per_s").Raw(Fmt(ph.offered[kDirect], 1));
+            w.Key("acked_per_s").Raw(Fmt(ph.PerS(ds.acked_window), 1));
+            w.Key("delivered_per_s").Raw(Fmt(ph.PerS(ds.delivered_window), 1));
+            w.Key("deliv_p50_ms").Raw(MsStr(ds.deliv_lat.Percentile(50)));
+            w.Key("deliv_p90_ms").Raw(MsStr(ds.deliv_lat.Percentile(90)));
+            w.Key("deliv_p99_ms").Raw(MsStr(ds.deliv_lat.Percentile(99)));
+            w.Key("deliv_p999_ms").Raw(MsStr(ds.deliv_lat.Percentile(99.9)));
+            w.Key("deliv_max_ms").Raw(MsStr(ds.deliv_lat.Max()));
+            w.Key("ack_p99_ms").Raw(MsStr(ds.ack_lat.Percentile(99)));
+            w.Field("kept_up", !Saturated(ph));
+            w.EndObject();
+          }
+          w.EndArray();
+          if (opt_.svg_path.empty()) w.Key("svg").Null();
+          else w.Field("svg", opt_.svg_path);
+        }
+        w.Key("anomalies").BeginObject();
+        w.Field("seq_gaps", t.seq_gaps);
+        w.Field("duplicate_deliveries", t.duplicate_deliveries);
+        w.Field("reordered_deliveries", t.reordered_deliveries);
+        w.EndObject();
+        break;
+      }
+      case Scenario::kStorm: {
+        const Stats& st = storm_.stats;
+        w.Key("pre_storm").BeginObject();
+        w.Field("messages_per_conversation", opt_.storm_messages);
+        w.Field("acked", storm_.prep_acked);
+        w.Field("failed", storm_.prep_failed);
+        w.Key("seconds").Raw(Fmt(storm_.prep_s, 3));
+        w.EndObject();
+        w.Field("clients", storm_.clients);
+        w.Field("resumed", storm_.ready);
+        w.Field("welcomed", storm_.welcomed);
+        w.Field("failed", storm_.failed);
+        w.Field("timed_out", storm_.timed_out);
+        w.Key("time_to_resume_done_ms").BeginObject();
+        for (double p : {50.0, 99.0, 100.0}) {
+          double ms = StormTimeMs(p);
+          w.Key(p == 50 ? "p50" : p == 99 ? "p99" : "p100").Raw(ms >= 0 ? Fmt(ms, 3) : "null");
+        }
+        w.EndObject();
+        w.Key("connect_per_s").Raw(Fmt(StormConnectRate(), 1));
+        w.Field("replayed", st.resume_replayed);
+        w.Field("message_frames", st.delivered_total + st.duplicate_deliveries);
+        LatJson(w, "connect_latency_us", st.connect_lat);
+        LatJson(w, "resume_latency_us", st.resume_lat);
+        CountsJson(w, "connect_errors", st.connect_errors);
+        CountsJson(w, "errors", st.errors);
+        w.Field("closed_during", storm_.closed_during);
+        w.Key("seconds").Raw(Fmt(storm_.seconds, 3));
+        break;
+      }
+      case Scenario::kQueries: {
+        w.Key("prep").BeginObject();
+        w.Field("messages_per_conversation", opt_.prep_messages);
+        w.Field("acked", queries_.prep_acked);
+        w.Field("failed", queries_.prep_failed);
+        w.Key("seconds").Raw(Fmt(queries_.prep_s, 3));
+        w.EndObject();
+        for (int k = 0; k < 2; ++k) {
+          const HttpPhase& hp = queries_.phase[k];
+          const Stats& st = hp.stats;
+          w.Key(kHttpKind[k]).BeginObject();
+          w.Field("requests", st.http_ok[k]);
+          w.Key("per_s").Raw(Fmt(hp.duration > 0 ? static_cast<double>(st.http_ok[k]) / hp.duration : 0, 1));
+          w.Field("failed", st.http_failed[k]);
+          w.Key("items_per_answer")
+              .Raw(Fmt(st.http_ok[k] ? static_cast<double>(st.http_items[k]) / static_cast<double>(st.http_ok[k]) : 0, 2));
+          LatJson(w, "latency_us", st.http_lat[k]);
+          CountsJson(w, "errors", st.http_errors);
+          w.Field("unfinished_clients", hp.unfinished);
+          w.Key("server_cpu_pct").Raw(hp.server_cpu_pct >= 0 ? Fmt(hp.server_cpu_pct, 1) : "null");
+          w.Key("server_cpu_wait_pct").Raw(hp.server_threads.empty() ? "null" : Fmt(SumWait(hp.server_threads), 1));
+          w.EndObject();
+        }
+        break;
+      }
+      case Scenario::kIdle:
+        w.Field("connections", ready_);
+        w.Field("open_at_end_of_hold", open_at_end_);
+        w.Key("bytes_per_connection").Raw(BytesPerConn() >= 0 ? Fmt(BytesPerConn(), 0) : "null");
+        break;
     }
     w.Field("pings_sent", t.pings_sent);
     w.Field("pongs", t.pongs);
@@ -2076,22 +2998,48 @@ class Runner {
     w.Field("pid", opt_.server_pid);
     w.Field("rss_before_kib", rss_before_);
     w.Field("rss_after_kib", rss_after_);
-    if (opt_.scenario == Scenario::kIdle) w.Field("rss_after_hold_kib", rss_after_hold_);
+    if (sc == Scenario::kIdle) w.Field("rss_after_hold_kib", rss_after_hold_);
     w.Key("cpu_pct").Raw(server_cpu_pct_ >= 0 ? Fmt(server_cpu_pct_, 1) : "null");
     w.Key("cpu_wait_pct").Raw(server_threads_.empty() ? "null" : Fmt(SumWait(server_threads_), 1));
-    w.Key("threads").BeginObject();
-    for (const auto& t : server_threads_) {
-      w.Key(t.name).BeginObject();
-      w.Key("cpu_pct").Raw(Fmt(t.cpu, 1));
-      w.Key("wait_pct").Raw(Fmt(t.wait, 1));
-      w.EndObject();
-    }
-    w.EndObject();
+    ThreadsJson(w, "threads", server_threads_);
     w.EndObject();
 
     w.EndObject();
     return std::move(w).Take();
   }
+
+  struct HttpPhase {
+    double duration = 0;
+    Stats stats;
+    double server_cpu_pct = -1;
+    std::vector<ThreadPct> server_threads;
+    int unfinished = 0;
+  };
+  struct QueriesResult {
+    double prep_s = 0;
+    uint64_t prep_acked = 0;
+    uint64_t prep_failed = 0;
+    HttpPhase phase[2];
+  };
+  struct StormResult {
+    double prep_s = 0;
+    uint64_t prep_acked = 0;
+    uint64_t prep_failed = 0;
+    uint64_t prep_delivered = 0;
+    int clients = 0;
+    int welcomed = 0;
+    int ready = 0;
+    int failed = 0;
+    bool timed_out = false;
+    int64_t t0_ns = 0;
+    int64_t last_welcome_ns = 0;
+    std::vector<int64_t> ready_ns;  // sorted
+    double seconds = 0;
+    double server_cpu_pct = -1;
+    std::vector<ThreadPct> server_threads;
+    Stats stats;
+    int closed_during = 0;
+  };
 
   const Options& opt_;
   std::string run_id_;
@@ -2100,11 +3048,21 @@ class Runner {
   std::vector<std::unique_ptr<Worker>> workers_;
   Machine machine_;
   std::string started_at_;
+  std::string load_avg_at_start_;
   SetupReport setup_;
-  Plan plan_;
   Stats total_;
+  Stats taken_;          // everything taken from the workers so far
+  Stats connect_stats_;  // the initial connect, taken before any traffic
+  bool have_connect_stats_ = false;
+  std::vector<PhaseResult> phases_;
+  StormResult storm_;
+  QueriesResult queries_;
   int senders_ = 0;
+  int group_senders_ = 0;
   int connect_attempted_ = 0;
+  int welcomed_ = 0;
+  int ready_ = 0;
+  int connect_failed_ = 0;
   bool connect_timed_out_ = false;
   int64_t connect_start_ns_ = 0;
   int64_t connect_end_ns_ = 0;

@@ -3,14 +3,20 @@
 # freshly started local server and prints the figures. It measures; it never fails a
 # build on a number. See bench/README.md for what each scenario means.
 #
-#   bench/run.sh [--quick] [--fsync always|none] [--only LIST] [--threads T] [--rate R]
+#   bench/run.sh [--quick|--long] [--fsync always|none] [--only LIST] [--threads T] [--rate R]
 #
 #   --quick        smoke run: ~3 s per scenario and smaller populations
+#   --long         groups, mixed, storm, queries and sweep longer and larger (30 s
+#                  windows, 10 s per sweep rate, more clients); the rest as usual
 #   --fsync MODE   the server's store.fsync (default always: acks mean on disk)
-#   --only LIST    comma-separated subset of: latency,throughput,senders,openloop,idle,store
+#   --only LIST    comma-separated subset of: latency,throughput,senders,openloop,idle,
+#                  groups,mixed,storm,queries,sweep,store
 #   --threads T    loadgen client threads (default 1, so the server keeps most of the CPU)
 #   --rate R       open-loop total rate, msg/s (default 20000; 4000 with --quick)
+#   --rates LIST   the sweep's offered rates, msg/s, comma-separated
 #   --fuzz         also the long fuzz run: fuzz/run.sh --seconds 300 (about 20 min)
+#   --ejabberd     instead, the side-by-side run with ejabberd: the other flags go to
+#                  bench/ejabberd/compare.sh (see its --help)
 #
 # Expects build/switchboard and build/bench/loadgen (./dev bench builds them first);
 # the environment variables SERVER, LOADGEN and STORE_BENCH override those paths.
@@ -18,6 +24,15 @@
 # the machine's description) and keeps server logs in bench/results/<timestamp>-logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# --ejabberd hands the whole run, and every other flag, to the comparison script.
+for arg in "$@"; do
+  if [[ "$arg" == --ejabberd ]]; then
+    rest=()
+    for a in "$@"; do [[ "$a" == --ejabberd ]] || rest+=("$a"); done
+    exec bench/ejabberd/compare.sh "${rest[@]}"
+  fi
+done
 
 BUILD_DIR=${BUILD_DIR:-build}
 # Each binary can be overridden, e.g. to compare two server builds with one loadgen.
@@ -31,21 +46,26 @@ FSYNC=always
 ONLY=""
 THREADS=1
 RATE_OVERRIDE=""
+RATES_OVERRIDE=""
+LONG=0
 FUZZ=0
 while (($#)); do
   case "$1" in
     --quick) QUICK=1 ;;
+    --long) LONG=1 ;;
+    --rates) RATES_OVERRIDE=${2:?--rates needs a list of msg/s}; shift ;;
     --fsync) FSYNC=${2:?--fsync needs always or none}; shift ;;
     --only) ONLY=${2:?--only needs a list}; shift ;;
     --threads) THREADS=${2:?--threads needs a number}; shift ;;
     --rate) RATE_OVERRIDE=${2:?--rate needs msg/s}; shift ;;
     --fuzz) FUZZ=1 ;;
-    -h|--help) sed -n '2,18p' bench/run.sh | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' bench/run.sh | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 [[ "$FSYNC" == always || "$FSYNC" == none ]] || { echo "bench: --fsync must be always or none" >&2; exit 2; }
+((QUICK && LONG)) && { echo "bench: --quick and --long exclude each other" >&2; exit 2; }
 
 for bin in "$SERVER" "$LOADGEN"; do
   [[ -x "$bin" ]] || { echo "bench: $bin not found; run ./dev bench (it builds first)" >&2; exit 2; }
@@ -61,6 +81,34 @@ else
 fi
 
 [[ -n "$RATE_OVERRIDE" ]] && RATE=$RATE_OVERRIDE
+
+# The scenarios of issue #7 are brief by default (a few seconds each, so the standard
+# set stays a few minutes) and longer with --long. Groups: G groups of M members (the
+# server's cap is 1,000), S senders each, open loop at a total rate; every message goes
+# to M-1 members. Mixed: 1:1 pairs at MIX_RATE, alone then with a group flood.
+if ((QUICK)); then
+  X_DUR=3; X_WARMUP=1
+  GRP_G=2; GRP_M=200; GRP_S=2; GRP_RATE=40
+  MIX_PAIRS=100; MIX_RATE=1000; MIX_G=2; MIX_M=200; MIX_S=2; MIX_GRATE=100
+  STORM_N=500; STORM_K=10
+  Q_PAIRS=20; Q_PREP=100; Q_CLIENTS=8
+  SW_PAIRS=200; SW_RATES=1000,2000,4000,8000; SW_DUR=2
+elif ((LONG)); then
+  X_DUR=30; X_WARMUP=3
+  GRP_G=5; GRP_M=1000; GRP_S=5; GRP_RATE=50
+  MIX_PAIRS=1000; MIX_RATE=5000; MIX_G=2; MIX_M=1000; MIX_S=5; MIX_GRATE=60
+  STORM_N=5000; STORM_K=20
+  Q_PAIRS=200; Q_PREP=500; Q_CLIENTS=32
+  SW_PAIRS=1000; SW_RATES=1000,2000,5000,10000,15000,20000,25000,30000,40000,50000; SW_DUR=10
+else
+  X_DUR=5; X_WARMUP=2
+  GRP_G=2; GRP_M=1000; GRP_S=5; GRP_RATE=20
+  MIX_PAIRS=500; MIX_RATE=2000; MIX_G=2; MIX_M=1000; MIX_S=5; MIX_GRATE=40
+  STORM_N=2000; STORM_K=20
+  Q_PAIRS=50; Q_PREP=200; Q_CLIENTS=16
+  SW_PAIRS=1000; SW_RATES=2000,5000,10000,15000,20000,30000,40000; SW_DUR=4
+fi
+[[ -n "$RATES_OVERRIDE" ]] && SW_RATES=$RATES_OVERRIDE
 
 want() { [[ -z "$ONLY" || ",$ONLY," == *",$1,"* ]]; }
 
@@ -128,11 +176,13 @@ start_server() {
   stop_server
   DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sb-bench-data.XXXXXX")
   SERVER_LOG=$LOGS/server-$name.log
-  # Cheap password hashing so setup can register thousands of users quickly, and no
-  # per-connection send rate limit: the benchmark measures the server, not the limiter.
+  # Cheap password hashing so setup can register thousands of users quickly (64 KiB:
+  # about 10x faster setup than 8 MiB; the groups, mixed, storm and sweep scenarios
+  # register 2,000-3,000 users each), and no per-connection send rate limit or
+  # connection caps: the benchmark measures the server, not its limiters.
   "$SERVER" serve --listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
     --set store.fsync="$FSYNC" \
-    --set auth.password_ops=1 --set auth.password_mem_kib=8192 \
+    --set auth.password_ops=1 --set auth.password_mem_kib=64 \
     --set limits.send_rate_per_s=1e9 --set limits.send_burst=1e9 \
     --set server.connects_per_ip_per_s=0 --set limits.login_attempts_per_ip_per_min=1e9 \
     --set server.max_connections_per_user=100000 \
@@ -210,6 +260,47 @@ if want idle; then
   fi
 fi
 
+if want groups; then
+  if start_server groups; then
+    loadgen groups --scenario groups --groups "$GRP_G" --members "$GRP_M" --group-senders "$GRP_S" \
+      --group-rate "$GRP_RATE" --duration "$X_DUR" --warmup "$X_WARMUP"
+    stop_server
+  fi
+fi
+
+# The bulkhead benchmark of issue #4: two phases on one server and one set of
+# connections (1:1 alone, then 1:1 under the group flood), both in one loadgen run.
+if want mixed; then
+  if start_server mixed; then
+    loadgen mixed --scenario mixed --pairs "$MIX_PAIRS" --rate "$MIX_RATE" --groups "$MIX_G" --members "$MIX_M" \
+      --group-senders "$MIX_S" --group-rate "$MIX_GRATE" --duration "$X_DUR" --warmup "$X_WARMUP"
+    stop_server
+  fi
+fi
+
+if want storm; then
+  if start_server storm; then
+    loadgen storm --scenario storm --connections "$STORM_N" --storm-messages "$STORM_K"
+    stop_server
+  fi
+fi
+
+if want queries; then
+  if start_server queries; then
+    loadgen queries --scenario queries --pairs "$Q_PAIRS" --prep-messages "$Q_PREP" --http-clients "$Q_CLIENTS" \
+      --duration "$X_DUR" --warmup "$X_WARMUP"
+    stop_server
+  fi
+fi
+
+if want sweep; then
+  if start_server sweep; then
+    loadgen sweep --scenario sweep --pairs "$SW_PAIRS" --rates "$SW_RATES" --duration "$SW_DUR" --warmup 1 \
+      --svg "$RESULTS/$TS-sweep.svg"
+    stop_server
+  fi
+fi
+
 if want store; then
   if [[ -x "$STORE_BENCH" ]]; then
     echo
@@ -262,6 +353,27 @@ summary_table() {
     }
     $2 == "scenario=idle" {
       printf "  %-11s connections %s, %s conn/s, %s bytes/connection, %s closed\n", substr($1, 1, length($1) - 1), field("connections"), field("connect_per_s"), field("bytes_per_conn"), field("closed")
+      next
+    }
+    $2 == "scenario=groups" {
+      printf "  %-11s %s x %s members, %s senders at %s msg/s: %s deliveries/s, %s acked/s; delivery p50 %s p99 %s p99.9 %s ms; ack p50 %s p99 %s p99.9 %s ms; failed %s, unacked %s, closed %s\n", substr($1, 1, length($1) - 1), field("groups"), field("members"), field("senders"), field("rate"), field("delivered_per_s"), field("acked_per_s"), field("deliv_p50_ms"), field("deliv_p99_ms"), field("deliv_p999_ms"), field("ack_p50_ms"), field("ack_p99_ms"), field("ack_p999_ms"), field("failed"), field("unacked"), field("closed")
+      next
+    }
+    $2 == "scenario=mixed" {
+      printf "  %-11s 1:1 (%s pairs at %s msg/s) delivery p99: alone %s ms | with the group flood %s ms  (p50 %s | %s, p99.9 %s | %s; ack p99 %s | %s)\n", substr($1, 1, length($1) - 1), field("pairs"), field("rate"), field("alone_deliv_p99_ms"), field("flood_deliv_p99_ms"), field("alone_deliv_p50_ms"), field("flood_deliv_p50_ms"), field("alone_deliv_p999_ms"), field("flood_deliv_p999_ms"), field("alone_ack_p99_ms"), field("flood_ack_p99_ms")
+      printf "  %-11s flood: %s x %s members at %s msg/s: %s deliveries/s, %s acked/s, delivery p99 %s ms, %s sends refused; %s connections closed\n", "", field("groups"), field("members"), field("group_rate"), field("group_delivered_per_s"), field("group_acked_per_s"), field("group_deliv_p99_ms"), field("group_failed"), field("closed")
+      next
+    }
+    $2 == "scenario=storm" {
+      printf "  %-11s %s clients dropped and back: resume_done 50%% %s ms, 99%% %s ms, 100%% %s ms; %s connects/s, %s replayed, %s failed, %s error frames\n", substr($1, 1, length($1) - 1), field("clients"), field("t50_ms"), field("t99_ms"), field("t100_ms"), field("connect_per_s"), field("replayed"), field("failed"), field("error_frames")
+      next
+    }
+    $2 == "scenario=queries" {
+      printf "  %-11s %s HTTP clients: history %s/s (p50 %s, p99 %s ms, %s failed); search %s/s (p50 %s, p99 %s ms, %s failed)\n", substr($1, 1, length($1) - 1), field("clients"), field("history_per_s"), field("history_p50_ms"), field("history_p99_ms"), field("history_failed"), field("search_per_s"), field("search_p50_ms"), field("search_p99_ms"), field("search_failed")
+      next
+    }
+    $2 == "scenario=sweep" {
+      printf "  %-11s kept up to %s msg/s (delivery p99 %s ms there); delivery p99 ms per offered rate: %s; chart %s\n", substr($1, 1, length($1) - 1), field("max_kept_up_rate"), field("p99_at_max_ms"), field("rates"), field("svg")
       next
     }
     { print "  " $0 }'

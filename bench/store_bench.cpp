@@ -44,6 +44,7 @@ struct Flags {
   uint32_t page_reads = 2'000;
   size_t cache_mb = 256;
   bool verbose = false;
+  bool commit = false;  // --write commit: through Commit (+ conversation summaries), as the server writes
   RocksTuning tuning;
 };
 
@@ -58,7 +59,7 @@ constexpr uint32_t kSmallPerConv = 60;
                "                   [--layout a|b|both] [--page-reads K]\n"
                "                   [--rocks-compression lz4|none] [--rocks-prefix-bloom on|off]\n"
                "                   [--rocks-block-kb KB] [--rocks-l0-trigger N]\n"
-               "                   [--cache-mb MB] [--verbose 0|1]\n");
+               "                   [--cache-mb MB] [--verbose 0|1] [--write append|commit]\n");
   std::exit(code);
 }
 
@@ -83,6 +84,11 @@ Flags ParseFlags(int argc, char** argv) {
     else if (a == "--dir") f.dir = v;
     else if (a == "--cache-mb") f.cache_mb = ParseCount("--cache-mb", v);
     else if (a == "--verbose") f.verbose = std::string(v) == "1";
+    else if (a == "--write") {
+      std::string w = v;
+      if (w != "append" && w != "commit") Usage("--write is append or commit");
+      f.commit = w == "commit";
+    }
     else if (a == "--layout") {
       f.layout = v;
       if (f.layout != "a" && f.layout != "b" && f.layout != "both") Usage("--layout is a, b or both");
@@ -198,7 +204,8 @@ class Layout {
 
 class RocksLayout final : public Layout {
  public:
-  RocksLayout(std::string dir, RocksTuning tuning, size_t cache_bytes) : tuning_(tuning) {
+  RocksLayout(std::string dir, RocksTuning tuning, size_t cache_bytes, bool commit)
+      : tuning_(tuning), commit_(commit) {
     options_.dir = std::move(dir);
     options_.sync = SyncPolicy::kAlways;
     options_.cache_bytes = cache_bytes;
@@ -216,7 +223,14 @@ class RocksLayout final : public Layout {
   }
   std::string Stats() override { return rocks_->Property(RocksStore::kMessagesCf, "rocksdb.levelstats"); }
   bool Append(const std::vector<Message>& batch) override {
-    Status s = store_->AppendMessages(batch);
+    Status s;
+    if (commit_) {
+      CommitBatch b;
+      b.messages = batch;
+      s = store_->Commit(b);
+    } else {
+      s = store_->AppendMessages(batch);
+    }
     if (!s.ok()) std::fprintf(stderr, "rocks append: %s\n", s.message().c_str());
     return s.ok();
   }
@@ -234,6 +248,7 @@ class RocksLayout final : public Layout {
  private:
   StoreOptions options_;
   RocksTuning tuning_;
+  bool commit_ = false;
   std::unique_ptr<Store> store_;
   RocksStore* rocks_ = nullptr;
 };
@@ -635,7 +650,7 @@ int Main(int argc, char** argv) {
   std::vector<LayoutResult> results;
   if (f.layout != "b")
     results.push_back(RunLayout(
-        "A rocksdb", [&](const std::string& d) { return std::make_unique<RocksLayout>(d, f.tuning, f.cache_mb << 20); },
+        "A rocksdb", [&](const std::string& d) { return std::make_unique<RocksLayout>(d, f.tuning, f.cache_mb << 20, f.commit); },
         f.dir + "/a", f));
   if (f.layout != "a")
     results.push_back(RunLayout(

@@ -15,6 +15,8 @@ PKGS=(
   libgtest-dev libgmock-dev
   # process inspection used by tests and benchmarks
   procps
+  # a real reverse proxy in front of the server (tests/integration/tls_test.cpp)
+  nginx-light
 )
 if [[ "${SB_WITH_BENCH:-0}" == 1 ]]; then
   PKGS+=(libbenchmark-dev)
@@ -32,6 +34,15 @@ if ((${#missing[@]})); then
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
+  # Packages with a service (nginx) must not start it on port 80 as they install: a
+  # policy-rc.d that denies every start, for the duration of the install only.
+  policy=""
+  if [[ $(id -u) -eq 0 && ! -e /usr/sbin/policy-rc.d ]]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ -n "$policy" ]]; then rm -f "$policy"; trap - EXIT; fi
 fi

@@ -73,6 +73,61 @@ std::string UrlEncode(std::string_view s) {
   return out;
 }
 
+// ---- Endpoint ----------------------------------------------------------------------
+
+std::string Endpoint::Url() const {
+  std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  return (tls.enabled ? "https://" : "http://") + h + ":" + std::to_string(port);
+}
+
+std::optional<Endpoint> ParseUrl(std::string_view url, std::string* error) {
+  auto fail = [&](std::string why) -> std::optional<Endpoint> {
+    if (error) *error = "'" + std::string(url) + "': " + why;
+    return std::nullopt;
+  };
+  Endpoint ep;
+  size_t sep = url.find("://");
+  if (sep == std::string_view::npos) return fail("not a URL (expected http://, https://, ws:// or wss://)");
+  std::string scheme(url.substr(0, sep));
+  for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (scheme == "https" || scheme == "wss") ep.tls.enabled = true;
+  else if (scheme != "http" && scheme != "ws") return fail("unsupported scheme " + scheme);
+  std::string_view rest = url.substr(sep + 3);
+  rest = rest.substr(0, rest.find_first_of("/?#"));
+  if (rest.find('@') != std::string_view::npos) return fail("user info is not supported");
+  std::string_view port_text;
+  if (!rest.empty() && rest.front() == '[') {
+    size_t close = rest.find(']');
+    if (close == std::string_view::npos) return fail("unterminated [IPv6 address]");
+    ep.host = std::string(rest.substr(1, close - 1));
+    std::string_view after = rest.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return fail("junk after ]");
+      port_text = after.substr(1);
+      if (port_text.empty()) return fail("empty port");
+    }
+  } else {
+    size_t colon = rest.rfind(':');
+    ep.host = std::string(rest.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      port_text = rest.substr(colon + 1);
+      if (port_text.empty()) return fail("empty port");
+    }
+  }
+  if (ep.host.empty()) return fail("no host");
+  ep.port = ep.tls.enabled ? 443 : 80;
+  if (!port_text.empty()) {
+    unsigned p = 0;
+    for (char c : port_text) {
+      if (c < '0' || c > '9' || p > 65535) return fail("bad port");
+      p = p * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (p == 0 || p > 65535) return fail("port out of range");
+    ep.port = static_cast<uint16_t>(p);
+  }
+  return ep;
+}
+
 // ---- Session -----------------------------------------------------------------------
 
 std::optional<Session> Session::FromResponse(const HttpResponse& r) {
@@ -94,7 +149,7 @@ HttpResponse RestClient::Request(std::string_view method, std::string_view targe
                                  std::string_view body, std::string_view token,
                                  Headers headers) const {
   if (!token.empty()) headers.emplace_back("Authorization", "Bearer " + std::string(token));
-  return Http(host_, port_, method, target, body, std::move(headers));
+  return Http(ep_, method, target, body, std::move(headers));
 }
 
 HttpResponse RestClient::RegisterUser(std::string_view username, std::string_view password,

@@ -28,6 +28,33 @@ using Millis = std::chrono::milliseconds;
 
 inline constexpr Millis kDefaultTimeout{10000};
 
+// ---- Where the server is: host, port, TLS ------------------------------------------
+
+// TLS towards the server (https://, wss://). The server's certificate is always
+// verified: chain up to a trusted CA, and the name (or IP address) connected to.
+struct TlsConfig {
+  bool enabled = false;
+  // PEM file of the CA certificate(s) to trust for this server instead of the
+  // system's trust store, e.g. a private or test CA. Empty: the system store.
+  std::string ca_file;
+  // Host name (or IP address) the certificate must be valid for, also sent as SNI.
+  // Empty: the host connected to.
+  std::string server_name;
+};
+
+struct Endpoint {
+  std::string host;
+  uint16_t port = 0;
+  TlsConfig tls;
+  // "http://host:port" or "https://host:port" (IPv6 hosts in brackets).
+  std::string Url() const;
+};
+
+// Parses http://, https://, ws:// and wss:// URLs; https and wss turn TLS on. The
+// default ports are 80 and 443; a path is ignored; IPv6 hosts are written [::1].
+// nullopt (with *error when given) for anything else.
+std::optional<Endpoint> ParseUrl(std::string_view url, std::string* error = nullptr);
+
 // ---- HTTP/1.1 ----------------------------------------------------------------------
 
 struct HttpResponse {
@@ -52,6 +79,10 @@ struct HttpResponse {
 HttpResponse Http(const std::string& host, uint16_t port, std::string_view method,
                   std::string_view target, std::string_view body = {}, Headers headers = {},
                   Millis timeout = kDefaultTimeout);
+// The same over TLS when ep.tls.enabled (a failed handshake or certificate check:
+// status 0, error says why).
+HttpResponse Http(const Endpoint& ep, std::string_view method, std::string_view target,
+                  std::string_view body = {}, Headers headers = {}, Millis timeout = kDefaultTimeout);
 
 // Percent-encodes everything but RFC 3986 unreserved characters (for query values).
 std::string UrlEncode(std::string_view s);
@@ -84,10 +115,13 @@ struct HistoryQuery {
 // call because tests act as several users against one server.
 class RestClient {
  public:
-  RestClient(std::string host, uint16_t port) : host_(std::move(host)), port_(port) {}
+  RestClient(std::string host, uint16_t port) : ep_{std::move(host), port, {}} {}
+  explicit RestClient(Endpoint ep) : ep_(std::move(ep)) {}
 
-  const std::string& host() const { return host_; }
-  uint16_t port() const { return port_; }
+  const std::string& host() const { return ep_.host; }
+  uint16_t port() const { return ep_.port; }
+  const Endpoint& endpoint() const { return ep_; }
+  const TlsConfig& tls() const { return ep_.tls; }
 
   // Any call; `token` (when non-empty) goes into Authorization: Bearer.
   HttpResponse Request(std::string_view method, std::string_view target, std::string_view body = {},
@@ -122,8 +156,7 @@ class RestClient {
                       std::optional<int64_t> limit = std::nullopt) const;
 
  private:
-  std::string host_;
-  uint16_t port_;
+  Endpoint ep_;
 };
 
 // ---- WebSocket frames the client sends ---------------------------------------------
@@ -166,7 +199,9 @@ struct WsConnectOptions {
   bool token_in_query = false;
   // Sent as given (after the above); e.g. a malformed Authorization header.
   Headers extra_headers;
-  Millis timeout = kDefaultTimeout;  // TCP connect + upgrade
+  Millis timeout = kDefaultTimeout;  // TCP connect + TLS handshake + upgrade
+  // wss:// when tls.enabled.
+  TlsConfig tls;
   // Largest message accepted from the server before the client fails the stream.
   size_t max_incoming_message = 64u << 20;
 };
@@ -197,9 +232,12 @@ class WsClient {
   WsClient(const WsClient&) = delete;
   WsClient& operator=(const WsClient&) = delete;
 
-  // TCP connect + upgrade. True on 101. Otherwise upgrade_status() holds the HTTP
-  // status the server answered (e.g. 401; 0 if none) and error() why.
+  // TCP connect (+ TLS handshake when opts.tls.enabled) + upgrade. True on 101.
+  // Otherwise upgrade_status() holds the HTTP status the server answered (e.g. 401; 0
+  // if none) and error() why.
   bool Connect(const std::string& host, uint16_t port, const WsConnectOptions& opts);
+  // Connect to `ep` with its TLS settings (opts.tls is ignored).
+  bool Connect(const Endpoint& ep, WsConnectOptions opts);
   int upgrade_status() const;
   const std::string& upgrade_body() const;  // response body of a refused upgrade
   const Headers& upgrade_headers() const;
@@ -224,7 +262,8 @@ class WsClient {
     bool masked = true;
   };
   bool SendRaw(const RawFrame& f, Millis timeout = kDefaultTimeout);
-  // Arbitrary bytes straight onto the TCP stream (partial frames, garbage).
+  // Arbitrary bytes straight onto the TCP stream (partial frames, garbage); over TLS,
+  // onto the TLS stream (encrypted as usual).
   bool SendRawBytes(std::string_view bytes, Millis timeout = kDefaultTimeout);
 
   // The next event from the server, waiting at most `timeout`. Frames are read

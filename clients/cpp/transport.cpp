@@ -6,10 +6,16 @@
 // are queued as they arrive and RecvFrame() only waits on the queue, which gives
 // receive timeouts without ever cancelling a read halfway through a frame (Beast
 // leaves a stream unusable after that).
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <deque>
 #include <functional>
 #include <random>
@@ -23,6 +29,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
 namespace websocket = boost::beast::websocket;
+namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 using SteadyClock = std::chrono::steady_clock;
 
@@ -61,15 +68,64 @@ bool RunUntil(asio::io_context& ioc, const std::function<bool()>& done,
   return true;
 }
 
+// A client TLS context that verifies the server's chain against `cfg.ca_file` (or
+// the system's trust store). Null with *error when the CA file cannot be used.
+std::unique_ptr<ssl::context> ClientTlsContext(const TlsConfig& cfg, std::string* error) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  ctx->set_verify_mode(ssl::verify_peer);
+  beast::error_code ec;
+  if (!cfg.ca_file.empty()) ctx->load_verify_file(cfg.ca_file, ec);
+  else ctx->set_default_verify_paths(ec);
+  if (ec) {
+    *error = "tls: cannot load CA " + (cfg.ca_file.empty() ? "store" : "file " + cfg.ca_file) + ": " + ec.message();
+    return nullptr;
+  }
+  return ctx;
+}
+
+// Per connection: the name (or IP address) the certificate must be valid for, and
+// SNI for names.
+void ConfigureTlsPeer(SSL* ssl, const std::string& host, const TlsConfig& cfg) {
+  const std::string& name = cfg.server_name.empty() ? host : cfg.server_name;
+  beast::error_code ec;
+  asio::ip::make_address(name, ec);
+  if (ec) {
+    SSL_set_tlsext_host_name(ssl, name.c_str());
+    SSL_set1_host(ssl, name.c_str());
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  } else {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name.c_str());
+  }
+}
+
 }  // namespace
 
 // ---- HTTP --------------------------------------------------------------------------
 
 HttpResponse Http(const std::string& host, uint16_t port, std::string_view method,
                   std::string_view target, std::string_view body, Headers headers, Millis timeout) {
+  return Http(Endpoint{host, port, {}}, method, target, body, std::move(headers), timeout);
+}
+
+HttpResponse Http(const Endpoint& ep, std::string_view method, std::string_view target,
+                  std::string_view body, Headers headers, Millis timeout) {
+  const std::string& host = ep.host;
+  const uint16_t port = ep.port;
   HttpResponse out;
   asio::io_context ioc;
-  beast::tcp_stream stream(ioc);
+  std::unique_ptr<ssl::context> tls_ctx;
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
+  if (ep.tls.enabled) {
+    tls_ctx = ClientTlsContext(ep.tls, &out.error);
+    if (!tls_ctx) return out;
+    secure.emplace(ioc, *tls_ctx);
+    ConfigureTlsPeer(secure->native_handle(), host, ep.tls);
+  } else {
+    plain.emplace(ioc);
+  }
+  beast::tcp_stream& stream = secure ? beast::get_lowest_layer(*secure) : *plain;
   tcp::resolver resolver(ioc);
 
   beast::error_code ec;
@@ -105,19 +161,14 @@ HttpResponse Http(const std::string& host, uint16_t port, std::string_view metho
   parser.body_limit(kMaxHttpBody);
   if (verb == http::verb::head) parser.skip(true);
 
-  // One absolute deadline covers connect, write and read.
-  stream.expires_after(timeout);
-  stream.async_connect(endpoints, [&](beast::error_code cec, const tcp::endpoint&) {
-    if (cec) {
-      out.error = "connect: " + cec.message();
-      return;
-    }
-    http::async_write(stream, req, [&](beast::error_code wec, size_t) {
+  // Write the request, read the answer, on the plain or the TLS stream.
+  auto exchange = [&](auto& s) {
+    http::async_write(s, req, [&](beast::error_code wec, size_t) {
       if (wec) {
         out.error = "write: " + wec.message();
         return;
       }
-      http::async_read(stream, buffer, parser, [&](beast::error_code rec, size_t) {
+      http::async_read(s, buffer, parser, [&](beast::error_code rec, size_t) {
         if (rec) {
           out.error = "read: " + rec.message();
           return;
@@ -128,6 +179,22 @@ HttpResponse Http(const std::string& host, uint16_t port, std::string_view metho
         out.body = std::move(res.body());
       });
     });
+  };
+  // One absolute deadline covers connect, TLS handshake, write and read.
+  stream.expires_after(timeout);
+  stream.async_connect(endpoints, [&](beast::error_code cec, const tcp::endpoint&) {
+    if (cec) {
+      out.error = "connect: " + cec.message();
+      return;
+    }
+    if (!secure) return exchange(*plain);
+    secure->async_handshake(ssl::stream_base::client, [&](beast::error_code hec) {
+      if (hec) {
+        out.error = "tls handshake: " + hec.message();
+        return;
+      }
+      exchange(*secure);
+    });
   });
   ioc.run();
   stream.socket().shutdown(tcp::socket::shutdown_both, ec);
@@ -137,9 +204,27 @@ HttpResponse Http(const std::string& host, uint16_t port, std::string_view metho
 // ---- WebSocket ---------------------------------------------------------------------
 
 struct WsClient::Impl {
+  using PlainWs = websocket::stream<tcp::socket>;
+  using TlsWs = websocket::stream<beast::ssl_stream<tcp::socket>>;
+
   asio::io_context ioc;
-  websocket::stream<tcp::socket> ws{ioc};
+  std::unique_ptr<ssl::context> tls_ctx;  // declared before the streams: outlives them
+  // Exactly one is set: plain (ws://, also before Connect) or TLS (wss://).
+  std::optional<PlainWs> plain{std::in_place, ioc};
+  std::optional<TlsWs> secure;
   beast::flat_buffer rbuf;
+
+  // Runs fn on whichever WebSocket stream is in use.
+  template <class F>
+  decltype(auto) With(F&& fn) {
+    if (secure) return fn(*secure);
+    return fn(*plain);
+  }
+  tcp::socket& Socket() { return secure ? beast::get_lowest_layer(*secure) : plain->next_layer(); }
+  void CloseSocket() {
+    beast::error_code ignored;
+    Socket().close(ignored);
+  }
 
   std::deque<WsFrame> inbox;
   // The close/error that ended the stream; RecvFrame repeats it once the queue is empty.
@@ -159,8 +244,13 @@ struct WsClient::Impl {
   }
 
   void StartRead() {
+    With([this](auto& ws) { StartRead(ws); });
+  }
+
+  template <class Ws>
+  void StartRead(Ws& ws) {
     reading = true;
-    ws.async_read(rbuf, [this](beast::error_code ec, size_t) {
+    ws.async_read(rbuf, [this, &ws](beast::error_code ec, size_t) {
       reading = false;
       if (!ec) {
         WsFrame f;
@@ -168,7 +258,7 @@ struct WsClient::Impl {
         f.data = beast::buffers_to_string(rbuf.data());
         rbuf.consume(rbuf.size());
         inbox.push_back(std::move(f));
-        StartRead();
+        StartRead(ws);
         return;
       }
       open = false;
@@ -196,23 +286,24 @@ struct WsClient::Impl {
   // socket is closed so the op completes (aborted) before we return.
   bool Finish(bool* done, SteadyClock::time_point deadline) {
     if (Run([done] { return *done; }, deadline)) return true;
-    beast::error_code ignored;
-    ws.next_layer().close(ignored);
+    CloseSocket();
     open = false;
     Run([done] { return *done; }, SteadyClock::now() + std::chrono::seconds(2));
     return false;
   }
 
   bool WriteRaw(const std::string& bytes, Millis timeout) {
-    if (!ws.next_layer().is_open()) {
+    if (!Socket().is_open()) {
       error = "raw write: socket not open";
       return false;
     }
     bool done = false;
     beast::error_code wec;
-    asio::async_write(ws.next_layer(), asio::buffer(bytes), [&](beast::error_code ec, size_t) {
-      wec = ec;
-      done = true;
+    With([&](auto& ws) {
+      asio::async_write(ws.next_layer(), asio::buffer(bytes), [&](beast::error_code ec, size_t) {
+        wec = ec;
+        done = true;
+      });
     });
     if (!Finish(&done, SteadyClock::now() + timeout)) {
       error = "raw write: timeout";
@@ -231,17 +322,28 @@ WsClient::WsClient() : impl_(std::make_unique<Impl>()) {}
 WsClient::~WsClient() {
   if (!impl_) return;
   if (impl_->open) Close(1000, {}, Millis(1000));
-  beast::error_code ignored;
-  impl_->ws.next_layer().close(ignored);
+  impl_->CloseSocket();
 }
 
 WsClient::WsClient(WsClient&&) noexcept = default;
 WsClient& WsClient::operator=(WsClient&&) noexcept = default;
 
+bool WsClient::Connect(const Endpoint& ep, WsConnectOptions opts) {
+  opts.tls = ep.tls;
+  return Connect(ep.host, ep.port, opts);
+}
+
 bool WsClient::Connect(const std::string& host, uint16_t port, const WsConnectOptions& opts) {
   impl_ = std::make_unique<Impl>();
   Impl& s = *impl_;
   auto deadline = SteadyClock::now() + opts.timeout;
+  if (opts.tls.enabled) {
+    s.tls_ctx = ClientTlsContext(opts.tls, &s.error);
+    if (!s.tls_ctx) return false;
+    s.plain.reset();
+    s.secure.emplace(s.ioc, *s.tls_ctx);
+    ConfigureTlsPeer(s.secure->next_layer().native_handle(), host, opts.tls);
+  }
 
   tcp::resolver resolver(s.ioc);
   beast::error_code ec;
@@ -252,7 +354,7 @@ bool WsClient::Connect(const std::string& host, uint16_t port, const WsConnectOp
   }
 
   bool done = false;
-  asio::async_connect(s.ws.next_layer(), endpoints,
+  asio::async_connect(s.Socket(), endpoints,
                       [&](beast::error_code cec, const tcp::endpoint&) {
                         ec = cec;
                         done = true;
@@ -265,7 +367,22 @@ bool WsClient::Connect(const std::string& host, uint16_t port, const WsConnectOp
     s.error = "connect: " + ec.message();
     return false;
   }
-  s.ws.next_layer().set_option(tcp::no_delay(true), ec);
+  s.Socket().set_option(tcp::no_delay(true), ec);
+  if (s.secure) {
+    done = false;
+    s.secure->next_layer().async_handshake(ssl::stream_base::client, [&](beast::error_code hec) {
+      ec = hec;
+      done = true;
+    });
+    if (!s.Finish(&done, deadline)) {
+      s.error = "tls handshake: timeout";
+      return false;
+    }
+    if (ec) {
+      s.error = "tls handshake: " + ec.message();
+      return false;
+    }
+  }
 
   std::string target = opts.target;
   Headers hdrs;
@@ -278,18 +395,19 @@ bool WsClient::Connect(const std::string& host, uint16_t port, const WsConnectOp
     }
   }
   hdrs.insert(hdrs.end(), opts.extra_headers.begin(), opts.extra_headers.end());
-  s.ws.set_option(websocket::stream_base::decorator([hdrs](websocket::request_type& req) {
-    req.set(http::field::user_agent, "sb-client");
-    for (const auto& [k, v] : hdrs) req.insert(k, v);
-  }));
-  s.ws.read_message_max(opts.max_incoming_message);
-  s.ws.auto_fragment(false);
-
   websocket::response_type res;
   done = false;
-  s.ws.async_handshake(res, HostHeader(host, port), target, [&](beast::error_code hec) {
-    ec = hec;
-    done = true;
+  s.With([&](auto& ws) {
+    ws.set_option(websocket::stream_base::decorator([hdrs](websocket::request_type& req) {
+      req.set(http::field::user_agent, "sb-client");
+      for (const auto& [k, v] : hdrs) req.insert(k, v);
+    }));
+    ws.read_message_max(opts.max_incoming_message);
+    ws.auto_fragment(false);
+    ws.async_handshake(res, HostHeader(host, port), target, [&](beast::error_code hec) {
+      ec = hec;
+      done = true;
+    });
   });
   if (!s.Finish(&done, deadline)) {
     s.error = "upgrade: timeout";
@@ -319,12 +437,14 @@ bool WsClient::Send(std::string_view text, Millis timeout) {
     s.error = "send: not open";
     return false;
   }
-  s.ws.text(true);
   bool done = false;
   beast::error_code wec;
-  s.ws.async_write(asio::buffer(text.data(), text.size()), [&](beast::error_code ec, size_t) {
-    wec = ec;
-    done = true;
+  s.With([&](auto& ws) {
+    ws.text(true);
+    ws.async_write(asio::buffer(text.data(), text.size()), [&](beast::error_code ec, size_t) {
+      wec = ec;
+      done = true;
+    });
   });
   if (!s.Finish(&done, SteadyClock::now() + timeout)) {
     s.error = "send: timeout";
@@ -343,15 +463,17 @@ bool WsClient::SendBinary(std::string_view bytes, Millis timeout) {
     s.error = "send: not open";
     return false;
   }
-  s.ws.binary(true);
   bool done = false;
   beast::error_code wec;
-  s.ws.async_write(asio::buffer(bytes.data(), bytes.size()), [&](beast::error_code ec, size_t) {
-    wec = ec;
-    done = true;
+  s.With([&](auto& ws) {
+    ws.binary(true);
+    ws.async_write(asio::buffer(bytes.data(), bytes.size()), [&](beast::error_code ec, size_t) {
+      wec = ec;
+      done = true;
+    });
   });
   bool ok = s.Finish(&done, SteadyClock::now() + timeout);
-  s.ws.text(true);
+  s.With([](auto& ws) { ws.text(true); });
   if (!ok) {
     s.error = "send: timeout";
     return false;
@@ -475,23 +597,23 @@ bool WsClient::Close(uint16_t code, std::string_view reason, Millis timeout) {
   cr.reason.assign(reason.data(), reason.size());
   bool done = false;
   beast::error_code cec;
-  s.ws.async_close(cr, [&](beast::error_code ec) {
-    cec = ec;
-    done = true;
+  s.With([&](auto& ws) {
+    ws.async_close(cr, [&](beast::error_code ec) {
+      cec = ec;
+      done = true;
+    });
   });
   bool ok = s.Finish(&done, deadline);
   // The outstanding read sees the server's close frame; let it record the code.
   ok = s.Run([&s] { return !s.reading; }, deadline) && ok;
   s.open = false;
-  beast::error_code ignored;
-  s.ws.next_layer().close(ignored);
+  s.CloseSocket();
   return ok && (!cec || cec == websocket::error::closed);
 }
 
 void WsClient::Abort() {
   Impl& s = *impl_;
-  beast::error_code ignored;
-  s.ws.next_layer().close(ignored);
+  s.CloseSocket();
   s.open = false;
   // Let the aborted read complete now so its handler does not fire later.
   s.Run([&s] { return !s.reading; }, SteadyClock::now() + std::chrono::seconds(1));

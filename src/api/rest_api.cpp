@@ -105,7 +105,6 @@ bool IsIn(const std::vector<UserId>& v, UserId u) { return std::binary_search(v.
 // Owner and admins manage a group.
 bool CanManage(const store::Conversation& c, UserId u) { return c.created_by == u || IsIn(c.admins, u); }
 
-constexpr size_t kPreviewBytes = 120;
 
 const Status kNoConversation = NotFound("no such conversation");
 
@@ -180,13 +179,8 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
     if (seg.size() == 6 && seg[3] == "messages" && seg[5] == "receipts" && m == "GET")
       return Receipts(c, seg[2], seg[4]);
   }
-  // Routes of the contract that later work adds (members, receipts, search,
-  // attachments, presence): say so plainly.
-  bool known_later =
-
-      (seg.size() == 2 && seg[1] == "attachments") ||
-      (seg.size() == 3 && seg[1] == "attachments");
-  if (known_later) return Error(Unavailable("not available on this server version"));
+  // POST /v1/attachments and GET /v1/attachments/{id} are streamed by the gateway
+  // (api/attachment_api.h) and never get here; other methods on them are 404 below.
   return Error(NotFound("no such endpoint"));
 }
 
@@ -615,6 +609,10 @@ HttpResponse RestApi::SetAdmin(const Ctx& c, std::string_view id, std::string_vi
   return ConversationAnswer(200, *updated);
 }
 
+// The list is ordered by latest activity (newest first), ties by id. The cursor is
+// the last row's position, "<activity_ms>.<conversation id>", so a page never repeats
+// a row or skips one that did not move, whatever was sent meanwhile (a conversation
+// that moves to the top while the client pages appears on the next full refresh).
 HttpResponse RestApi::ListConversations(const Ctx& c, const HttpRequest& req) {
   size_t limit = opts_.limits.history_page_default;
   if (auto l = req.Query("limit")) {
@@ -622,72 +620,65 @@ HttpResponse RestApi::ListConversations(const Ctx& c, const HttpRequest& req) {
     if (!v || *v == 0) return Error(BadRequest("limit must be a positive integer"));
     limit = std::min<size_t>(*v, opts_.limits.history_page_max);
   }
-  size_t offset = 0;
+  std::optional<std::pair<int64_t, ConvId>> after;
   if (auto cur = req.Query("cursor"); cur && !cur->empty()) {
-    auto v = ParseUint(cur);
-    if (!v) return Error(BadRequest("invalid cursor"));
-    offset = *v;
+    size_t dot = cur->find('.');
+    std::string ms_s = cur->substr(0, dot);
+    auto ms = ParseUint(&ms_s);
+    auto id = dot == std::string::npos ? std::nullopt : ParseConvId(std::string_view(*cur).substr(dot + 1));
+    if (!ms || !id) return Error(BadRequest("invalid cursor"));
+    after.emplace(static_cast<int64_t>(*ms), *id);
   }
-  auto ids = store_.ListConversationsOf(c.claims.user);
-  if (!ids.ok()) return Error(ids.status());
-
-  struct Row {
-    store::Conversation conv;
-    Seq last_seq = 0;
-    Seq read = 0;
-    std::optional<store::Message> last;
+  auto entries = store_.ListConversationEntries(c.claims.user);
+  if (!entries.ok()) return Error(entries.status());
+  auto activity = [](const store::ConversationListEntry& e) {
+    return e.summary.last_seq ? e.summary.last_ms : e.conv.created_ms;
   };
-  std::vector<Row> rows;
-  rows.reserve(ids->size());
-  for (ConvId id : *ids) {
-    auto conv = store_.GetConversation(id);
-    if (!conv.ok()) continue;
-    Row r;
-    r.conv = std::move(*conv);
-    auto last = store_.LastSeq(id);
-    if (last.ok()) r.last_seq = *last;
-    if (r.last_seq > 0) {
-      auto msg = store_.GetMessage(id, r.last_seq);
-      if (msg.ok()) r.last = std::move(*msg);
-      auto receipts = store_.GetReceipts(id);
-      if (receipts.ok())
-        for (const auto& st : *receipts)
-          if (st.user == c.claims.user) r.read = st.read;
-    }
-    rows.push_back(std::move(r));
-  }
-  auto activity = [](const Row& r) { return r.last ? r.last->server_ms : r.conv.created_ms; };
-  std::sort(rows.begin(), rows.end(), [&](const Row& a, const Row& b) {
-    if (activity(a) != activity(b)) return activity(a) > activity(b);
-    return a.conv.id < b.conv.id;
+  // (activity desc, id asc): true when a comes first.
+  auto before = [](int64_t am, ConvId aid, int64_t bm, ConvId bid) {
+    return am != bm ? am > bm : aid < bid;
+  };
+  std::vector<const store::ConversationListEntry*> rows;
+  rows.reserve(entries->size());
+  for (const auto& e : *entries)
+    if (!after || before(after->first, after->second, activity(e), e.conv.id)) rows.push_back(&e);
+  const size_t take = std::min(rows.size(), limit);
+  std::partial_sort(rows.begin(), rows.begin() + take, rows.end(), [&](auto* a, auto* b) {
+    return before(activity(*a), a->conv.id, activity(*b), b->conv.id);
   });
 
-  JsonWriter w(1024);
+  JsonWriter w(256 + take * 256);
   w.BeginObject().Key("conversations").BeginArray();
-  size_t end = std::min(rows.size(), offset + limit);
-  for (size_t i = offset; i < end; ++i) {
-    const Row& r = rows[i];
+  for (size_t i = 0; i < take; ++i) {
+    const store::ConversationListEntry& e = *rows[i];
+    const store::ConversationSummary& sm = e.summary;
     w.BeginObject()
-        .Field("conversation_id", FormatConvId(r.conv.id))
-        .Field("type", store::ConvTypeName(r.conv.type))
-        .Field("title", r.conv.title)
-        .Field("last_seq", static_cast<uint64_t>(r.last_seq));
-    if (r.last) {
-      w.Field("last_message_id", FormatMessageId(r.conv.id, r.last_seq));
-      w.Field("last_message_preview", TruncateUtf8(r.last->content, kPreviewBytes));
-      w.Field("last_message_ms", r.last->server_ms);
+        .Field("conversation_id", FormatConvId(e.conv.id))
+        .Field("type", store::ConvTypeName(e.conv.type))
+        .Field("title", e.conv.title)
+        .Field("last_seq", static_cast<uint64_t>(sm.last_seq));
+    if (sm.last_seq) {
+      w.Field("last_message_id", FormatMessageId(e.conv.id, sm.last_seq));
+      w.Field("last_message_preview", sm.preview);
+      w.Field("last_message_ms", sm.last_ms);
+      w.Field("last_message_sender_id", FormatUserId(sm.last_sender));
+      w.Field("last_message_content_type", store::ContentTypeName(sm.last_type));
     } else {
       w.Key("last_message_id").Null();
       w.Field("last_message_preview", "");
       w.Key("last_message_ms").Null();
     }
     // Messages after the caller's READ mark (from any of the caller's devices).
-    w.Field("unread_count", static_cast<uint64_t>(r.last_seq > r.read ? r.last_seq - r.read : 0));
+    w.Field("unread_count", static_cast<uint64_t>(sm.last_seq > e.read ? sm.last_seq - e.read : 0));
     w.EndObject();
   }
   w.EndArray();
-  if (end < rows.size()) w.Field("next_cursor", std::to_string(end));
-  else w.Key("next_cursor").Null();
+  if (take < rows.size()) {
+    const store::ConversationListEntry& last = *rows[take - 1];
+    w.Field("next_cursor", std::to_string(activity(last)) + "." + FormatConvId(last.conv.id));
+  } else {
+    w.Key("next_cursor").Null();
+  }
   w.EndObject();
   return Json(200, std::move(w).Take());
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <unordered_map>
 
+#include "attachments/attachment_store.h"
 #include "base/log.h"
 #include "chat/commit_queue.h"
 #include "chat/core_state.h"
@@ -39,13 +40,6 @@ uint64_t BodyFingerprint(store::ContentType ct, std::string_view content, std::s
 
 namespace {
 
-struct Delivery {
-  FramePtr frame;
-  std::shared_ptr<const std::vector<UserId>> members;
-  uint64_t exclude_session;
-  ConvId conv;
-  Seq seq;
-};
 struct Ack {
   uint64_t session;
   FramePtr frame;
@@ -321,6 +315,13 @@ void ChatCore::HandleSend(uint32_t owner, std::shared_ptr<SendRequest> req) {
     return;
   }
 
+  // The group bulkhead's backpressure: when the lanes hold more fan-out work than the
+  // shards can do in a few seconds, new group messages wait at their senders (who
+  // retry with the same client_msg_id); 1:1 messages are never refused for it.
+  if (cs->type == store::ConvType::kGroup &&
+      bulk_backlog_.load(std::memory_order_relaxed) > opts_.max_bulk_backlog)
+    return fail(Unavailable("group delivery is overloaded, retry later"));
+
   // Reactions, edits and deletes point at a stored message of this conversation;
   // only its author edits or deletes it. The target's new version is written in the
   // same batch as the edit/delete message itself.
@@ -364,6 +365,12 @@ void ChatCore::HandleSend(uint32_t owner, std::shared_ptr<SendRequest> req) {
     auto ref = ParseMessageId(pm.reply_to);
     if (!ref || ref->conv != req->conv || ref->seq > cs->committed_seq)
       return fail(BadRequest("reply_to is not a message of this conversation"));
+  }
+  // A media_url naming one of our attachments must name one the sender may read
+  // (uploader, or member of a conversation referencing it): otherwise not_found, the
+  // same for "does not exist" and "not yours". External URLs pass.
+  if (!pm.media_url.empty()) {
+    if (Status a = attachments::CheckSend(store_, req->user, pm.media_url); !a.ok()) return fail(a);
   }
 
   store::Message m;
@@ -437,7 +444,8 @@ void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs,
       }
     }
     met.messages_acked.Inc();
-    for (size_t i = 0; i < n; ++i) deliveries[i].push_back({frame, cs.members, exclude, m.conv, m.seq});
+    const bool group = cs.type == store::ConvType::kGroup;
+    for (size_t i = 0; i < n; ++i) deliveries[i].push_back({frame, cs.members, exclude, m.conv, m.seq, group});
   }
   in_flight_.fetch_sub(static_cast<int64_t>(msgs.size()));
   for (const ReceiptChange& rc : receipts) {
@@ -459,21 +467,83 @@ void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs,
         it->second->Send(ack.frame);
         mm.ack_latency_seconds.Observe(static_cast<double>(now - ack.recv_ns) / 1e9);
       }
-      for (const Delivery& dl : *d) {
-        for (UserId u : *dl.members) {
-          auto it = ts.by_user.find(u);
-          if (it == ts.by_user.end()) continue;
-          for (Session* s : it->second) {
-            if (s->id() == dl.exclude_session) continue;
-            if (!HoldOrPass(ts, s, dl.conv, dl.seq, dl.frame)) continue;
-            s->Send(dl.frame);
-            mm.deliveries.Inc();
-          }
-        }
+      // Direct conversations are delivered now; groups go through the bulkhead. The
+      // lane is chosen by conversation type, which never changes, so all of one
+      // conversation's messages take the same path and stay in order.
+      for (Delivery& dl : *d) {
+        if (dl.group) QueueBulk(target, std::move(dl));
+        else DeliverRange(ts, dl, 0, dl.members->size());
       }
     };
     if (target == owner) run();
     else shards_[target]->Post(std::move(run));
+  }
+}
+
+void ChatCore::DeliverRange(Shard& sh, const Delivery& dl, size_t from, size_t to) {
+  auto& mm = metrics::Server();
+  const auto& members = *dl.members;
+  uint64_t sent = 0;
+  for (size_t i = from; i < to; ++i) {
+    auto it = sh.by_user.find(members[i]);
+    if (it == sh.by_user.end()) continue;
+    for (Session* s : it->second) {
+      if (s->id() == dl.exclude_session) continue;
+      if (!HoldOrPass(sh, s, dl.conv, dl.seq, dl.frame)) continue;
+      s->Send(dl.frame);
+      ++sent;
+    }
+  }
+  if (sent) mm.deliveries.Inc(sent);
+}
+
+void ChatCore::QueueBulk(uint32_t shard, Delivery&& d) {
+  BulkLane& lane = state_[shard]->bulk;
+  const int64_t visits = static_cast<int64_t>(d.members->size());
+  auto [it, fresh] = lane.by_conv.try_emplace(d.conv);
+  if (it->second.queue.empty()) lane.turns.push_back(d.conv);
+  it->second.queue.push_back(std::move(d));
+  lane.backlog += visits;
+  bulk_backlog_.fetch_add(visits, std::memory_order_relaxed);
+  metrics::Server().bulk_backlog.Add(visits);
+  if (!lane.drain_posted) {
+    lane.drain_posted = true;
+    shards_[shard]->Post([this, shard] { DrainBulk(shard); });
+  }
+}
+
+void ChatCore::DrainBulk(uint32_t shard) {
+  Shard& sh = *state_[shard];
+  BulkLane& lane = sh.bulk;
+  lane.drain_posted = false;
+  size_t budget = std::max<size_t>(1, opts_.bulk_slice_sends);
+  int64_t done = 0;
+  while (budget > 0 && !lane.turns.empty()) {
+    ConvId conv = lane.turns.front();
+    auto it = lane.by_conv.find(conv);
+    BulkLane::Pending& p = it->second;
+    const Delivery& d = p.queue.front();
+    const size_t total = d.members->size();
+    const size_t to = std::min(total, p.next_member + budget);
+    DeliverRange(sh, d, p.next_member, to);
+    budget -= to - p.next_member;
+    done += static_cast<int64_t>(to - p.next_member);
+    p.next_member = to;
+    if (to < total) break;  // slice used up mid-message: continue here next time
+    // One whole message of this conversation went out: its turn ends.
+    p.queue.pop_front();
+    p.next_member = 0;
+    lane.turns.pop_front();
+    if (p.queue.empty()) lane.by_conv.erase(it);
+    else lane.turns.push_back(conv);
+  }
+  lane.backlog -= done;
+  bulk_backlog_.fetch_sub(done, std::memory_order_relaxed);
+  metrics::Server().bulk_backlog.Add(-done);
+  if (!lane.turns.empty()) {
+    // Posted behind everything already queued on this shard: that is the bulkhead.
+    lane.drain_posted = true;
+    shards_[shard]->Post([this, shard] { DrainBulk(shard); });
   }
 }
 

@@ -56,9 +56,12 @@ struct CoreOptions {
   // which the next step runs (so a long catch-up flows at the client's pace).
   size_t replay_page = 256;
   size_t replay_queue_watermark = 1024;
-  // Resume also replays the receipt state of the other members of conversations up to
-  // this size (larger groups: GET .../receipts).
-  size_t resume_receipts_max_members = 100;
+  // Per-member receipts are routed live to senders, and replayed by resume, only in
+  // conversations of at most this many members. In a larger group every member's
+  // receipt would be a frame to every sender (1,000 frames per message, enough to
+  // overflow a sender's send queue); there they are stored (unread counts, GET
+  // .../receipts) but not pushed.
+  size_t receipts_max_members = 100;
   // Live delivery to a new connection starts with its first frame, or after this.
   int64_t first_frame_wait_ms = 1000;
   // Makes the presence registry of each shard (default: in memory).
@@ -67,6 +70,12 @@ struct CoreOptions {
   std::function<void(const std::vector<store::Message>&)> after_commit;
   // Senders of this many latest messages per conversation are kept in memory.
   size_t recent_senders = 4096;
+  // Group-delivery bulkhead (see BulkLane in core_state.h): member visits per slice
+  // before the shard turns to other work, and the member visits that may wait in the
+  // lanes of all shards before group sends are refused with `unavailable` (1:1 sends
+  // are never refused for it).
+  size_t bulk_slice_sends = 512;
+  int64_t max_bulk_backlog = 4000000;
 };
 
 // What one user may see of another's presence.
@@ -153,6 +162,12 @@ class ChatCore {
                    const FramePtrT& frame);
   // The senders (other than `except`) of messages lo..hi and the highest seq of each.
   std::vector<std::pair<UserId, Seq>> SendersIn(ConvState& cs, Seq lo, Seq hi, UserId except);
+  // The group bulkhead: queue a delivery on shard `shard`'s lane (on that shard), and
+  // fan out one slice of the lane.
+  void QueueBulk(uint32_t shard, struct Delivery&& d);
+  void DrainBulk(uint32_t shard);
+  // Sends `d` to the local sessions of members[from, to) on shard `sh`.
+  void DeliverRange(Shard& sh, const struct Delivery& d, size_t from, size_t to);
   void Reply(uint32_t shard, uint64_t session_id, std::shared_ptr<const std::string> frame,
              int64_t recv_ns);
   ConvState* LoadConv(Shard& sh, ConvId conv, Status* err);
@@ -188,6 +203,7 @@ class ChatCore {
   std::unique_ptr<class CommitQueue> commits_;
   std::atomic<int64_t> in_flight_{0};
   std::atomic<int64_t> sessions_{0};
+  std::atomic<int64_t> bulk_backlog_{0};  // member visits queued in every shard's lane
 };
 
 // 64-bit FNV-1a over the parts of a message body a retry must repeat exactly.

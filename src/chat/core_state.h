@@ -17,6 +17,33 @@ namespace sb::chat {
 
 using FramePtr = std::shared_ptr<const std::string>;
 
+// One committed message on its way to the local sessions of a shard.
+struct Delivery {
+  FramePtr frame;
+  std::shared_ptr<const std::vector<UserId>> members;
+  uint64_t exclude_session;
+  ConvId conv;
+  Seq seq;
+  bool group;  // goes through the shard's bulk lane
+};
+
+// The group-delivery bulkhead of one shard. Group messages are fanned out from here
+// in slices of at most CoreOptions::bulk_slice_sends member visits; between slices the
+// shard runs whatever else was posted to it (1:1 deliveries, acks, receipts, frames
+// from its own sockets), so a flood of 1,000-member messages delays those by one slice
+// at most. Conversations take turns (round robin, one message each), so a small group
+// is not stuck behind a large group's backlog; within a conversation order is FIFO.
+struct BulkLane {
+  struct Pending {
+    std::deque<Delivery> queue;
+    size_t next_member = 0;  // progress through queue.front()'s members
+  };
+  std::unordered_map<ConvId, Pending> by_conv;
+  std::deque<ConvId> turns;  // conversations with something queued, in turn order
+  bool drain_posted = false;
+  int64_t backlog = 0;       // member visits queued on this shard
+};
+
 struct ChatCore::ConvState {
   ConvId id = 0;
   store::ConvType type = store::ConvType::kGroup;
@@ -95,6 +122,7 @@ struct SessionState {
   std::vector<std::tuple<ConvId, Seq, std::shared_ptr<const std::string>>> early;
   uint64_t replayed = 0;
   size_t replay_convs = 0;
+  std::vector<ConvId> truncated;  // this resume's conversations with dropped history
 };
 
 // What the core adds to the registry for one user, on the user's owner shard: what
@@ -122,6 +150,7 @@ struct ChatCore::Shard {
   std::vector<UserId> pending_offline;
   // Conversations of this shard with someone typing (for expiry sweeps).
   std::vector<ConvId> typing_convs;
+  BulkLane bulk;
   uint64_t tick = 0;
 };
 

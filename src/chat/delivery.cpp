@@ -161,6 +161,7 @@ void ChatCore::RouteReceipts(uint32_t owner, ConvState& cs, const ReceiptChange&
     Seq up_to;
     FramePtr frame;
   };
+  if (cs.members->size() > opts_.receipts_max_members) return;  // large group: stored, not pushed
   std::vector<Out> frames;
   UserId recipient = rc.after.user;
   if (rc.after.read > rc.before.read) {
@@ -227,6 +228,7 @@ void ChatCore::OnResume(uint32_t shard, Session* s, const protocol::Resume& r) {
 
   ss.resuming = true;
   ss.replayed = 0;
+  ss.truncated.clear();
   ss.replay_convs = convs->size();
   ss.replay_queue.assign(convs->rbegin(), convs->rend());  // popped from the back
   for (ConvId c : *convs) {
@@ -235,6 +237,8 @@ void ChatCore::OnResume(uint32_t shard, Session* s, const protocol::Resume& r) {
     // A cursor past the end (a confused client) must not make live messages look
     // already sent.
     if (auto last = store_.LastSeq(c); last.ok()) from = std::min(from, *last);
+    // Retention dropped messages this device never got: say so (no silent gap).
+    if (auto first = store_.FirstRetained(c); first.ok() && from + 1 < *first) ss.truncated.push_back(c);
     // A second resume on the same connection never re-sends what this connection got.
     rp.sent_upto = rp.done ? std::max(rp.sent_upto, from) : from;
     rp.done = false;
@@ -293,9 +297,9 @@ void ChatCore::ContinueReplay(uint32_t shard, uint64_t session_id) {
       .Field("replayed", ss.replayed)
       .Field("conversations", static_cast<uint64_t>(ss.replay_convs))
       .Key("truncated")
-      .BeginArray()
-      .EndArray()
-      .EndObject();
+      .BeginArray();
+  for (ConvId c : ss.truncated) w.String(FormatConvId(c));
+  w.EndArray().EndObject();
   s->Send(MakeFrame(std::move(w).Take()));
   ss.resuming = false;
   metrics::Server().resumes.Inc();
@@ -307,7 +311,7 @@ void ChatCore::ReplayReceipts(uint32_t shard, Session* s, const std::vector<Conv
   // this user: a sender who was away learns the ticks it missed.
   for (ConvId c : convs) {
     auto conv = store_.GetConversation(c);
-    if (!conv.ok() || conv->members.size() > opts_.resume_receipts_max_members) continue;
+    if (!conv.ok() || conv->members.size() > opts_.receipts_max_members) continue;
     auto rs = store_.GetReceipts(c);
     if (!rs.ok()) continue;
     Shard& sh = *state_[shard];

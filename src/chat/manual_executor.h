@@ -16,6 +16,29 @@ class ManualExecutor final : public Executor {
     std::lock_guard lk(mu_);
     q_.push_back(std::move(t));
   }
+  // Runs the oldest queued task, if any; false when none was queued.
+  bool RunOne() {
+    Task t;
+    {
+      std::lock_guard lk(mu_);
+      if (q_.empty()) return false;
+      t = std::move(q_.front());
+      q_.pop_front();
+    }
+    t();
+    return true;
+  }
+  // Tasks queued now.
+  size_t Size() {
+    std::lock_guard lk(mu_);
+    return q_.size();
+  }
+  // Runs the tasks queued now, not those they post; how many ran.
+  size_t RunQueued() {
+    size_t n = Size();
+    for (size_t i = 0; i < n; ++i) RunOne();
+    return n;
+  }
   // Runs queued tasks, including those they post, until none is left; how many ran.
   size_t RunAll() {
     size_t n = 0;

@@ -2,14 +2,23 @@
 // docs/architecture.md, "Build").
 #include "gateway/server.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 
 #include "base/clock.h"
@@ -26,7 +35,15 @@ namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace ws = beast::websocket;
+namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+using TlsContextPtr = std::shared_ptr<ssl::context>;
+
+// Plain connections use beast::tcp_stream directly: the TLS code is a separate
+// instantiation, so it costs them nothing.
+template <class Stream>
+constexpr bool kIsTls = std::is_same_v<Stream, TlsStream>;
 
 namespace {
 
@@ -50,7 +67,94 @@ struct Shard {
   std::thread thread;
   // Connection-rate buckets by client address (tokens, last refill in ns).
   std::unordered_map<std::string, std::pair<double, int64_t>> connect_buckets;
+  // The TLS context new connections use (null: plain). Only this shard's thread reads
+  // or replaces it (a SIGHUP reload posts the new one), so no lock.
+  TlsContextPtr tls;
 };
+
+// ---------------------------------------------------------------------------------
+// TLS context: certificate chain and key from PEM files, checked before use.
+
+std::string OpenSslErrors() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? "no detail from OpenSSL" : out;
+}
+
+// Never prompt on a terminal for a passphrase: an encrypted key simply fails to load.
+int NoPassphrase(char*, int, int, void*) { return 0; }
+
+std::string Asn1TimeString(const ASN1_TIME* t) {
+  BIO* b = BIO_new(BIO_s_mem());
+  if (!b) return "?";
+  ASN1_TIME_print(b, t);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(b, &data);
+  std::string out(data, n > 0 ? static_cast<size_t>(n) : 0);
+  BIO_free(b);
+  return out;
+}
+
+Result<TlsContextPtr> MakeTlsContext(const TlsOptions& o) {
+  ERR_clear_error();
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  SSL_CTX* c = ctx->native_handle();
+  SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                             SSL_OP_CIPHER_SERVER_PREFERENCE);
+  if (o.min_version != "1.2" && o.min_version != "1.3")
+    return BadRequest("tls.min_version must be 1.2 or 1.3, got '" + o.min_version + "'");
+  SSL_CTX_set_min_proto_version(c, o.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
+  // Idle connections give their read/write buffers back (~34 KiB each): a chat
+  // server holds many sockets that are quiet most of the time.
+  SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_default_passwd_cb(c, NoPassphrase);
+  if (!o.ciphers.empty() && SSL_CTX_set_cipher_list(c, o.ciphers.c_str()) != 1)
+    return BadRequest("tls.ciphers '" + o.ciphers + "': no usable cipher (" + OpenSslErrors() + ")");
+  if (!o.ciphersuites.empty() && SSL_CTX_set_ciphersuites(c, o.ciphersuites.c_str()) != 1)
+    return BadRequest("tls.ciphersuites '" + o.ciphersuites + "': no usable suite (" + OpenSslErrors() + ")");
+
+  if (o.key_file.empty()) return BadRequest("tls.key_file is required when tls.cert_file is set");
+  for (auto [key, path] : {std::pair{"tls.cert_file", &o.cert_file}, std::pair{"tls.key_file", &o.key_file}}) {
+    std::FILE* f = std::fopen(path->c_str(), "rb");
+    if (!f) return BadRequest(std::string(key) + " '" + *path + "': cannot read: " + std::strerror(errno));
+    std::fclose(f);
+  }
+  if (SSL_CTX_use_certificate_chain_file(c, o.cert_file.c_str()) != 1)
+    return BadRequest("tls.cert_file '" + o.cert_file + "': not a PEM certificate chain (" + OpenSslErrors() + ")");
+  X509* leaf = SSL_CTX_get0_certificate(c);
+  if (!leaf) return BadRequest("tls.cert_file '" + o.cert_file + "': no certificate in it");
+
+  BIO* kb = BIO_new_file(o.key_file.c_str(), "r");
+  EVP_PKEY* key = kb ? PEM_read_bio_PrivateKey(kb, nullptr, NoPassphrase, nullptr) : nullptr;
+  if (kb) BIO_free(kb);
+  if (!key)
+    return BadRequest("tls.key_file '" + o.key_file +
+                      "': not an unencrypted PEM private key (" + OpenSslErrors() + ")");
+  bool matches = X509_check_private_key(leaf, key) == 1;
+  bool used = matches && SSL_CTX_use_PrivateKey(c, key) == 1;
+  EVP_PKEY_free(key);
+  if (!matches)
+    return BadRequest("tls.key_file '" + o.key_file + "' does not match the certificate in tls.cert_file '" +
+                      o.cert_file + "'");
+  if (!used) return BadRequest("tls.key_file '" + o.key_file + "': rejected (" + OpenSslErrors() + ")");
+
+  char subject[256] = {};
+  X509_NAME_oneline(X509_get_subject_name(leaf), subject, sizeof subject - 1);
+  std::string not_after = Asn1TimeString(X509_get0_notAfter(leaf));
+  if (X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0)
+    LOG_WARN("tls_certificate_expired").Kv("file", o.cert_file).Kv("not_after", not_after);
+  else if (X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0)
+    LOG_WARN("tls_certificate_not_yet_valid").Kv("file", o.cert_file);
+  LOG_INFO("tls_loaded").Kv("cert", o.cert_file).Kv("subject", subject).Kv("not_after", not_after)
+      .Kv("min_version", o.min_version);
+  ERR_clear_error();
+  return ctx;
+}
 
 // RFC 6455 §4.2.1: the key is base64 of exactly 16 bytes (24 characters ending "==").
 bool ValidWebSocketKey(std::string_view k) {
@@ -89,6 +193,7 @@ struct Server::Impl {
   const auth::Revocations& revoked;
   api::RestApi& rest;
   chat::ChatCore* core = nullptr;
+  api::AttachmentApi* att_api = nullptr;  // streamed attachment routes (may be unset)
   std::vector<std::unique_ptr<Shard>> shards;
   net::thread_pool pool;
   net::io_context control{1};
@@ -134,7 +239,24 @@ struct Server::Impl {
     return true;
   }
   net::awaitable<void> Ticker(Shard& sh);
-  net::awaitable<void> HttpSession(Shard& sh, tcp::socket sock);
+  // `deadline_armed`: the first request's read shares a deadline set by the caller
+  // (the TLS handshake's), instead of starting a fresh one.
+  template <class Stream>
+  net::awaitable<void> HttpSession(Shard& sh, Stream stream, bool deadline_armed);
+  // Attachments (their request head is read; the body is not). True when the
+  // connection stays open for the next request.
+  template <class Stream>
+  net::awaitable<bool> UploadAttachment(Stream& stream, beast::flat_buffer& buf,
+                                        http::request_parser<http::empty_body>& head);
+  template <class Stream>
+  net::awaitable<bool> DownloadAttachment(Stream& stream, http::request_parser<http::empty_body>& head);
+  // Answers and closes without reading the request body; what the client still sends
+  // is read and dropped for a moment (bounded), so that the close does not reset the
+  // connection before the client has read the answer.
+  template <class Stream>
+  net::awaitable<void> RefuseAndClose(Stream& stream, const api::HttpResponse& r, unsigned version);
+  net::awaitable<void> TlsSession(Shard& sh, tcp::socket sock, TlsContextPtr ctx);
+  void ReloadTls();
   void StartDrain();
   net::awaitable<void> Drain();
 };
@@ -142,9 +264,10 @@ struct Server::Impl {
 // ---------------------------------------------------------------------------------
 // WebSocket session: one per connected device, living on its shard's thread.
 
-class WsSession final : public chat::Session, public std::enable_shared_from_this<WsSession> {
+template <class Stream>
+class WsSession final : public chat::Session, public std::enable_shared_from_this<WsSession<Stream>> {
  public:
-  WsSession(Server::Impl& srv, Shard& shard, beast::tcp_stream&& stream, auth::Claims claims)
+  WsSession(Server::Impl& srv, Shard& shard, Stream&& stream, auth::Claims claims)
       : srv_(srv),
         shard_(shard),
         ws_(std::move(stream)),
@@ -208,7 +331,7 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
   }
 
   net::awaitable<void> Run(http::request<http::string_body> req) {
-    auto self = shared_from_this();
+    auto self = this->shared_from_this();
     ws::stream_base::timeout t;
     t.handshake_timeout = std::chrono::milliseconds(srv_.opts.handshake_timeout_ms);
     t.idle_timeout = std::chrono::milliseconds(srv_.opts.idle_timeout_ms);
@@ -268,7 +391,7 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
     }
     writing_ = true;
     ws_.async_write(net::buffer(*queue_.front()),
-                    [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                    [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                       if (!self->queue_.empty()) {
                         if (self->queued_bytes_ >= self->queue_.front()->size())
                           self->queued_bytes_ -= self->queue_.front()->size();
@@ -293,12 +416,12 @@ class WsSession final : public chat::Session, public std::enable_shared_from_thi
   void DoClose() {
     if (close_sent_ || failed_) return;
     close_sent_ = true;
-    ws_.async_close(close_reason_, [self = shared_from_this()](beast::error_code) {});
+    ws_.async_close(close_reason_, [self = this->shared_from_this()](beast::error_code) {});
   }
 
   Server::Impl& srv_;
   Shard& shard_;
-  ws::stream<beast::tcp_stream> ws_;
+  ws::stream<Stream> ws_;
   net::steady_timer expiry_;
   int64_t token_exp_s_;
   UserId user_;
@@ -357,15 +480,47 @@ api::HttpResponse ErrorResponse(const Status& s) {
 
 }  // namespace
 
-net::awaitable<void> Server::Impl::HttpSession(Shard& sh, tcp::socket sock) {
-  beast::tcp_stream stream(std::move(sock));
+// Ends a TLS connection politely: close_notify, bounded wait for the peer's. The
+// caller then shuts the TCP socket down as for a plain connection.
+static net::awaitable<void> TlsShutdown(TlsStream& stream) {
+  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+  co_await stream.async_shutdown(net::as_tuple(net::use_awaitable));
+}
+
+template <class Stream>
+net::awaitable<void> Server::Impl::HttpSession(Shard& sh, Stream stream, bool deadline_armed) {
+  auto& lowest = beast::get_lowest_layer(stream);
   beast::flat_buffer buf;
-  for (;;) {
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
-    parser.body_limit(opts.limits.max_rest_body_bytes);
-    stream.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
-    auto [ec, n] = co_await http::async_read(stream, buf, parser, net::as_tuple(net::use_awaitable));
+  for (bool first = true;; first = false) {
+    // The head first. Attachment routes stream their body to or from disk; every other
+    // request is then read whole (body within limits.max_rest_body_bytes).
+    http::request_parser<http::empty_body> head;
+    head.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
+    head.body_limit(boost::none);  // judged per route, below
+    if (!(first && deadline_armed)) lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
+    auto [ec, n] = co_await http::async_read_header(stream, buf, head, net::as_tuple(net::use_awaitable));
+    if (!ec && att_api && !ws::is_upgrade(head.get())) {
+      std::string_view target = Sv(head.get().target());
+      auto route = api::AttachmentApi::Match(Sv(head.get().method_string()),
+                                             api::PercentDecode(target.substr(0, target.find('?'))));
+      if (route != api::AttachmentApi::Route::kNone) {
+        metrics::Server().http_requests.Inc();
+        bool keep = route == api::AttachmentApi::Route::kUpload ? co_await UploadAttachment(stream, buf, head)
+                                                                 : co_await DownloadAttachment(stream, head);
+        if (!keep) co_return;
+        continue;
+      }
+    }
+    std::optional<http::request_parser<http::string_body>> parser;
+    if (!ec) {
+      if (head.content_length() && *head.content_length() > opts.limits.max_rest_body_bytes) {
+        ec = http::error::body_limit;  // decided on the declared length, no body byte read
+      } else {
+        parser.emplace(std::move(head));
+        parser->body_limit(opts.limits.max_rest_body_bytes);
+        std::tie(ec, n) = co_await http::async_read(stream, buf, *parser, net::as_tuple(net::use_awaitable));
+      }
+    }
     if (ec) {
       api::HttpResponse r;
       if (ec == http::error::body_limit) r = ErrorResponse(TooLarge("request body is too large"));
@@ -380,13 +535,14 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, tcp::socket sock) {
         co_return;
       }
       auto res = ToBeast(r, 11, false);
-      stream.expires_after(std::chrono::seconds(5));
+      lowest.expires_after(std::chrono::seconds(5));
       co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+      if constexpr (kIsTls<Stream>) co_await TlsShutdown(stream);
       beast::error_code ig;
-      stream.socket().shutdown(tcp::socket::shutdown_both, ig);
+      lowest.socket().shutdown(tcp::socket::shutdown_both, ig);
       co_return;
     }
-    http::request<http::string_body> req = parser.release();
+    http::request<http::string_body> req = parser->release();
 
     if (ws::is_upgrade(req)) {
       std::string_view target = Sv(req.target());
@@ -435,19 +591,20 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, tcp::socket sock) {
         metrics::Server().upgrades_rejected.Inc();
         auto res = ToBeast(refuse, req.version(), false);
         co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+        if constexpr (kIsTls<Stream>) co_await TlsShutdown(stream);
         beast::error_code ig;
-        stream.socket().shutdown(tcp::socket::shutdown_both, ig);
+        lowest.socket().shutdown(tcp::socket::shutdown_both, ig);
         co_return;
       }
-      stream.expires_never();
+      lowest.expires_never();
       UserId user = claims->user;
-      auto session = std::make_shared<WsSession>(*this, sh, std::move(stream), std::move(*claims));
+      auto session = std::make_shared<WsSession<Stream>>(*this, sh, std::move(stream), std::move(*claims));
       co_await session->Run(std::move(req));
       ReleaseUserSlot(user);
       co_return;
     }
 
-    api::HttpRequest areq = FromBeast(req, stream.socket());
+    api::HttpRequest areq = FromBeast(req, lowest.socket());
     // REST handlers may block (argon2id, store reads): run them on the pool and come
     // back to this shard for the write.
     api::HttpResponse ares = co_await net::co_spawn(
@@ -455,14 +612,301 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, tcp::socket sock) {
         net::use_awaitable);
     bool keep_alive = req.keep_alive() && !draining;
     auto res = ToBeast(ares, req.version(), keep_alive);
-    stream.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
+    lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
     auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
     if (wec || !keep_alive) {
+      if constexpr (kIsTls<Stream>) {
+        if (!wec) co_await TlsShutdown(stream);
+      }
       beast::error_code ig;
-      stream.socket().shutdown(tcp::socket::shutdown_send, ig);
+      lowest.socket().shutdown(tcp::socket::shutdown_send, ig);
       co_return;
     }
   }
+}
+
+// ---------------------------------------------------------------------------------
+// Attachments: bodies streamed between the socket and the attachment store in
+// chunks, so neither an upload nor a download is ever held whole in memory. File
+// writes, hashing, fsync and reads run on the blocking pool, never on the shard.
+
+namespace {
+constexpr size_t kAttachmentChunk = 64 * 1024;
+
+bool QuietError(const beast::error_code& ec) {
+  return ec == beast::error::timeout || ec == net::error::eof || ec == net::error::connection_reset ||
+         ec == net::error::operation_aborted || ec == http::error::end_of_stream ||
+         ec == http::error::partial_message;
+}
+}  // namespace
+
+template <class Stream>
+net::awaitable<void> Server::Impl::RefuseAndClose(Stream& stream, const api::HttpResponse& r, unsigned version) {
+  auto& lowest = beast::get_lowest_layer(stream);
+  auto res = ToBeast(r, version, false);
+  lowest.expires_after(std::chrono::seconds(5));
+  auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+  if constexpr (kIsTls<Stream>) {
+    if (!wec) co_await TlsShutdown(stream);
+  }
+  beast::error_code ig;
+  lowest.socket().shutdown(tcp::socket::shutdown_send, ig);
+  if (!wec) {
+    lowest.expires_after(std::chrono::seconds(2));
+    char sink[16384];
+    for (size_t total = 0; total < (1u << 20);) {
+      auto [rec, rn] = co_await lowest.async_read_some(net::buffer(sink), net::as_tuple(net::use_awaitable));
+      if (rec) break;
+      total += rn;
+    }
+  }
+  lowest.socket().close(ig);
+}
+
+template <class Stream>
+net::awaitable<bool> Server::Impl::UploadAttachment(Stream& stream, beast::flat_buffer& buf,
+                                                    http::request_parser<http::empty_body>& head) {
+  auto& lowest = beast::get_lowest_layer(stream);
+  const unsigned version = head.get().version();
+  // The token is checked on the head: a caller without one gets 401 before any body
+  // byte is read.
+  auto user = att_api->Authenticate(Sv(head.get()[http::field::authorization]));
+  if (!user.ok()) {
+    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(user.status()), version);
+    co_return false;
+  }
+  if (draining) {
+    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(Unavailable("server draining")), version);
+    co_return false;
+  }
+  // Content type, declared length and a free upload slot, still before the body.
+  std::optional<uint64_t> declared;
+  if (head.content_length()) declared = *head.content_length();
+  auto begun = att_api->BeginUpload(*user, Sv(head.get()[http::field::content_type]), declared);
+  if (!begun.ok()) {
+    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(begun.status()), version);
+    co_return false;
+  }
+  api::AttachmentApi::Upload upload = std::move(*begun);
+  if (!head.is_done() && beast::iequals(head.get()[http::field::expect], "100-continue")) {
+    http::response<http::empty_body> cont{http::status::continue_, version};
+    lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
+    auto [cec, cn] = co_await http::async_write(stream, cont, net::as_tuple(net::use_awaitable));
+    if (cec) co_return false;
+  }
+
+  // The body, chunk by chunk. Content-Length bodies were judged on the head; a chunked
+  // body is cut by the parser's limit as it arrives.
+  http::request_parser<http::buffer_body> body(std::move(head));
+  body.body_limit(att_api->max_bytes());
+  // A 25 MiB upload over a slow link outlives the handshake timeout by far: the body
+  // has its own (server.upload_timeout_ms).
+  lowest.expires_after(std::chrono::milliseconds(opts.upload_timeout_ms));
+  std::unique_ptr<char[]> chunk(new char[kAttachmentChunk]);
+  while (!body.is_done()) {
+    body.get().body().data = chunk.get();
+    body.get().body().size = kAttachmentChunk;
+    auto [rec, rn] = co_await http::async_read(stream, buf, body, net::as_tuple(net::use_awaitable));
+    if (rec == http::error::need_buffer) rec = {};
+    size_t got = kAttachmentChunk - body.get().body().size;
+    if (got > 0 && !rec) {
+      Status st = co_await net::co_spawn(
+          pool,
+          [&upload, &chunk, got]() -> net::awaitable<Status> { co_return upload.file->Append(chunk.get(), got); },
+          net::use_awaitable);
+      if (!st.ok()) {  // over the limit (413) or a disk error (503)
+        upload.file.reset();  // the temp file goes now, not after the lingering close
+        co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(st), version);
+        co_return false;
+      }
+    }
+    if (rec) {
+      upload.file.reset();
+      if (rec == http::error::body_limit) {
+        co_await RefuseAndClose(
+            stream,
+            api::AttachmentApi::ErrorAnswer(
+                TooLarge("attachments are limited to " + std::to_string(att_api->max_bytes()) + " bytes")),
+            version);
+      } else if (!QuietError(rec)) {
+        co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(BadRequest("malformed HTTP request")),
+                                version);
+      } else {
+        LOG_DEBUG("attachment_upload_cut").Kv("error", rec.message());
+        beast::error_code ig;
+        lowest.socket().close(ig);
+      }
+      co_return false;
+    }
+  }
+
+  // fsync, rename, store record: blocking.
+  api::HttpResponse ares = co_await net::co_spawn(
+      pool, [this, &upload]() -> net::awaitable<api::HttpResponse> { co_return att_api->FinishUpload(upload); },
+      net::use_awaitable);
+  upload.file.reset();  // frees the upload slot before the answer is written
+  bool keep_alive = body.get().keep_alive() && !draining;
+  auto res = ToBeast(ares, version, keep_alive);
+  lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
+  auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+  if (wec || !keep_alive) {
+    if constexpr (kIsTls<Stream>) {
+      if (!wec) co_await TlsShutdown(stream);
+    }
+    beast::error_code ig;
+    lowest.socket().shutdown(tcp::socket::shutdown_send, ig);
+    co_return false;
+  }
+  co_return true;
+}
+
+template <class Stream>
+net::awaitable<bool> Server::Impl::DownloadAttachment(Stream& stream, http::request_parser<http::empty_body>& head) {
+  auto& lowest = beast::get_lowest_layer(stream);
+  const auto& req = head.get();
+  const unsigned version = req.version();
+  if (!head.is_done()) {  // a GET with a body: not ours to guess what it means
+    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(BadRequest("GET with a body")), version);
+    co_return false;
+  }
+  bool keep_alive = req.keep_alive() && !draining;
+  auto answer = [&](const api::HttpResponse& r) -> net::awaitable<bool> {
+    auto res = ToBeast(r, version, keep_alive);
+    lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
+    auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+    if (wec || !keep_alive) {
+      beast::error_code ig;
+      lowest.socket().shutdown(tcp::socket::shutdown_send, ig);
+      co_return false;
+    }
+    co_return true;
+  };
+  auto user = att_api->Authenticate(Sv(req[http::field::authorization]));
+  if (!user.ok()) co_return co_await answer(api::AttachmentApi::ErrorAnswer(user.status()));
+  std::string_view target = Sv(req.target());
+  std::string path = api::PercentDecode(target.substr(0, target.find('?')));
+  // Authorization (store reads) and open: blocking.
+  // (co_spawn wants a default-constructible result: hence the optional.)
+  auto opened = co_await net::co_spawn(
+      pool,
+      [this, &user, &path]() -> net::awaitable<std::optional<Result<api::AttachmentApi::Download>>> {
+        co_return att_api->OpenDownload(*user, path);
+      },
+      net::use_awaitable);
+  Result<api::AttachmentApi::Download>& dl = *opened;
+  if (!dl.ok()) co_return co_await answer(api::AttachmentApi::ErrorAnswer(dl.status()));
+
+  const uint64_t size = dl->file.size();
+  http::response<http::buffer_body> res{http::status::ok, version};
+  res.set(http::field::server, "switchboard");
+  for (auto& [k, v] : dl->headers) res.set(k, v);
+  res.content_length(size);
+  res.keep_alive(keep_alive);
+  res.body().data = nullptr;
+  res.body().more = true;
+  http::response_serializer<http::buffer_body> sr{res};
+  lowest.expires_after(std::chrono::milliseconds(opts.upload_timeout_ms));
+  auto [hec, hn] = co_await http::async_write_header(stream, sr, net::as_tuple(net::use_awaitable));
+  if (hec) co_return false;
+  std::unique_ptr<char[]> chunk(new char[kAttachmentChunk]);
+  uint64_t off = 0;
+  while (off < size) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(kAttachmentChunk, size - off));
+    std::optional<Result<size_t>> read = co_await net::co_spawn(
+        pool,
+        [&dl, &chunk, off, want]() -> net::awaitable<std::optional<Result<size_t>>> {
+          co_return dl->file.ReadAt(off, chunk.get(), want);
+        },
+        net::use_awaitable);
+    Result<size_t>& got = *read;
+    if (!got.ok() || *got == 0) {
+      // The head is out: the only honest signal left is cutting the connection short
+      // of its Content-Length.
+      LOG_ERROR("attachment_read_failed").Kv("error", got.ok() ? "file shorter than recorded" : got.status().message());
+      beast::error_code ig;
+      lowest.socket().close(ig);
+      co_return false;
+    }
+    off += *got;
+    res.body().data = chunk.get();
+    res.body().size = *got;
+    res.body().more = off < size;
+    auto [wec, wn] = co_await http::async_write(stream, sr, net::as_tuple(net::use_awaitable));
+    if (wec == http::error::need_buffer) wec = {};
+    if (wec) co_return false;
+  }
+  if (!keep_alive) {
+    if constexpr (kIsTls<Stream>) co_await TlsShutdown(stream);
+    beast::error_code ig;
+    lowest.socket().shutdown(tcp::socket::shutdown_send, ig);
+    co_return false;
+  }
+  co_return true;
+}
+
+// Plain HTTP on the TLS port: a plain-text 400, then close. A coroutine of its own so
+// that its locals do not sit in the frame of every TLS connection.
+static net::awaitable<void> RefusePlainHttp(beast::tcp_stream& tcp) {
+  auto res = ToBeast(ErrorResponse(BadRequest("this port speaks TLS only: use https:// or wss://")), 11, false);
+  tcp.expires_after(std::chrono::seconds(2));
+  auto [wec, wn] = co_await http::async_write(tcp, res, net::as_tuple(net::use_awaitable));
+  beast::error_code ig;
+  if (!wec) {
+    // Read what the client still sends until it closes (bounded), so that closing
+    // does not reset the connection before the client has read the answer.
+    tcp.socket().shutdown(tcp::socket::shutdown_send, ig);
+    char sink[1024];
+    for (size_t total = 0; total < 65536;) {
+      auto [dec, dn] = co_await tcp.async_read_some(net::buffer(sink), net::as_tuple(net::use_awaitable));
+      if (dec) break;
+      total += dn;
+    }
+  }
+  tcp.socket().close(ig);
+}
+
+net::awaitable<void> Server::Impl::TlsSession(Shard& sh, tcp::socket sock, TlsContextPtr ctx) {
+  // `ctx` lives as long as this coroutine, i.e. as long as the connection's sessions.
+  beast::tcp_stream tcp(std::move(sock));
+  // One handshake_timeout covers the TLS handshake and the first HTTP request
+  // (slowloris: a client trickling a ClientHello gains nothing).
+  tcp.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
+  // A TLS connection starts with a handshake record (content type 22). Anything else
+  // is almost always plain HTTP sent to this port: answer it in plain text with a 400
+  // saying so, rather than with a TLS alert the client cannot show.
+  beast::flat_buffer first;
+  auto [rec, n] = co_await tcp.async_read_some(first.prepare(1024), net::as_tuple(net::use_awaitable));
+  if (rec) co_return;
+  first.commit(n);
+  if (static_cast<const unsigned char*>(first.cdata().data())[0] != 0x16) {
+    metrics::Server().tls_handshake_failures.Inc();
+    co_await RefusePlainHttp(tcp);
+    co_return;
+  }
+  TlsStream stream(std::move(tcp), *ctx);
+  auto [hec, used] = co_await stream.async_handshake(ssl::stream_base::server, first.cdata(),
+                                                     net::as_tuple(net::use_awaitable));
+  if (hec) {
+    metrics::Server().tls_handshake_failures.Inc();
+    LOG_DEBUG("tls_handshake_failed").Kv("error", hec.message());
+    beast::error_code ig;
+    beast::get_lowest_layer(stream).socket().close(ig);
+    co_return;
+  }
+  // This frame lives as long as the connection: give the peeked bytes' memory back.
+  first.consume(first.size());
+  first.shrink_to_fit();
+  co_await HttpSession(sh, std::move(stream), /*deadline_armed=*/true);
+}
+
+void Server::Impl::ReloadTls() {
+  auto ctx = MakeTlsContext(opts.tls);
+  if (!ctx.ok()) {
+    LOG_ERROR("tls_reload_failed").Kv("error", ctx.status().message()).Kv("kept", "previous certificate");
+    return;
+  }
+  for (auto& sh : shards) net::post(sh->io, [s = sh.get(), c = *ctx] { s->tls = c; });
+  LOG_INFO("tls_reloaded").Kv("cert", opts.tls.cert_file);
 }
 
 net::awaitable<void> Server::Impl::Accept(Shard& sh) {
@@ -486,7 +930,10 @@ net::awaitable<void> Server::Impl::Accept(Shard& sh) {
       continue;
     }
     sock.set_option(tcp::no_delay(true), ig);
-    net::co_spawn(sh.io, HttpSession(sh, std::move(sock)), net::detached);
+    if (sh.tls)
+      net::co_spawn(sh.io, TlsSession(sh, std::move(sock), sh.tls), net::detached);
+    else
+      net::co_spawn(sh.io, HttpSession(sh, beast::tcp_stream(std::move(sock)), false), net::detached);
   }
 }
 
@@ -526,7 +973,7 @@ net::awaitable<void> Server::Impl::Drain() {
   for (auto& sh : shards) {
     net::post(sh->io, [this, s = sh.get()] {
       core->ForEachSession(s->index, [](chat::Session* cs) {
-        static_cast<WsSession*>(cs)->Close(ws::close_code::going_away, "server draining", true);
+        cs->Close(static_cast<uint16_t>(ws::close_code::going_away), "server draining");
       });
     });
   }
@@ -566,11 +1013,18 @@ unsigned Server::shard_count() const { return static_cast<unsigned>(impl_->shard
 
 void Server::SetCore(chat::ChatCore* core) { impl_->core = core; }
 
+void Server::SetAttachments(api::AttachmentApi* attachments) { impl_->att_api = attachments; }
+
 Result<uint16_t> Server::Listen() {
   beast::error_code ec;
   auto addr = net::ip::make_address(impl_->opts.host, ec);
   if (ec) return BadRequest("invalid listen address '" + impl_->opts.host + "'");
   uint16_t port = impl_->opts.port;
+  if (impl_->opts.tls.enabled()) {
+    auto ctx = MakeTlsContext(impl_->opts.tls);
+    if (!ctx.ok()) return ctx.status();
+    for (auto& sh : impl_->shards) sh->tls = *ctx;
+  }
   for (auto& sh : impl_->shards) {
     tcp::acceptor a(sh->io);
     tcp::endpoint ep(addr, port);
@@ -600,6 +1054,22 @@ void Server::Run() {
     LOG_INFO("signal").Kv("signal", sig);
     im.StartDrain();
   });
+  // SIGHUP: reload the certificate and key (rotation without a restart). Only with
+  // TLS on; otherwise SIGHUP keeps its default action.
+  std::optional<net::signal_set> hup;
+  std::function<void()> wait_hup;
+  if (im.opts.tls.enabled()) {
+    hup.emplace(im.control, SIGHUP);
+    wait_hup = [&] {
+      hup->async_wait([&](beast::error_code ec, int) {
+        if (ec) return;
+        LOG_INFO("signal").Kv("signal", SIGHUP);
+        im.ReloadTls();
+        wait_hup();
+      });
+    };
+    wait_hup();
+  }
   for (auto& sh : im.shards) {
     net::co_spawn(sh->io, im.Accept(*sh), net::detached);
     net::co_spawn(sh->io, im.Ticker(*sh), net::detached);
@@ -610,7 +1080,10 @@ void Server::Run() {
       s->io.run();
     });
   }
-  LOG_INFO("listening").Kv("addr", im.opts.host + ":" + std::to_string(im.port)).Kv("shards", im.shards.size());
+  LOG_INFO("listening")
+      .Kv("addr", im.opts.host + ":" + std::to_string(im.port))
+      .Kv("shards", im.shards.size())
+      .Kv("tls", im.opts.tls.enabled());
   auto guard = net::make_work_guard(im.control);
   im.control.run();
   for (auto& sh : im.shards)

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "api/attachment_api.h"
 #include "api/rest_api.h"
 #include "auth/revocations.h"
 #include "auth/tokens.h"
@@ -25,6 +26,18 @@ class ChatCore;
 }
 
 namespace sb::gateway {
+
+// TLS on the whole port (REST, WebSocket, /metrics, /healthz): when cert_file is set,
+// the port speaks TLS only. OpenSSL through Asio; the context is built by Listen()
+// and rebuilt from the same files on SIGHUP.
+struct TlsOptions {
+  std::string cert_file;            // PEM: the server certificate, then any intermediates
+  std::string key_file;             // PEM private key of that certificate, unencrypted
+  std::string min_version = "1.2";  // "1.2" or "1.3"
+  std::string ciphers;              // TLS 1.2 cipher list (OpenSSL syntax); empty: OpenSSL's
+  std::string ciphersuites;         // TLS 1.3 suites (OpenSSL syntax); empty: OpenSSL's
+  bool enabled() const { return !cert_file.empty(); }
+};
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
@@ -46,6 +59,10 @@ struct ServerOptions {
   double connects_per_ip_per_s = 50;
   // Open WebSocket connections per user (all devices); more are refused with 429.
   size_t max_connections_per_user = 32;
+  TlsOptions tls;
+  // An attachment body (upload or download) may take this long once the request head
+  // was read (instead of handshake_timeout_ms, which covers the head).
+  int64_t upload_timeout_ms = 300000;
 };
 
 class Server {
@@ -59,12 +76,18 @@ class Server {
   unsigned shard_count() const;
   // Must be set before Run.
   void SetCore(chat::ChatCore* core);
+  // POST /v1/attachments and GET /v1/attachments/{id} are streamed through this (set
+  // before Run; unset: those routes go to the RestApi like any other).
+  void SetAttachments(api::AttachmentApi* attachments);
 
-  // Binds every shard's acceptor; returns the bound port.
+  // Loads the TLS certificate and key when TLS is on (kBadRequest naming the tls.* key
+  // and the problem: unreadable file, not PEM, key not matching the certificate, ...),
+  // then binds every shard's acceptor; returns the bound port.
   Result<uint16_t> Listen();
   // Runs the shards until SIGTERM/SIGINT (or Shutdown()), then drains: stop accepting,
   // let in-flight commits finish and their acks go out, close every socket with 1001,
-  // stop. Returns when every shard thread has exited.
+  // stop. Returns when every shard thread has exited. With TLS on, SIGHUP reloads the
+  // certificate and key for new connections (a failed reload keeps the old ones).
   void Run();
   // Thread-safe: starts the same drain as SIGTERM.
   void Shutdown();

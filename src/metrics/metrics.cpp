@@ -103,6 +103,8 @@ std::string ServerMetrics::Render() const {
                 "Retries answered from the dedup window (stored once).", messages_duplicate.Value());
   RenderCounter(out, "switchboard_deliveries_total", "message frames queued to devices.",
                 deliveries.Value());
+  RenderGauge(out, "switchboard_bulk_backlog",
+              "Group-delivery member visits waiting in the bulkhead lanes.", bulk_backlog.Value());
   RenderCounter(out, "switchboard_send_queue_overflows_total",
                 "Connections closed because their send queue overflowed.",
                 send_queue_overflows.Value());
@@ -112,6 +114,9 @@ std::string ServerMetrics::Render() const {
   RenderCounter(out, "switchboard_connections_refused_total",
                 "TCP connections closed at accept: too many new connections from one address.",
                 connections_refused.Value());
+  RenderCounter(out, "switchboard_tls_handshake_failures_total",
+                "TLS handshakes that failed (bad client hello, untrusted or plain-HTTP clients).",
+                tls_handshake_failures.Value());
   RenderCounter(out, "switchboard_resumes_total", "resume requests completed.", resumes.Value());
   RenderCounter(out, "switchboard_replayed_messages_total", "Messages sent by resume replays.",
                 replayed_messages.Value());

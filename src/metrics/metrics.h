@@ -58,10 +58,12 @@ struct ServerMetrics {
   Counter messages_acked;
   Counter messages_duplicate;
   Counter deliveries;
+  Gauge bulk_backlog;  // group-delivery member visits waiting in the bulk lanes
   Counter send_queue_overflows;
   Counter http_requests;
   Counter upgrades_rejected;
   Counter connections_refused;
+  Counter tls_handshake_failures;  // includes plain HTTP sent to a TLS port
   Counter resumes;
   Counter replayed_messages;
   Counter receipts_stored;

@@ -1,5 +1,7 @@
 #include "server/config.h"
 
+#include "store/retention.h"
+
 #include <toml++/toml.h>
 
 #include <charconv>
@@ -64,9 +66,19 @@ const std::vector<Entry>& Entries() {
       {"server.allowed_origins", "browser origins allowed to open the WebSocket, comma-separated (\"*\": any; empty: same origin only)", SB_STR(allowed_origins)},
       {"server.connects_per_ip_per_s", "new connections per client address per second (0: unlimited)", SB_DBL(connects_per_ip_per_s, 0, 1e9)},
       {"server.max_connections_per_user", "open WebSocket connections per user, all devices together (more: 429)", SB_NUM(max_connections_per_user, size_t, 1, 1000000)},
+      {"server.max_concurrent_uploads", "attachment uploads in progress at once, all users together (more: 503 unavailable)", SB_NUM(max_concurrent_uploads, size_t, 1, 100000)},
+      {"server.upload_timeout_ms", "longest an attachment upload body (or download) may take once its head was read", SB_NUM(upload_timeout_ms, int64_t, 1000, 86400000)},
+      {"tls.cert_file", "PEM certificate (chain) to serve https:// and wss:// with; set with tls.key_file, the port then speaks TLS only", SB_STR(tls_cert_file)},
+      {"tls.key_file", "PEM private key of tls.cert_file (unencrypted); SIGHUP reloads both", SB_STR(tls_key_file)},
+      {"tls.min_version", "oldest TLS version accepted: 1.2 or 1.3", SB_STR(tls_min_version)},
+      {"tls.ciphers", "TLS 1.2 cipher list, OpenSSL syntax (empty: OpenSSL's default)", SB_STR(tls_ciphers)},
+      {"tls.ciphersuites", "TLS 1.3 cipher suites, OpenSSL syntax (empty: OpenSSL's default)", SB_STR(tls_ciphersuites)},
       {"store.data_dir", "directory of the embedded store and the signing keys", SB_STR(data_dir)},
       {"store.fsync", "always: fsync each group commit before acking (survives power loss); none: survives a process crash only", SB_STR(fsync)},
       {"store.cache_mb", "store read cache, MiB", SB_NUM(cache_mb, size_t, 8, 1u << 20)},
+      {"store.retention", "history older than this is dropped in whole buckets: 0 (keep forever) or N with a unit s|m|h|d|y (5y)", SB_STR(retention)},
+      {"store.retention_bucket", "what retention drops at once: second|minute|hour|day|week|month (calendar, UTC)", SB_STR(retention_bucket)},
+      {"store.retention_interval_s", "seconds between retention passes", SB_NUM(retention_interval_s, int64_t, 1, 86400 * 7)},
       {"auth.issuer", "JWT iss", SB_STR(token.issuer)},
       {"auth.audience", "JWT aud", SB_STR(token.audience)},
       {"auth.access_ttl_s", "access token lifetime, seconds", SB_NUM(token.access_ttl_s, int64_t, 10, 86400 * 7)},
@@ -79,6 +91,7 @@ const std::vector<Entry>& Entries() {
       {"limits.history_page_max", "largest history page", SB_NUM(limits.history_page_max, size_t, 1, 10000)},
       {"limits.max_group_members", "largest group", SB_NUM(limits.max_group_members, size_t, 2, 100000)},
       {"limits.max_rest_body_bytes", "largest REST request body", SB_NUM(limits.max_rest_body_bytes, size_t, 1024, 1u << 30)},
+      {"limits.max_attachment_bytes", "largest attachment (POST /v1/attachments; streamed to disk, never held in memory)", SB_NUM(limits.max_attachment_bytes, uint64_t, 1, 1ull << 40)},
       {"limits.send_queue_max_frames", "frames queued to one socket before it is closed", SB_NUM(limits.send_queue_max_frames, size_t, 16, 1u << 24)},
       {"limits.send_queue_max_bytes", "bytes queued to one socket before it is closed", SB_NUM(limits.send_queue_max_bytes, size_t, 65536, 1ull << 32)},
       {"limits.send_rate_per_s", "send_message frames per second per connection (sustained)", SB_DBL(limits.send_rate_per_s, 0.1, 1e9)},
@@ -90,6 +103,9 @@ const std::vector<Entry>& Entries() {
       {"limits.login_failures_per_account_per_min", "failed logins per account per minute after the burst", SB_DBL(limits.login_failures_per_account_per_min, 0.01, 1e9)},
       {"limits.login_failures_per_account_burst", "failed logins per account before the rate applies", SB_DBL(limits.login_failures_per_account_burst, 1, 1e9)},
       {"limits.login_attempts_per_ip_per_min", "login attempts per client address per minute (burst: the same)", SB_DBL(limits.login_attempts_per_ip_per_min, 1, 1e9)},
+      {"chat.bulk_slice_sends", "group fan-out: member visits per slice before a shard turns to other work (1:1 messages, acks)", SB_NUM(bulk_slice_sends, size_t, 1, 1u << 24)},
+      {"chat.max_bulk_backlog", "group fan-out work (member visits) queued on all shards before new group messages are refused as unavailable", SB_NUM(max_bulk_backlog, int64_t, 1000, 1LL << 40)},
+      {"chat.receipts_max_members", "per-member receipts are pushed to senders (and replayed by resume) only in conversations up to this size; larger groups: GET .../receipts", SB_NUM(receipts_max_members, size_t, 2, 100000)},
       {"log.level", "debug | info | warn | error | off", SB_STR(log_level)},
   };
   return e;
@@ -160,7 +176,15 @@ Status ApplyEnvironment(Config& c, char** envp) {
 
 Status Validate(const Config& c) {
   if (c.fsync != "always" && c.fsync != "none") return BadRequest("store.fsync must be always or none");
+  if (!store::ParseRetentionAge(c.retention))
+    return BadRequest("store.retention must be 0 or a number with a unit s, m, h, d or y (e.g. 5y)");
+  if (!store::ParseRetentionBucket(c.retention_bucket))
+    return BadRequest("store.retention_bucket must be second, minute, hour, day, week or month");
   if (c.listen.rfind(':') == std::string::npos) return BadRequest("server.listen must be HOST:PORT");
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty())
+    return BadRequest("tls.cert_file and tls.key_file must be set together (or neither, for plain HTTP)");
+  if (c.tls_min_version != "1.2" && c.tls_min_version != "1.3")
+    return BadRequest("tls.min_version must be 1.2 or 1.3");
   if (c.limits.max_content_bytes + 1024 > c.limits.max_frame_bytes)
     return BadRequest("limits.max_frame_bytes must exceed limits.max_content_bytes by at least 1 KiB");
   if (c.limits.history_page_default > c.limits.history_page_max)

@@ -27,10 +27,21 @@ struct Config {
   std::string allowed_origins;  // comma-separated; empty: same origin only
   double connects_per_ip_per_s = 50;
   size_t max_connections_per_user = 32;
+  size_t max_concurrent_uploads = 16;  // attachment uploads in progress, all users (more: 503)
+  int64_t upload_timeout_ms = 300000;  // longest an attachment body may take to arrive or leave
+  // TLS (both files set: the port serves https:// and wss:// only).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_min_version = "1.2";
+  std::string tls_ciphers;
+  std::string tls_ciphersuites;
 
   std::string data_dir = "./data";
   std::string fsync = "always";  // always | none
   size_t cache_mb = 256;
+  std::string retention = "5y";          // history kept (store/retention.h); "0": forever
+  std::string retention_bucket = "month";
+  int64_t retention_interval_s = 3600;   // how often the retention pass runs
 
   auth::TokenConfig token;
   auth::PasswordParams password;
@@ -40,6 +51,9 @@ struct Config {
   int64_t presence_grace_ms = 5000;
   int64_t typing_ttl_ms = 6000;
   size_t max_presence_subscriptions = 500;
+  size_t bulk_slice_sends = 512;
+  int64_t max_bulk_backlog = 4000000;
+  size_t receipts_max_members = 100;
   std::string log_level = "info";
 };
 

@@ -3,15 +3,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
+#include "api/attachment_api.h"
 #include "api/rest_api.h"
+#include "attachments/attachment_store.h"
 #include "auth/tokens.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "chat/chat_core.h"
 #include "gateway/server.h"
 #include "search/search_index.h"
+#include "store/retention.h"
 #include "store/store.h"
 
 #include <unordered_map>
@@ -47,6 +53,60 @@ Status CatchUpSearch(store::Store& store, search::SearchIndex& index) {
 }
 
 }  // namespace
+
+// Runs the retention pass (store/retention.h) at start and every
+// store.retention_interval_s on its own thread; stops with the server.
+class RetentionJob {
+ public:
+  RetentionJob(store::Store& store, const Clock& clock, const Config& cfg)
+      : store_(store), clock_(clock) {
+    age_ms_ = store::ParseRetentionAge(cfg.retention).value_or(0);
+    bucket_ = store::ParseRetentionBucket(cfg.retention_bucket).value_or(store::RetentionBucket::kMonth);
+    interval_ = std::chrono::seconds(cfg.retention_interval_s);
+    if (age_ms_ > 0) thread_ = std::thread([this] { Run(); });
+  }
+  ~RetentionJob() {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lk(mu_);
+    while (!stop_) {
+      lk.unlock();
+      int64_t cutoff = store::RetentionCutoff(clock_.NowMs(), age_ms_, bucket_);
+      int64_t t0 = MonoNs();
+      auto r = store::RunRetention(store_, cutoff);
+      if (!r.ok()) {
+        LOG_ERROR("retention_failed").Kv("error", r.status().message());
+      } else if (r->dropped > 0) {
+        LOG_INFO("retention")
+            .Kv("cutoff_ms", cutoff)
+            .Kv("conversations", r->conversations)
+            .Kv("trimmed", r->trimmed)
+            .Kv("dropped", r->dropped)
+            .Kv("ms", (MonoNs() - t0) / 1000000);
+      }
+      lk.lock();
+      cv_.wait_for(lk, interval_, [this] { return stop_; });
+    }
+  }
+
+  store::Store& store_;
+  const Clock& clock_;
+  int64_t age_ms_ = 0;
+  store::RetentionBucket bucket_ = store::RetentionBucket::kMonth;
+  std::chrono::seconds interval_{3600};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
 
 int RunServe(const Config& cfg) {
   log::Level level;
@@ -106,6 +166,18 @@ int RunServe(const Config& cfg) {
     for (const auto& r : *list) revoked.Revoke(r.user, r.device, r.at_s);
   }
 
+  // Attachments: files under <data dir>/attachments, records in the store.
+  attachments::AttachmentStoreOptions ao;
+  ao.dir = cfg.data_dir + "/attachments";
+  ao.max_bytes = cfg.limits.max_attachment_bytes;
+  ao.max_concurrent_uploads = cfg.max_concurrent_uploads;
+  auto files = attachments::AttachmentStore::Open(ao, *store, clock);
+  if (!files.ok()) {
+    LOG_ERROR("attachments_open_failed").Kv("dir", ao.dir).Kv("error", files.status().message());
+    return 1;
+  }
+  api::AttachmentApi attachment_api(**files, tokens, revoked);
+
   api::RestOptions ro;
   ro.limits = cfg.limits;
   ro.password = cfg.password;
@@ -134,6 +206,12 @@ int RunServe(const Config& cfg) {
   go.drain_timeout_ms = cfg.drain_timeout_ms;
   go.connects_per_ip_per_s = cfg.connects_per_ip_per_s;
   go.max_connections_per_user = cfg.max_connections_per_user;
+  go.upload_timeout_ms = cfg.upload_timeout_ms;
+  go.tls.cert_file = cfg.tls_cert_file;
+  go.tls.key_file = cfg.tls_key_file;
+  go.tls.min_version = cfg.tls_min_version;
+  go.tls.ciphers = cfg.tls_ciphers;
+  go.tls.ciphersuites = cfg.tls_ciphersuites;
   for (size_t pos = 0; pos < cfg.allowed_origins.size();) {
     size_t comma = cfg.allowed_origins.find(',', pos);
     if (comma == std::string::npos) comma = cfg.allowed_origins.size();
@@ -144,6 +222,7 @@ int RunServe(const Config& cfg) {
     pos = comma + 1;
   }
   gateway::Server server(go, tokens, revoked, rest);
+  server.SetAttachments(&attachment_api);
 
   chat::CoreOptions co;
   co.limits = cfg.limits;
@@ -153,6 +232,9 @@ int RunServe(const Config& cfg) {
   co.presence_grace_ms = cfg.presence_grace_ms;
   co.typing_ttl_ms = cfg.typing_ttl_ms;
   co.max_presence_subscriptions = cfg.max_presence_subscriptions;
+  co.bulk_slice_sends = cfg.bulk_slice_sends;
+  co.max_bulk_backlog = cfg.max_bulk_backlog;
+  co.receipts_max_members = cfg.receipts_max_members;
   if (co.node_id.empty()) {
     char host[256] = {};
     co.node_id = ::gethostname(host, sizeof host - 1) == 0 ? host : "node-1";
@@ -170,9 +252,12 @@ int RunServe(const Config& cfg) {
   auto port = server.Listen();
   if (!port.ok()) {
     LOG_ERROR("listen_failed").Kv("error", port.status().message());
-    return 1;
+    // A bad value (unusable TLS certificate or key, bad address) is a configuration
+    // error like any other: exit 2. A busy port is not.
+    return port.status().code() == Code::kBadRequest ? 2 : 1;
   }
   core.Start();
+  RetentionJob retention(*store, clock, cfg);
   LOG_INFO("starting")
       .Kv("node", co.node_id)
       .Kv("data_dir", cfg.data_dir)

@@ -119,6 +119,35 @@ struct UserSettings {
   bool hide_last_seen = false;  // others see online/offline, never last_seen_ms
 };
 
+// An uploaded attachment's record (the bytes live in files, see src/attachments/).
+struct Attachment {
+  std::string id;            // SHA-256 of the bytes, raw 32 bytes
+  uint64_t size = 0;
+  std::string content_type;  // normalised media type, as first uploaded
+  UserId uploader = 0;       // the first uploader (later uploaders are recorded too)
+  int64_t created_ms = 0;
+};
+
+// What a conversation list shows of one conversation: its latest message. Kept per
+// conversation and written by Commit in the same batch as the messages (one record per
+// conversation per batch, whatever the group's size), so a list costs O(conversations
+// of the user) point reads and no message reads.
+inline constexpr size_t kPreviewBytes = 120;
+struct ConversationSummary {
+  Seq last_seq = 0;          // 0: no message yet
+  int64_t last_ms = 0;       // server time of the latest message
+  UserId last_sender = 0;
+  ContentType last_type = ContentType::kText;
+  std::string preview;       // the first kPreviewBytes of its content, cut on a UTF-8 boundary
+};
+
+// One row of a user's conversation list.
+struct ConversationListEntry {
+  Conversation conv;
+  ConversationSummary summary;
+  Seq read = 0;  // the user's READ mark in the conversation
+};
+
 // Everything the commit thread writes in one atomic batch.
 struct CommitBatch {
   std::vector<Message> messages;  // with their dedup entries, as AppendMessages
@@ -182,7 +211,17 @@ class Store {
   virtual Result<std::optional<DedupEntry>> FindDedup(ConvId conv, std::string_view client_msg_id) = 0;
   // Writes every message and its dedup entry (replacing an older entry for the same
   // key) as one atomic batch. Messages of one conversation appear in seq order.
+  // Conversation summaries are not touched (imports, benchmarks of the raw write
+  // path); the server writes through Commit, which maintains them.
   virtual Status AppendMessages(std::span<const Message> batch) = 0;
+  // ---- retention ----
+  // The lowest seq retention kept (1 when nothing was dropped): messages below it are
+  // gone for good, and LastSeq never goes below it - 1.
+  virtual Result<Seq> FirstRetained(ConvId conv) = 0;
+  // Drops every message of the conversation with seq < first_kept, atomically with the
+  // new FirstRetained mark (durable). Never moves the mark back.
+  virtual Status DropHistoryBefore(ConvId conv, Seq first_kept) = 0;
+
   // Up to `limit` messages with seq < before_seq, newest first. The newest page is
   // before_seq = std::numeric_limits<Seq>::max().
   virtual Result<std::vector<Message>> ReadBefore(ConvId conv, Seq before_seq, size_t limit) = 0;
@@ -197,6 +236,9 @@ class Store {
   virtual Status Commit(const CommitBatch& batch) = 0;
   // Receipt state of every member that has any, ascending by user.
   virtual Result<std::vector<MemberReceipt>> GetReceipts(ConvId conv) = 0;
+  // Every conversation of the user with its summary and the user's READ mark, in no
+  // particular order (the caller sorts).
+  virtual Result<std::vector<ConversationListEntry>> ListConversationEntries(UserId user) = 0;
   // The device's cursor in one conversation (0 when none was recorded).
   virtual Result<Seq> GetDeviceCursor(UserId user, std::string_view device, ConvId conv) = 0;
   // Every conversation cursor recorded for the device, ascending by conversation.
@@ -218,6 +260,24 @@ class Store {
   // Defaults when the user never saved any.
   virtual Result<UserSettings> GetUserSettings(UserId user) = 0;
   virtual Status PutUserSettings(UserId user, const UserSettings& s) = 0;
+
+  // ---- attachments ----
+  // Every committed message (AppendMessages, Commit) whose media_url names one of our
+  // attachments (attachments::ParseMediaUrl) also records "attachment -> conversation",
+  // in the same atomic batch. References are never removed (also not when the message
+  // is deleted).
+  //
+  // Records an upload of `a.id` by `a.uploader` (synced). The first upload creates the
+  // record; later ones (identical bytes) keep its content type and only add their
+  // uploader. Returns the stored record.
+  virtual Result<Attachment> PutAttachment(const Attachment& a) = 0;
+  // kNotFound if absent (or `id` is not 32 bytes).
+  virtual Result<Attachment> GetAttachment(std::string_view id) = 0;
+  // True when `user` uploaded these bytes, or is now a member of a conversation with a
+  // committed message referencing them. False for an unknown id.
+  virtual Result<bool> AttachmentVisibleTo(std::string_view id, UserId user) = 0;
+  // Conversations with a committed message referencing the attachment, ascending.
+  virtual Result<std::vector<ConvId>> AttachmentConversations(std::string_view id) = 0;
 };
 
 // The embedded default: RocksDB in options.dir.

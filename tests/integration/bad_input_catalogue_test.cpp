@@ -333,6 +333,44 @@ TEST_F(BadInputCatalogueTest, PathTraversalInIds) {
   EXPECT_EQ(api.Request("GET", "/v1/conversations/%2e%2e", {}, a_.access_token).body, none.body);
 }
 
+// Kind 16b: attachments. Ids are validated before anything touches the store or the
+// filesystem: traversal, short, non-hex and upper-case ids get exactly the 404 of an
+// unknown id. An upload is judged on its head: no token 401 and a declared size over
+// the limit 413 (only the head is sent: the answers come without any body), a
+// Content-Type that is not a media type 400. A send_message whose media_url is a
+// traversal under /v1/attachments/ is not_found.
+TEST_F(BadInputCatalogueTest, AttachmentIdsAndUploadHeads) {
+  RestClient api = Api();
+  HttpResponse none = api.Request("GET", "/v1/attachments/att_" + std::string(64, '0'), {}, a_.access_token);
+  ExpectError(none, 404, "not_found", "an attachment that does not exist");
+  for (const std::string& target : std::vector<std::string>{
+           "/v1/attachments/..%2f..%2fstore%2fCURRENT", "/v1/attachments/att_..%2f..%2fkeys",
+           "/v1/attachments/att_1234", "/v1/attachments/att_" + std::string(64, 'z'),
+           "/v1/attachments/att_" + std::string(64, 'F'), "/v1/attachments/%00"}) {
+    HttpResponse r = api.Request("GET", target, {}, a_.access_token);
+    ExpectError(r, 404, "not_found", target);
+    EXPECT_EQ(r.body, none.body) << target;
+  }
+  ExpectError(Raw(RawRequest("POST /v1/attachments HTTP/1.1", {"Content-Type: image/png", "Content-Length: 26214400"})),
+              401, "unauthorized", "upload without a token, head only");
+  ExpectError(Raw(RawRequest("POST /v1/attachments HTTP/1.1",
+                             {"Authorization: Bearer " + a_.access_token, "Content-Length: 26214401"})),
+              413, "too_large", "declared one byte over the attachment limit, head only");
+  ExpectError(Raw(RawRequest("POST /v1/attachments HTTP/1.1",
+                             {"Authorization: Bearer " + a_.access_token, "Content-Type: no-slash",
+                              "Content-Length: 3"},
+                             "abc")),
+              400, "bad_request", "a Content-Type that is not a media type");
+  WsClient ws;
+  ASSERT_NO_FATAL_FAILURE(ConnectWs(api, a_, &ws));
+  OutgoingMessage m;
+  m.client_msg_id = client::NewClientMsgId();
+  m.conversation_id = conv_ab_;
+  m.content_type = "file";
+  m.media_url = "/v1/attachments/../../../etc/passwd";
+  ASSERT_NO_FATAL_FAILURE(ExpectErrorFrame(ws, client::SendMessageFrame(m), "not_found"));
+}
+
 // Kind 17: ids of the wrong type.
 TEST_F(BadInputCatalogueTest, IdsOfTheWrongType) {
   RestClient api = Api();

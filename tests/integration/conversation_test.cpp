@@ -170,5 +170,81 @@ TEST_F(ConversationTest, GetAnswersMembersAndIs404ForEveryoneElse) {
   EXPECT_EQ(missing.ErrorCode(), "not_found") << missing.Describe();
 }
 
+
+// The list is paged with an opaque cursor that neither repeats nor skips a row,
+// unread counts follow READ receipts, and the preview follows edits and deletes
+// (a deleted message's text never shows in the list).
+TEST_F(ConversationTest, ListPagesUnreadCountsAndPreviewsFollowTheConversation) {
+  RestClient api = Api();
+  TestUser a, b;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "pga", &a));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "pgb", &b));
+  WsClient aw, bw;
+  ASSERT_NO_FATAL_FAILURE(ConnectWs(api, a, &aw));
+  ASSERT_NO_FATAL_FAILURE(ConnectWs(api, b, &bw));
+
+  // Seven groups, each with one message, sent in order: the newest activity is the last.
+  std::vector<std::string> convs;
+  for (int i = 0; i < 7; ++i) {
+    HttpResponse gr = api.CreateConversation(a.access_token, "group", {b.user_id}, "g" + std::to_string(i));
+    ASSERT_EQ(gr.status, 201) << gr.Describe();
+    convs.push_back(gr.json()["conversation_id"].StrOr(""));
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    Json ack;
+    ASSERT_NO_FATAL_FAILURE(SendAndAck(aw, convs.back(), "message " + std::to_string(i), &ack));
+  }
+  std::vector<std::string> seen;
+  std::optional<std::string> cursor;
+  for (int page = 0; page < 5; ++page) {
+    HttpResponse r = cursor ? api.ListConversations(b.access_token, 3, *cursor) : api.ListConversations(b.access_token, 3);
+    ASSERT_EQ(r.status, 200) << r.Describe();
+    Json j = r.json();
+    for (const Json& e : j["conversations"].Items()) seen.push_back(e["conversation_id"].StrOr(""));
+    if (!j["next_cursor"].Str()) break;
+    cursor = *j["next_cursor"].Str();
+  }
+  std::vector<std::string> want(convs.rbegin(), convs.rend());
+  EXPECT_EQ(seen, want) << "newest activity first, every conversation once";
+  EXPECT_EQ(api.ListConversations(b.access_token, 3, "garbage").status, 400);
+
+  // Unread: b has one unread message in every group; READ up to it clears one.
+  auto entry_of = [&](const TestUser& u, const std::string& conv) {
+    HttpResponse r = api.ListConversations(u.access_token, 200);
+    for (const Json& e : r.json()["conversations"].Items())
+      if (e["conversation_id"].StrOr("") == conv) return e;
+    return Json();
+  };
+  EXPECT_EQ(entry_of(b, convs[0])["unread_count"].Int(), 1);
+  ASSERT_TRUE(bw.Send(R"({"event":"message_receipt","conversation_id":")" + convs[0] +
+                      R"(","status":"READ","up_to_seq":1})"));
+  bool cleared = false;
+  for (int i = 0; i < 200 && !cleared; ++i) {  // the receipt is stored by the commit thread
+    cleared = entry_of(b, convs[0])["unread_count"].Int() == 0;
+    if (!cleared) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(cleared) << entry_of(b, convs[0]);
+  EXPECT_EQ(entry_of(b, convs[1])["unread_count"].Int(), 1);
+
+  // An edit of the latest message shows its new text; a delete leaves no text behind.
+  Json ack;
+  ASSERT_NO_FATAL_FAILURE(SendAndAck(aw, convs[6], "secret plan", &ack));
+  const std::string target = ack["message_id"].StrOr("");
+  ASSERT_TRUE(aw.Send(R"({"event":"send_message","client_msg_id":"ed1","conversation_id":")" + convs[6] +
+                      R"(","content_type":"edit","target_message_id":")" + target + R"(","content":"public plan"})"));
+  ASSERT_EQ(AwaitReply(aw, "ed1")["event"].Str(), "message_ack"s);
+  Json e = entry_of(b, convs[6]);
+  EXPECT_EQ(e["last_message_preview"].Str(), "public plan"s) << e;
+  EXPECT_EQ(e["last_message_content_type"].Str(), "edit"s) << e;
+  EXPECT_EQ(e["unread_count"].Int(), 3) << e;
+  ASSERT_TRUE(aw.Send(R"({"event":"send_message","client_msg_id":"del1","conversation_id":")" + convs[6] +
+                      R"(","content_type":"delete","target_message_id":")" + target + R"(","content":""})"));
+  ASSERT_EQ(AwaitReply(aw, "del1")["event"].Str(), "message_ack"s);
+  e = entry_of(b, convs[6]);
+  EXPECT_EQ(e["last_message_preview"].Str(), ""s) << e;
+  EXPECT_EQ(e["last_message_content_type"].Str(), "delete"s) << e;
+  EXPECT_EQ(e["last_message_sender_id"].Str(), a.user_id) << e;
+  EXPECT_EQ(e.Dump().find("plan"), std::string::npos) << e;
+}
+
 }  // namespace
 }  // namespace sb::test

@@ -62,6 +62,7 @@ void LoginDevice(const RestClient& api, const TestUser& user, std::string_view d
 void ConnectWs(const RestClient& api, const TestUser& user, WsClient* ws) {
   client::WsConnectOptions o;
   o.access_token = user.access_token;
+  o.tls = api.tls();  // wss:// when the API speaks https://
   ASSERT_TRUE(ws->Connect(api.host(), api.port(), o))
       << "WebSocket upgrade refused for " << user.username << ": HTTP " << ws->upgrade_status()
       << " (" << ws->error() << ") " << ws->upgrade_body();

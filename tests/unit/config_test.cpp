@@ -53,6 +53,25 @@ TEST(Config, BadFileIsAClearError) {
   std::remove(path.c_str());
 }
 
+TEST(Config, TlsNeedsCertificateAndKeyTogether) {
+  Config c;
+  EXPECT_TRUE(Validate(c).ok()) << "plain HTTP by default";
+  ASSERT_TRUE(SetConfigKey(c, "tls.cert_file", "/etc/switchboard/cert.pem").ok());
+  Status s = Validate(c);
+  EXPECT_EQ(s.code(), Code::kBadRequest);
+  EXPECT_NE(s.message().find("tls.key_file"), std::string::npos) << s.message();
+  std::string e = "SWITCHBOARD_TLS_KEY_FILE=/etc/switchboard/key.pem";
+  char* env[] = {e.data(), nullptr};
+  ASSERT_TRUE(ApplyEnvironment(c, env).ok());
+  EXPECT_EQ(c.tls_key_file, "/etc/switchboard/key.pem");
+  EXPECT_TRUE(Validate(c).ok());
+  EXPECT_EQ(c.tls_min_version, "1.2");
+  ASSERT_TRUE(SetConfigKey(c, "tls.min_version", "1.1").ok());
+  EXPECT_EQ(Validate(c).code(), Code::kBadRequest);
+  ASSERT_TRUE(SetConfigKey(c, "tls.min_version", "1.3").ok());
+  EXPECT_TRUE(Validate(c).ok());
+}
+
 TEST(Config, EveryKeyHasHelpAndRoundTripsItsDefault) {
   for (auto& k : ConfigKeys()) {
     EXPECT_FALSE(k.help.empty()) << k.key;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <map>
 
 #include "store/store.h"
 
@@ -93,6 +94,63 @@ TEST_F(DeliveryStoreTest, SettingsDefaultAndPersist) {
   Open();
   EXPECT_TRUE(store_->GetUserSettings(42)->hide_last_seen);
   EXPECT_FALSE(store_->GetUserSettings(43)->hide_last_seen);
+}
+
+
+TEST_F(DeliveryStoreTest, ConversationListEntriesCarryTheLatestMessageAndTheReadMark) {
+  bool created;
+  for (ConvId id : {ConvId{10}, ConvId{11}, ConvId{12}}) {
+    Conversation c;
+    c.id = id;
+    c.type = ConvType::kGroup;
+    c.members = {1, 2};
+    c.title = "t" + std::to_string(id);
+    ASSERT_TRUE(store_->CreateConversation(c, &created).ok());
+  }
+  auto msg = [](ConvId conv, Seq seq, std::string text, int64_t ms) {
+    Message m;
+    m.conv = conv;
+    m.seq = seq;
+    m.sender = 1;
+    m.client_msg_id = "k" + std::to_string(conv) + "_" + std::to_string(seq);
+    m.content = std::move(text);
+    m.server_ms = ms;
+    return m;
+  };
+  // Two batches for conversation 10 (the later one wins), one for 11, none for 12; the
+  // preview is cut on a UTF-8 boundary.
+  CommitBatch b1;
+  b1.messages = {msg(10, 1, "first", 100), msg(10, 2, "second", 101), msg(11, 1, std::string(130, 'x') + "é", 102)};
+  b1.receipts.push_back({10, MemberReceipt{2, 2, 1, 101, 101}});
+  ASSERT_TRUE(store_->Commit(b1).ok());
+  CommitBatch b2;
+  b2.messages = {msg(10, 3, std::string(kPreviewBytes - 1, 'y') + "é", 200)};
+  ASSERT_TRUE(store_->Commit(b2).ok());
+
+  auto list = store_->ListConversationEntries(2);
+  ASSERT_TRUE(list.ok()) << list.status().message();
+  ASSERT_EQ(list->size(), 3u);
+  std::map<ConvId, ConversationListEntry> by_id;
+  for (auto& e : *list) by_id[e.conv.id] = e;
+  EXPECT_EQ(by_id[10].summary.last_seq, 3u);
+  EXPECT_EQ(by_id[10].summary.last_ms, 200);
+  EXPECT_EQ(by_id[10].summary.preview, std::string(kPreviewBytes - 1, 'y')) << "no half character";
+  EXPECT_EQ(by_id[10].read, 1u);
+  EXPECT_EQ(by_id[10].conv.title, "t10");
+  EXPECT_EQ(by_id[11].summary.last_seq, 1u);
+  EXPECT_EQ(by_id[11].summary.preview, std::string(kPreviewBytes, 'x'));
+  EXPECT_EQ(by_id[11].read, 0u);
+  EXPECT_EQ(by_id[12].summary.last_seq, 0u);
+  // Messages stored without a summary (a store from before summaries) still list.
+  ASSERT_TRUE(store_->AppendMessages(std::vector<Message>{msg(12, 1, "old", 50)}).ok());
+  list = store_->ListConversationEntries(2);
+  ASSERT_TRUE(list.ok());
+  for (auto& e : *list)
+    if (e.conv.id == 12) {
+      EXPECT_EQ(e.summary.last_seq, 1u);
+      EXPECT_EQ(e.summary.preview, "old");
+    }
+  EXPECT_TRUE(store_->ListConversationEntries(99)->empty());
 }
 
 }  // namespace

@@ -54,8 +54,11 @@ void Usage(std::FILE* out) {
       "  check: sent=N acked=N stored=N lost=N duplicated=N out_of_order=N gaps=N ack_mismatch=N\n"
       "\n"
       "Target (one of):\n"
-      "  --url URL                 a running server, http://HOST:PORT (REST and WebSocket on\n"
-      "                            that port); users are registered normally\n"
+      "  --url URL                 a running server, http://HOST:PORT or https://HOST:PORT\n"
+      "                            (REST and WebSocket on that port); users are registered\n"
+      "                            normally\n"
+      "  --ca-file PEM             trust this CA instead of the system's, for an https://\n"
+      "                            URL or a server spawned with --server-set tls.cert_file=...\n"
       "  --spawn                   start a server: temp data dir, one fixed free port on\n"
       "                            127.0.0.1, fast password hashing; restarted in place after\n"
       "                            each kill; stopped (SIGTERM) at the end\n"
@@ -174,6 +177,8 @@ int ParseArgs(int argc, char** argv, Options* o) {
       o->receipts = false;
     } else if (a == "--url") {
       if (!need(&o->url)) return kExitUsage;
+    } else if (a == "--ca-file") {
+      if (!need(&o->ca_file)) return kExitUsage;
     } else if (a == "--server-bin") {
       if (!need(&o->server_bin)) return kExitUsage;
     } else if (a == "--server-set") {
@@ -254,25 +259,11 @@ int ParseArgs(int argc, char** argv, Options* o) {
   return -1;
 }
 
+// http://, https:// (TLS), ws://, wss://, or a bare HOST:PORT (plain HTTP).
 bool ParseUrl(const std::string& url, Endpoint* ep) {
-  std::string rest = url;
-  if (rest.rfind("http://", 0) == 0) {
-    rest = rest.substr(7);
-  } else if (rest.find("://") != std::string::npos) {
-    return false;  // https and others: the client library speaks plain HTTP only
-  }
-  if (auto slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
-  uint16_t port = 80;
-  std::string host = rest;
-  if (auto colon = rest.rfind(':'); colon != std::string::npos) {
-    int64_t p = 0;
-    if (!ParseInt(rest.substr(colon + 1), 1, 65535, &p)) return false;
-    port = static_cast<uint16_t>(p);
-    host = rest.substr(0, colon);
-  }
-  if (host.empty()) return false;
-  ep->host = host;
-  ep->port = port;
+  auto parsed = client::ParseUrl(url.find("://") == std::string::npos ? "http://" + url : url);
+  if (!parsed) return false;
+  *ep = std::move(*parsed);
   return true;
 }
 
@@ -290,7 +281,7 @@ void ParallelFor(int n, int workers, const std::function<void(int)>& fn) {
 }
 
 bool ObserverLogin(const Endpoint& ep, const Layout& layout, UserInfo& u, std::string* err) {
-  RestClient api(ep.host, ep.port);
+  RestClient api(ep);
   HttpResponse r = api.Login(u.username, layout.password, u.observer_device);
   auto s = client::Session::FromResponse(r);
   if (!s) {
@@ -315,7 +306,7 @@ HttpResponse AsObserver(const Endpoint& ep, const Layout& layout, UserInfo& u,
 
 // last_seq of every conversation, or nullopt if any read failed.
 std::optional<std::map<std::string, int64_t>> FetchLastSeqs(const Endpoint& ep, Layout& layout) {
-  RestClient api(ep.host, ep.port);
+  RestClient api(ep);
   std::map<std::string, int64_t> out;
   for (const ConvInfo& c : layout.convs) {
     HttpResponse r = AsObserver(ep, layout, layout.users[c.members[0]], [&](const std::string& tok) {
@@ -329,7 +320,7 @@ std::optional<std::map<std::string, int64_t>> FetchLastSeqs(const Endpoint& ep, 
 }
 
 bool FetchHistory(const Endpoint& ep, Layout& layout, const ConvInfo& c, History* h, std::string* err) {
-  RestClient api(ep.host, ep.port);
+  RestClient api(ep);
   UserInfo& u = layout.users[c.members[0]];
   HttpResponse conv = AsObserver(ep, layout, u, [&](const std::string& tok) {
     return api.GetConversation(tok, c.id);
@@ -490,14 +481,17 @@ int Main(int argc, char** argv) {
     }
     ep.host = "127.0.0.1";
     ep.port = server->port();
+    for (const auto& set : opt.server_sets)  // a spawned TLS server is spoken to over TLS
+      if (set.rfind("tls.cert_file=", 0) == 0) ep.tls = client::TlsConfig{true, opt.ca_file, ""};
     std::printf("check: target %s (spawned %s, data dir %s)\n", ep.Url().c_str(),
                 opt.server_bin.empty() ? "this binary" : opt.server_bin.c_str(), server->data_dir().c_str());
   } else {
     if (!ParseUrl(opt.url, &ep)) {
-      std::fprintf(stderr, "switchboard check: --url must look like http://HOST:PORT, got '%s'\n", opt.url.c_str());
+      std::fprintf(stderr, "switchboard check: --url must look like http(s)://HOST:PORT, got '%s'\n", opt.url.c_str());
       return kExitUsage;
     }
-    HttpResponse h = client::Http(ep.host, ep.port, "GET", "/healthz");
+    ep.tls.ca_file = opt.ca_file;
+    HttpResponse h = client::Http(ep, "GET", "/healthz");
     if (h.status != 200) {
       std::fprintf(stderr, "switchboard check: %s/healthz: %s\n", ep.Url().c_str(), h.Describe().c_str());
       return kExitUsage;
@@ -521,7 +515,7 @@ int Main(int argc, char** argv) {
     if (setup_error.empty()) setup_error = std::move(e);
   };
   ParallelFor(n, 4, [&](int i) {
-    RestClient api(ep.host, ep.port);
+    RestClient api(ep);
     UserInfo& u = layout.users[i];
     HttpResponse r = api.RegisterUser(u.username, layout.password);
     auto id = r.json()["user_id"].Str();
@@ -553,7 +547,7 @@ int Main(int argc, char** argv) {
   }
   ParallelFor(static_cast<int>(plan.size()), 4, [&](int ci) {
     ConvInfo& c = plan[ci];
-    RestClient api(ep.host, ep.port);
+    RestClient api(ep);
     std::vector<std::string> others;
     for (size_t k = 1; k < c.members.size(); ++k) others.push_back(layout.users[c.members[k]].user_id);
     HttpResponse r = api.CreateConversation(layout.users[c.members[0]].observer_token, c.type, others,

@@ -64,7 +64,7 @@ Device::Device(Shared* shared, int index, int user, int slot)
 }
 
 bool Device::LogIn(std::string* error) {
-  RestClient api(sh_->ep.host, sh_->ep.port);
+  RestClient api(sh_->ep);
   const UserInfo& u = sh_->layout->users[user_];
   HttpResponse r = api.Login(u.username, sh_->layout->password, device_id_);
   auto s = client::Session::FromResponse(r);
@@ -83,7 +83,7 @@ bool Device::LogIn(std::string* error) {
 }
 
 bool Device::RenewToken() {
-  RestClient api(sh_->ep.host, sh_->ep.port);
+  RestClient api(sh_->ep);
   HttpResponse r = api.Refresh(refresh_token_);
   auto s = client::Session::FromResponse(r);
   if (!s) {
@@ -179,7 +179,7 @@ bool Device::Connect() {
   client::WsConnectOptions o;
   o.access_token = access_token_;
   o.timeout = kConnectTimeout;
-  if (!ws->Connect(sh_->ep.host, sh_->ep.port, o)) {
+  if (!ws->Connect(sh_->ep, o)) {
     sh_->stats.connect_failures++;
     if (ws->upgrade_status() == 401) RenewToken();
     if (opt_.verbose)
@@ -328,7 +328,7 @@ bool Device::CatchUpResume() {
 
 bool Device::CatchUpHistory() {
   sh_->stats.history_catchups++;
-  RestClient api(sh_->ep.host, sh_->ep.port);
+  RestClient api(sh_->ep);
   for (auto& [conv, cv] : views_) {
     int64_t after = cv.cursor;
     for (;;) {

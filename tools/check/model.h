@@ -11,13 +11,16 @@
 #include <string>
 #include <vector>
 
+#include "sb_client.h"
+
 namespace sb::check {
 
 using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
 
 struct Options {
-  std::string url;  // http://HOST:PORT
+  std::string url;  // http(s)://HOST:PORT
+  std::string ca_file;  // --ca-file: the CA to trust for an https:// target
   bool spawn = false;
   std::string server_bin;                // empty: this binary (/proc/self/exe)
   std::vector<std::string> server_sets;  // extra KEY=VALUE for the spawned server
@@ -49,11 +52,8 @@ struct Options {
   std::string inject;
 };
 
-struct Endpoint {
-  std::string host;
-  uint16_t port = 0;
-  std::string Url() const { return "http://" + host + ":" + std::to_string(port); }
-};
+// host, port and TLS (https:// targets), as the client library takes them.
+using Endpoint = client::Endpoint;
 
 struct ConvInfo {
   std::string id;

@@ -2,10 +2,16 @@
 // with messages in the commit thread's batches. Both live in the meta column family:
 //   'R' conv(8) user(8)                  -> version, delivered, read, delivered_ms, read_ms
 //   'D' user(8) len(1) device conv(8)    -> version, delivered
+//   'L' conv(8)                          -> version, last seq, last ms, sender, type, preview
 // A conversation's receipts are one contiguous range (GetReceipts is one scan), and
 // so are a device's cursors (resume without cursors is one scan).
 #include <rocksdb/write_batch.h>
 
+#include <unordered_map>
+
+#include "base/utf8.h"
+
+#include "store/embedded/rocks_codec.h"
 #include "store/embedded/rocks_store.h"
 
 namespace sb::store {
@@ -14,16 +20,12 @@ namespace {
 constexpr char kReceiptTag = 'R';
 constexpr char kCursorTag = 'D';
 constexpr char kSettingsTag = 'S';  // 'S' user(8) -> version, flags
+constexpr char kSummaryTag = 'L';  // 'L' conv(8) -> ConversationSummary
 constexpr char kRevocationTag = 'V';  // 'V' user(8) device -> version, at_s(8)
 
-void PutFixed64(std::string* out, uint64_t v) {
-  for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint64_t GetFixed64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
+using rocks_codec::GetFixed64;
+using rocks_codec::PrefixEnd;
+using rocks_codec::PutFixed64;
 
 std::string ReceiptPrefix(ConvId conv) {
   std::string k(1, kReceiptTag);
@@ -47,12 +49,6 @@ std::string CursorKey(UserId user, std::string_view device, ConvId conv) {
   PutFixed64(&k, conv);
   return k;
 }
-// The smallest key greater than every key starting with `prefix`.
-std::string PrefixEnd(std::string prefix) {
-  while (!prefix.empty() && static_cast<uint8_t>(prefix.back()) == 0xff) prefix.pop_back();
-  if (!prefix.empty()) prefix.back() = static_cast<char>(static_cast<uint8_t>(prefix.back()) + 1);
-  return prefix;
-}
 
 constexpr uint8_t kVersion = 1;
 
@@ -65,6 +61,37 @@ std::string EncodeReceipt(const MemberReceipt& r) {
   return v;
 }
 
+std::string SummaryKey(ConvId conv) {
+  std::string k(1, kSummaryTag);
+  PutFixed64(&k, conv);
+  return k;
+}
+
+// version(1) last_seq(8) last_ms(8) sender(8) type(1) preview(rest)
+std::string EncodeSummary(const Message& m) {
+  std::string preview = TruncateUtf8(m.deleted ? std::string_view() : std::string_view(m.content), kPreviewBytes);
+  std::string v(1, static_cast<char>(kVersion));
+  PutFixed64(&v, m.seq);
+  PutFixed64(&v, static_cast<uint64_t>(m.server_ms));
+  PutFixed64(&v, m.sender);
+  v.push_back(static_cast<char>(m.content_type));
+  v.append(preview);
+  return v;
+}
+
+bool DecodeSummary(std::string_view v, ConversationSummary* out) {
+  if (v.size() < 26 || static_cast<uint8_t>(v[0]) != kVersion) return false;
+  uint8_t type = static_cast<uint8_t>(v[25]);
+  if (type < static_cast<uint8_t>(ContentType::kText) || type > static_cast<uint8_t>(ContentType::kDelete))
+    return false;
+  out->last_seq = GetFixed64(v.data() + 1);
+  out->last_ms = static_cast<int64_t>(GetFixed64(v.data() + 9));
+  out->last_sender = GetFixed64(v.data() + 17);
+  out->last_type = static_cast<ContentType>(type);
+  out->preview.assign(v.substr(26));
+  return true;
+}
+
 Status Err(const rocksdb::Status& s, const char* what) {
   return Internal(std::string("rocksdb ") + what + ": " + s.ToString());
 }
@@ -75,6 +102,13 @@ Status RocksStore::Commit(const CommitBatch& batch) {
   if (batch.empty()) return Status::Ok();
   rocksdb::WriteBatch wb;
   PutMessages(wb, batch.messages);
+  // The conversation list's summary: the latest message of each conversation in the
+  // batch (messages of one conversation come in seq order), one write per conversation.
+  if (!batch.messages.empty()) {
+    std::unordered_map<ConvId, const Message*> latest;
+    for (const Message& m : batch.messages) latest[m.conv] = &m;
+    for (const auto& [conv, m] : latest) wb.Put(meta_, SummaryKey(conv), EncodeSummary(*m));
+  }
   for (const Message& m : batch.rewrites)
     wb.Put(msgs_, rocks_format::MessageKey(m.conv, m.seq), rocks_format::EncodeMessage(m));
   for (const auto& [conv, r] : batch.receipts) wb.Put(meta_, ReceiptKey(conv, r.user), EncodeReceipt(r));
@@ -110,6 +144,57 @@ Result<std::vector<MemberReceipt>> RocksStore::GetReceipts(ConvId conv) {
     out.push_back(r);
   }
   if (!it->status().ok()) return Err(it->status(), "scan receipts");
+  return out;
+}
+
+Result<std::vector<ConversationListEntry>> RocksStore::ListConversationEntries(UserId user) {
+  auto ids = ListConversationsOf(user);
+  if (!ids.ok()) return ids.status();
+  std::vector<ConversationListEntry> out;
+  out.reserve(ids->size());
+  if (ids->empty()) return out;
+  // Summaries and the user's receipts: two batched point lookups in the meta family.
+  std::vector<std::string> keys;
+  keys.reserve(ids->size() * 2);
+  for (ConvId id : *ids) keys.push_back(SummaryKey(id));
+  for (ConvId id : *ids) keys.push_back(ReceiptKey(id, user));
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), meta_, keys.size(), slices.data(), values.data(), statuses.data());
+  const size_t n = ids->size();
+  for (size_t i = 0; i < n; ++i) {
+    auto conv = GetConversation((*ids)[i]);
+    if (!conv.ok()) {
+      if (conv.status().code() == Code::kNotFound) continue;  // membership index ahead of a delete
+      return conv.status();
+    }
+    ConversationListEntry e;
+    e.conv = std::move(*conv);
+    if (statuses[i].ok()) {
+      if (!DecodeSummary(values[i].ToStringView(), &e.summary)) return Internal("corrupt conversation summary");
+    } else if (statuses[i].IsNotFound()) {
+      // No summary: no message yet, or a store written before summaries existed.
+      auto last = LastSeq(e.conv.id);
+      if (!last.ok()) return last.status();
+      if (*last > 0) {
+        auto m = GetMessage(e.conv.id, *last);
+        if (!m.ok()) return m.status();
+        DecodeSummary(EncodeSummary(*m), &e.summary);
+      }
+    } else {
+      return Err(statuses[i], "get summary");
+    }
+    const rocksdb::Status& rs = statuses[n + i];
+    if (rs.ok()) {
+      const rocksdb::PinnableSlice& v = values[n + i];
+      if (v.size() != 33 || static_cast<uint8_t>(v[0]) != kVersion) return Internal("corrupt receipt record");
+      e.read = GetFixed64(v.data() + 9);
+    } else if (!rs.IsNotFound()) {
+      return Err(rs, "get receipt");
+    }
+    out.push_back(std::move(e));
+  }
   return out;
 }
 

@@ -1,4 +1,5 @@
 #include "store/embedded/rocks_store.h"
+#include "store/embedded/rocks_codec.h"
 
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/filter_policy.h>
@@ -19,21 +20,8 @@ namespace sb::store {
 
 namespace {
 
-// Big-endian so that bytewise key order is numeric order (range scans by seq).
-void PutFixed64(std::string* out, uint64_t v) {
-  char buf[8];
-  for (int i = 7; i >= 0; --i) {
-    buf[i] = static_cast<char>(v & 0xff);
-    v >>= 8;
-  }
-  out->append(buf, 8);
-}
-
-uint64_t LoadFixed64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
+using rocks_codec::GetFixed64;
+using rocks_codec::PutFixed64;
 
 Status Corrupt(std::string_view what) {
   return Internal("store: corrupted " + std::string(what) + " record");
@@ -90,7 +78,7 @@ class Reader {
   }
   bool Fixed64(uint64_t* out) {
     if (end_ - p_ < 8) return false;
-    *out = LoadFixed64(p_);
+    *out = GetFixed64(p_);
     p_ += 8;
     return true;
   }
@@ -703,7 +691,7 @@ Result<std::vector<ConvId>> RocksStore::AllConversationIds() {
   for (it->Seek(lo); it->Valid(); it->Next()) {
     rocksdb::Slice k = it->key();
     if (k.size() != 9) return Corrupt("conversation key");
-    out.push_back(LoadFixed64(k.data() + 1));
+    out.push_back(GetFixed64(k.data() + 1));
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan conversations");
   return out;
@@ -731,7 +719,7 @@ Result<std::vector<ConvId>> RocksStore::ListConversationsOf(UserId user) {
   for (it->Seek(lo); it->Valid(); it->Next()) {
     rocksdb::Slice k = it->key();
     if (k.size() != kMemberKeyBytes) return Corrupt("membership");
-    out.push_back(LoadFixed64(k.data() + 9));
+    out.push_back(GetFixed64(k.data() + 9));
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan memberships");
   return out;
@@ -754,7 +742,7 @@ rocksdb::ReadOptions MessageReadOptions(const rocksdb::Slice* lo, const rocksdb:
 Status DecodeAt(const rocksdb::Iterator& it, ConvId conv, Message* out) {
   rocksdb::Slice k = it.key();
   if (k.size() != kMessageKeyBytes) return Corrupt("message key");
-  return fmt::DecodeMessage(ToView(it.value()), conv, LoadFixed64(k.data() + kMessagePrefixBytes), out);
+  return fmt::DecodeMessage(ToView(it.value()), conv, GetFixed64(k.data() + kMessagePrefixBytes), out);
 }
 
 }  // namespace
@@ -769,10 +757,51 @@ Result<Seq> RocksStore::LastSeq(ConvId conv) {
   if (it->Valid()) {
     rocksdb::Slice k = it->key();
     if (k.size() != kMessageKeyBytes) return Corrupt("message key");
-    return LoadFixed64(k.data() + kMessagePrefixBytes);
+    return GetFixed64(k.data() + kMessagePrefixBytes);
   }
   if (!it->status().ok()) return FromRocks(it->status(), "last seq");
-  return Seq{0};
+  // Retention may have dropped every message: the sequence still goes on from there.
+  auto first = FirstRetained(conv);
+  if (!first.ok()) return first.status();
+  return *first - 1;
+}
+
+namespace {
+// 'F' conv(8) in the meta family -> version(1) first_kept(8): retention dropped every
+// message below first_kept. Absent: nothing was dropped.
+constexpr uint8_t kRetainedVersion = 1;
+std::string RetainedKey(ConvId conv) {
+  std::string k(1, 'F');
+  PutFixed64(&k, conv);
+  return k;
+}
+}  // namespace
+
+Result<Seq> RocksStore::FirstRetained(ConvId conv) {
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, RetainedKey(conv), &v);
+  if (st.IsNotFound()) return Seq{1};
+  if (!st.ok()) return FromRocks(st, "get retained");
+  if (v.size() != 9 || static_cast<uint8_t>(v[0]) != kRetainedVersion) return Corrupt("retention record");
+  return GetFixed64(v.data() + 1);
+}
+
+Status RocksStore::DropHistoryBefore(ConvId conv, Seq first_kept) {
+  if (conv == 0) return BadRequest("conversation id 0");
+  auto current = FirstRetained(conv);
+  if (!current.ok()) return current.status();
+  if (first_kept <= *current) return Status::Ok();
+  // One range tombstone for the whole span (whole time buckets, not message by
+  // message) and the new mark, atomically; compaction reclaims the space.
+  rocksdb::WriteBatch wb;
+  rocksdb::Status st = wb.DeleteRange(msgs_, fmt::MessageKey(conv, 0), fmt::MessageKey(conv, first_kept));
+  if (!st.ok()) return FromRocks(st, "drop history");
+  std::string v(1, static_cast<char>(kRetainedVersion));
+  PutFixed64(&v, first_kept);
+  wb.Put(meta_, RetainedKey(conv), v);
+  st = db_->Write(account_wo_, &wb);
+  if (!st.ok()) return FromRocks(st, "drop history");
+  return Status::Ok();
 }
 
 Result<std::optional<DedupEntry>> RocksStore::FindDedup(ConvId conv, std::string_view client_msg_id) {
@@ -793,6 +822,7 @@ void RocksStore::PutMessages(rocksdb::WriteBatch& wb, std::span<const Message> b
       wb.Put(dedup_, fmt::DedupKey(m.conv, m.client_msg_id),
              fmt::EncodeDedup({.seq = m.seq, .server_ms = m.server_ms, .fingerprint = m.fingerprint}));
   }
+  PutAttachmentRefs(wb, batch);
 }
 
 Status RocksStore::AppendMessages(std::span<const Message> batch) {
@@ -819,7 +849,7 @@ Result<std::vector<Message>> RocksStore::ReadBefore(ConvId conv, Seq before_seq,
   }
   rocksdb::Slice top_key = it->key();
   if (top_key.size() != kMessageKeyBytes) return Corrupt("message key");
-  const Seq top = LoadFixed64(top_key.data() + kMessagePrefixBytes);
+  const Seq top = GetFixed64(top_key.data() + kMessagePrefixBytes);
 
   // Backward iteration costs about three times forward (each Prev in the memtable's
   // skiplist is a fresh search, and every level's iterator must be reversed), and this

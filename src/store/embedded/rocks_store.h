@@ -56,6 +56,8 @@ class RocksStore final : public Store {
   Result<std::vector<ConvId>> AllConversationIds() override;
 
   Result<Seq> LastSeq(ConvId conv) override;
+  Result<Seq> FirstRetained(ConvId conv) override;
+  Status DropHistoryBefore(ConvId conv, Seq first_kept) override;
   Result<std::optional<DedupEntry>> FindDedup(ConvId conv, std::string_view client_msg_id) override;
   Status AppendMessages(std::span<const Message> batch) override;
   Result<std::vector<Message>> ReadBefore(ConvId conv, Seq before_seq, size_t limit) override;
@@ -65,12 +67,19 @@ class RocksStore final : public Store {
   // rocks_delivery.cpp
   Status Commit(const CommitBatch& batch) override;
   Result<std::vector<MemberReceipt>> GetReceipts(ConvId conv) override;
+  Result<std::vector<ConversationListEntry>> ListConversationEntries(UserId user) override;
   Result<Seq> GetDeviceCursor(UserId user, std::string_view device, ConvId conv) override;
   Result<std::vector<std::pair<ConvId, Seq>>> GetDeviceCursors(UserId user, std::string_view device) override;
   Status PutRevocation(UserId user, std::string_view device, int64_t at_s) override;
   Result<std::vector<Revocation>> ListRevocations() override;
   Result<UserSettings> GetUserSettings(UserId user) override;
   Status PutUserSettings(UserId user, const UserSettings& s) override;
+
+  // rocks_attachments.cpp
+  Result<Attachment> PutAttachment(const Attachment& a) override;
+  Result<Attachment> GetAttachment(std::string_view id) override;
+  Result<bool> AttachmentVisibleTo(std::string_view id, UserId user) override;
+  Result<std::vector<ConvId>> AttachmentConversations(std::string_view id) override;
 
   // Flushes every memtable and compacts every column family down to one level.
   // Besides reclaiming space it runs the dedup expiry filter over everything now,
@@ -85,6 +94,9 @@ class RocksStore final : public Store {
   RocksStore() = default;
   // Adds every message and its dedup entry to `wb` (AppendMessages and Commit).
   void PutMessages(rocksdb::WriteBatch& wb, std::span<const Message> batch);
+  // Adds "attachment -> conversation" for every message whose media_url names one of
+  // our attachments (rocks_attachments.cpp; called by PutMessages).
+  void PutAttachmentRefs(rocksdb::WriteBatch& wb, std::span<const Message> batch);
 
   std::shared_ptr<rocksdb::Cache> cache_;
   std::unique_ptr<rocksdb::DB> db_;

@@ -1,0 +1,100 @@
+#include "api/attachment_api.h"
+
+#include "attachments/attachment_id.h"
+#include "base/json_writer.h"
+#include "base/log.h"
+#include "protocol/server_frames.h"
+
+namespace sb::api {
+
+AttachmentApi::Route AttachmentApi::Match(std::string_view method, std::string_view path) {
+  auto seg = PathSegments(path);
+  if (seg.size() < 2 || seg[0] != "v1" || seg[1] != "attachments") return Route::kNone;
+  if (seg.size() == 2 && method == "POST") return Route::kUpload;
+  // Deeper paths too (a decoded "%2F" in an id): they get the 404 of an unknown id.
+  if (seg.size() >= 3 && method == "GET") return Route::kDownload;
+  return Route::kNone;
+}
+
+HttpResponse AttachmentApi::ErrorAnswer(const Status& s) {
+  HttpResponse r;
+  r.status = HttpStatusFor(s.code());
+  r.body = protocol::ErrorBody(s);
+  return r;
+}
+
+Result<UserId> AttachmentApi::Authenticate(std::string_view authorization) const {
+  std::string_view tok = BearerToken(authorization);
+  if (tok.empty()) return Unauthorized("missing bearer token");
+  auto claims = tokens_.Verify(tok);
+  if (!claims.ok()) return claims.status();
+  if (revoked_.IsRevoked(*claims)) return Unauthorized("token revoked (device logged out)");
+  return claims->user;
+}
+
+Result<AttachmentApi::Upload> AttachmentApi::BeginUpload(UserId user, std::string_view content_type,
+                                                         std::optional<uint64_t> content_length) {
+  Upload up;
+  up.user = user;
+  if (content_type.empty()) {
+    up.content_type = "application/octet-stream";
+  } else {
+    auto ct = attachments::NormalizeContentType(content_type);
+    if (!ct) return BadRequest("Content-Type must be a media type such as image/png");
+    up.content_type = std::move(*ct);
+  }
+  if (content_length) {
+    if (*content_length == 0) return BadRequest("the attachment is empty");
+    if (*content_length > max_bytes())
+      return TooLarge("attachments are limited to " + std::to_string(max_bytes()) + " bytes");
+  }
+  auto file = files_.StartUpload();
+  if (!file.ok()) return file.status();
+  up.file = std::move(*file);
+  return up;
+}
+
+HttpResponse AttachmentApi::FinishUpload(Upload& up) {
+  auto stored = up.file->Finish(up.user, up.content_type);
+  if (!stored.ok()) return ErrorAnswer(stored.status());
+  LOG_INFO("attachment_uploaded")
+      .Kv("user", FormatUserId(up.user))
+      .Kv("attachment", attachments::FormatAttachmentId(stored->id))
+      .Kv("bytes", stored->size);
+  JsonWriter w;
+  w.BeginObject()
+      .Field("attachment_id", attachments::FormatAttachmentId(stored->id))
+      .Field("media_url", attachments::MediaUrl(stored->id))
+      .Field("content_type", stored->content_type)
+      .Field("size", static_cast<int64_t>(stored->size))
+      .EndObject();
+  HttpResponse r;
+  r.status = 201;
+  r.body = std::move(w).Take();
+  return r;
+}
+
+Result<AttachmentApi::Download> AttachmentApi::OpenDownload(UserId user, std::string_view path) {
+  auto seg = PathSegments(path);
+  if (seg.size() != 3) return NotFound("no such attachment");
+  // The id is validated before anything touches the store or the filesystem.
+  auto digest = attachments::ParseAttachmentId(seg[2]);
+  if (!digest) return NotFound("no such attachment");
+  auto meta = files_.Authorize(*digest, user);
+  if (!meta.ok()) return meta.status();
+  auto opened = files_.OpenBlob(*digest);
+  if (!opened.ok()) return opened.status();
+  Download d;
+  d.file = std::move(opened->file);
+  const std::string& ct = opened->meta.content_type;
+  d.headers.emplace_back("Content-Type", ct);
+  d.headers.emplace_back("Cache-Control", "private");
+  d.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  // Never a document of this origin: no script, no plugins, even if opened directly.
+  d.headers.emplace_back("Content-Security-Policy", "default-src 'none'; sandbox");
+  if (!attachments::IsInlineImage(ct)) d.headers.emplace_back("Content-Disposition", "attachment");
+  d.headers.emplace_back("ETag", "\"" + attachments::DigestHex(opened->meta.id) + "\"");
+  return d;
+}
+
+}  // namespace sb::api

@@ -1,0 +1,76 @@
+// POST /v1/attachments and GET /v1/attachments/{id}: everything but the byte
+// streaming, which the gateway does (it reads an upload's body in chunks and feeds
+// them to the upload, and writes a download from the open file in chunks), so that
+// no attachment is ever held whole in memory. No Beast here.
+//
+// Order of an upload: Authenticate (from the head, before any body byte is read),
+// BeginUpload (head checks: content type, declared length, capacity), the body
+// chunk by chunk into Upload::file->Append, then FinishUpload on a blocking thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "api/http_types.h"
+#include "attachments/attachment_store.h"
+#include "auth/revocations.h"
+#include "auth/tokens.h"
+#include "base/status.h"
+
+namespace sb::api {
+
+class AttachmentApi {
+ public:
+  AttachmentApi(attachments::AttachmentStore& files, const auth::TokenService& tokens,
+                const auth::Revocations& revoked)
+      : files_(files), tokens_(tokens), revoked_(revoked) {}
+
+  enum class Route { kNone, kUpload, kDownload };
+  // The streamed route a request names: `path` is decoded and without the query.
+  static Route Match(std::string_view method, std::string_view path);
+
+  // The user of an `Authorization: Bearer` value (signature, expiry, revocation), or
+  // kUnauthorized.
+  Result<UserId> Authenticate(std::string_view authorization) const;
+
+  struct Upload {
+    std::unique_ptr<attachments::AttachmentStore::Upload> file;
+    std::string content_type;  // normalised
+    UserId user = 0;
+  };
+  // Checks made on the head alone: a sane Content-Type (absent: application/
+  // octet-stream; otherwise kBadRequest), a declared length within the limit
+  // (kTooLarge), a free upload slot (kUnavailable). Creates the temp file.
+  Result<Upload> BeginUpload(UserId user, std::string_view content_type,
+                             std::optional<uint64_t> content_length);
+  // Blocking (fsync, rename, store write): 201 {attachment_id, media_url,
+  // content_type, size}, or the error answer. The temp file is gone either way once
+  // `up` is destroyed.
+  HttpResponse FinishUpload(Upload& up);
+
+  struct Download {
+    attachments::BlobFile file;
+    // Content-Type and the rest of the response head (without Content-Length).
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  // Blocking (store reads, open). kNotFound for a malformed id, an unknown one and one
+  // the user may not read, alike.
+  Result<Download> OpenDownload(UserId user, std::string_view path);
+
+  uint64_t max_bytes() const { return files_.options().max_bytes; }
+
+  // The contract's JSON error answer for `s`.
+  static HttpResponse ErrorAnswer(const Status& s);
+
+ private:
+  attachments::AttachmentStore& files_;
+  const auth::TokenService& tokens_;
+  const auth::Revocations& revoked_;
+};
+
+}  // namespace sb::api

@@ -1,0 +1,569 @@
+// Attachments end to end over real sockets: upload, share in a message, download by
+// other members; who may read; limits; streaming (the server's memory does not grow
+// with the size of an upload); temp files after a crash.
+#include <gtest/gtest.h>
+#include <sodium.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "test_support.h"
+
+namespace sb::test {
+namespace {
+
+using client::Headers;
+using client::HttpResponse;
+using client::OutgoingMessage;
+using SteadyClock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+// Bytes with every value in them (binary-safe transport), different per seed.
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::string out(n, '\0');
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    out[i] = static_cast<char>(x >> 24);
+  }
+  return out;
+}
+
+std::string Hex(const unsigned char* p, size_t n) {
+  static const char* k = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(k[p[i] >> 4]);
+    out.push_back(k[p[i] & 15]);
+  }
+  return out;
+}
+
+std::string Sha256Hex(std::string_view b) {
+  unsigned char d[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(d, reinterpret_cast<const unsigned char*>(b.data()), b.size());
+  return Hex(d, sizeof d);
+}
+
+HttpResponse Upload(const RestClient& api, std::string_view token, std::string_view bytes,
+                    std::string_view content_type) {
+  Headers h;
+  if (!content_type.empty()) h.emplace_back("Content-Type", std::string(content_type));
+  return api.Request("POST", "/v1/attachments", bytes, token, h);
+}
+
+HttpResponse Download(const RestClient& api, std::string_view token, std::string_view id_or_path) {
+  std::string target = id_or_path.substr(0, 1) == "/" ? std::string(id_or_path)
+                                                       : "/v1/attachments/" + std::string(id_or_path);
+  return api.Request("GET", target, {}, token);
+}
+
+// An upload head as raw bytes (the body is written separately, or never).
+std::string UploadHead(std::string_view token, const std::vector<std::string>& lines) {
+  std::string r = "POST /v1/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  if (!token.empty()) r += "Authorization: Bearer " + std::string(token) + "\r\n";
+  for (const auto& l : lines) r += l + "\r\n";
+  return r + "\r\n";
+}
+
+std::string ChunkedBody(std::string_view bytes, size_t piece) {
+  std::string out;
+  for (size_t i = 0; i < bytes.size(); i += piece) {
+    size_t n = std::min(piece, bytes.size() - i);
+    char size[32];
+    std::snprintf(size, sizeof size, "%zx\r\n", n);
+    out += size;
+    out.append(bytes.substr(i, n));
+    out += "\r\n";
+  }
+  return out + "0\r\n\r\n";
+}
+
+size_t FilesUnder(const std::string& dir) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto& e : fs::recursive_directory_iterator(dir, ec))
+    if (e.is_regular_file()) ++n;
+  return n;
+}
+
+// kB of a /proc/<pid>/status field (VmRSS: now; VmHWM: the peak so far).
+int64_t ProcKb(pid_t pid, std::string_view field) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(std::string(field) + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  return -1;
+}
+
+// Sends an image message with `media_url`; the ack or the error frame.
+Json SendMedia(WsClient& ws, const std::string& conv, const std::string& media_url,
+               const std::string& content_type = "image") {
+  OutgoingMessage m;
+  m.client_msg_id = client::NewClientMsgId();
+  m.conversation_id = conv;
+  m.content_type = content_type;
+  m.media_url = media_url;
+  EXPECT_TRUE(ws.Send(client::SendMessageFrame(m))) << ws.error();
+  return AwaitReply(ws, m.client_msg_id);
+}
+
+class AttachmentsTest : public SharedServerTest {
+ protected:
+  // Uploads and checks the 201 answer's shape; *id and *url receive the answer's.
+  void UploadOk(const TestUser& u, std::string_view bytes, std::string_view ct, std::string* id,
+                std::string* url = nullptr) {
+    HttpResponse r = Upload(Api(), u.access_token, bytes, ct);
+    ASSERT_EQ(r.status, 201) << r.Describe();
+    Json j = r.json();
+    ASSERT_TRUE(j["attachment_id"].IsString()) << r.body;
+    *id = *j["attachment_id"].Str();
+    EXPECT_EQ(*id, "att_" + Sha256Hex(bytes)) << "the id is the SHA-256 of the bytes";
+    EXPECT_EQ(j["media_url"].Str(), "/v1/attachments/" + *id);
+    EXPECT_EQ(j["size"].Int(), static_cast<int64_t>(bytes.size()));
+    if (url) *url = *j["media_url"].Str();
+  }
+  std::string TempDir() const { return server().data_dir() + "/attachments/tmp"; }
+};
+
+TEST_F(AttachmentsTest, UploadShareAndDownloadTheExactBytes) {
+  auto api = Api();
+  TestUser alice, bob, carol;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_alice", &alice));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_bob", &bob));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_carol", &carol));
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, alice, bob, &conv));
+
+  const std::string png = "\x89PNG\r\n\x1a\n" + RandomBytes(300000, 1);
+  std::string id, url;
+  ASSERT_NO_FATAL_FAILURE(UploadOk(alice, png, "image/png", &id, &url));
+
+  WsClient aw, bw;
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, alice, &aw));
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, bob, &bw));
+  Json ack = SendMedia(aw, conv, url);
+  ASSERT_EQ(ack["event"].Str(), "message_ack"s) << ack;
+  std::vector<Json> got;
+  ASSERT_NO_FATAL_FAILURE(CollectMessages(bw, conv, 1, &got));
+  EXPECT_EQ(got[0]["content_type"].Str(), "image"s);
+  EXPECT_EQ(got[0]["media_url"].Str(), url);
+
+  // Bob, a member of the conversation, downloads exactly what Alice uploaded.
+  HttpResponse d = Download(api, bob.access_token, *got[0]["media_url"].Str());
+  ASSERT_EQ(d.status, 200) << d.Describe();
+  EXPECT_EQ(d.body.size(), png.size());
+  EXPECT_TRUE(d.body == png) << "downloaded bytes differ from the upload";
+  EXPECT_EQ(d.Header("Content-Type"), "image/png");
+  EXPECT_EQ(d.Header("Content-Length"), std::to_string(png.size()));
+  EXPECT_EQ(d.Header("Cache-Control"), "private");
+  EXPECT_EQ(d.Header("X-Content-Type-Options"), "nosniff");
+  EXPECT_EQ(d.Header("Content-Disposition"), "") << "an image is shown inline";
+
+  // History carries the media_url too.
+  HttpResponse h = api.History(bob.access_token, conv);
+  ASSERT_EQ(h.status, 200) << h.Describe();
+  EXPECT_EQ(h.json()["messages"][0]["media_url"].Str(), url);
+
+  // Carol shares no conversation referencing it: the 404 of an id that does not exist.
+  HttpResponse none = Download(api, carol.access_token, "att_" + std::string(64, '0'));
+  EXPECT_EQ(none.status, 404) << none.Describe();
+  HttpResponse stranger = Download(api, carol.access_token, id);
+  EXPECT_EQ(stranger.status, 404) << stranger.Describe();
+  EXPECT_EQ(stranger.body, none.body);
+  // No token, or a bad one: 401.
+  EXPECT_EQ(Download(api, "", id).status, 401);
+  EXPECT_EQ(Download(api, "not-a-token", id).status, 401);
+}
+
+TEST_F(AttachmentsTest, NonImagesAreServedAsDownloadsAndContentTypesAreChecked) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_types", &alice));
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(UploadOk(alice, "<script>alert(1)</script>", "text/html", &id));
+  HttpResponse d = Download(api, alice.access_token, id);
+  ASSERT_EQ(d.status, 200) << d.Describe();
+  EXPECT_EQ(d.Header("Content-Type"), "text/html");
+  EXPECT_EQ(d.Header("Content-Disposition"), "attachment");
+  EXPECT_EQ(d.Header("X-Content-Type-Options"), "nosniff");
+  std::string svg_id;
+  ASSERT_NO_FATAL_FAILURE(UploadOk(alice, "<svg/>", "image/svg+xml", &svg_id));
+  EXPECT_EQ(Download(api, alice.access_token, svg_id).Header("Content-Disposition"), "attachment");
+
+  // No Content-Type: application/octet-stream (sent raw: the client library would add
+  // application/json). A nonsense one: 400.
+  RawConn c;
+  ASSERT_TRUE(c.Connect(server().host(), server().port())) << c.error();
+  ASSERT_TRUE(c.Write(UploadHead(alice.access_token, {"Content-Length: 3", "Connection: close"}) + "xyz"));
+  HttpResponse plain = ReadHttpResponse(c);
+  ASSERT_EQ(plain.status, 201) << plain.Describe() << plain.error;
+  EXPECT_EQ(plain.json()["content_type"].Str(), "application/octet-stream"s);
+  HttpResponse bad = Upload(api, alice.access_token, "abc", "not a type");
+  EXPECT_EQ(bad.status, 400) << bad.Describe();
+  EXPECT_EQ(bad.ErrorCode(), "bad_request");
+
+  // Identical bytes are one attachment.
+  std::string again;
+  ASSERT_NO_FATAL_FAILURE(UploadOk(alice, "<script>alert(1)</script>", "text/html", &again));
+  EXPECT_EQ(again, id);
+  // An empty upload is refused.
+  HttpResponse empty = Upload(api, alice.access_token, "", "image/png");
+  EXPECT_EQ(empty.status, 400) << empty.Describe();
+  EXPECT_EQ(FilesUnder(TempDir()), 0u);
+}
+
+TEST_F(AttachmentsTest, ARemovedMemberLosesAccess) {
+  auto api = Api();
+  TestUser alice, bob, carol;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_gal", &alice));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_gbo", &bob));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_gca", &carol));
+  auto g = api.CreateConversation(alice.access_token, "group", {bob.user_id, carol.user_id}, "pics");
+  ASSERT_EQ(g.status, 201) << g.Describe();
+  std::string conv = *g.json()["conversation_id"].Str();
+  const std::string bytes = RandomBytes(70000, 2);
+  std::string id, url;
+  ASSERT_NO_FATAL_FAILURE(UploadOk(alice, bytes, "image/jpeg", &id, &url));
+  WsClient aw;
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, alice, &aw));
+  Json ack = SendMedia(aw, conv, url);
+  ASSERT_EQ(ack["event"].Str(), "message_ack"s) << ack;
+
+  EXPECT_EQ(Download(api, carol.access_token, id).status, 200);
+  ASSERT_EQ(api.RemoveMember(alice.access_token, conv, carol.user_id).status, 204);
+  HttpResponse gone = Download(api, carol.access_token, id);
+  EXPECT_EQ(gone.status, 404) << gone.Describe();
+  EXPECT_EQ(gone.ErrorCode(), "not_found");
+  HttpResponse still = Download(api, bob.access_token, id);
+  EXPECT_EQ(still.status, 200) << still.Describe();
+  EXPECT_TRUE(still.body == bytes);
+}
+
+TEST_F(AttachmentsTest, SendingSomeoneElsesAttachmentIsRefused) {
+  auto api = Api();
+  TestUser alice, bob, carol;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_sal", &alice));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_sbo", &bob));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_sca", &carol));
+  std::string ab, bc;
+  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, alice, bob, &ab));
+  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, bob, carol, &bc));
+  std::string id, url;
+  ASSERT_NO_FATAL_FAILURE(UploadOk(alice, RandomBytes(5000, 3), "image/png", &id, &url));
+
+  WsClient aw, bw;
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, alice, &aw));
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, bob, &bw));
+  // Bob has only seen the URL somewhere: he may not send it, nor any id he guesses.
+  Json refused = SendMedia(bw, bc, url);
+  EXPECT_EQ(ErrorCodeOf(refused), "not_found") << refused;
+  Json guessed = SendMedia(bw, bc, "/v1/attachments/att_" + std::string(64, 'a'));
+  EXPECT_EQ(ErrorCodeOf(guessed), "not_found") << guessed;
+  EXPECT_EQ(guessed["message"].Str(), refused["message"].Str()) << "unknown and not-yours look alike";
+  Json malformed = SendMedia(bw, bc, "/v1/attachments/../../etc/passwd", "file");
+  EXPECT_EQ(ErrorCodeOf(malformed), "not_found") << malformed;
+  Json absolute = SendMedia(bw, bc, "https://chat.example.com" + url);
+  EXPECT_EQ(ErrorCodeOf(absolute), "not_found") << absolute;
+  // External URLs stay allowed.
+  Json external = SendMedia(bw, bc, "https://cdn.example/cat.png");
+  EXPECT_EQ(external["event"].Str(), "message_ack"s) << external;
+  EXPECT_EQ(Download(api, carol.access_token, id).status, 404);
+
+  // Once Alice shares it with Bob, Bob may forward it, and Carol may then read it.
+  Json shared = SendMedia(aw, ab, url);
+  ASSERT_EQ(shared["event"].Str(), "message_ack"s) << shared;
+  Json forwarded = SendMedia(bw, bc, "https://chat.example.com" + url);
+  EXPECT_EQ(forwarded["event"].Str(), "message_ack"s) << forwarded;
+  EXPECT_EQ(Download(api, carol.access_token, id).status, 200);
+}
+
+TEST_F(AttachmentsTest, BadIdsAre404) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_bad", &alice));
+  HttpResponse none = Download(api, alice.access_token, "att_" + std::string(64, '0'));
+  ASSERT_EQ(none.status, 404) << none.Describe();
+  const std::string hex = std::string(63, 'a') + "b";
+  for (const std::string& target : std::vector<std::string>{
+           "/v1/attachments/..%2F..%2Fetc%2Fpasswd", "/v1/attachments/..%2f..%2f..%2fstore%2fCURRENT",
+           "/v1/attachments/att_%2e%2e%2f%2e%2e", "/v1/attachments/att_abc", "/v1/attachments/" + hex,
+           "/v1/attachments/att_" + std::string(64, 'G'), "/v1/attachments/att_" + std::string(64, 'A'),
+           "/v1/attachments/att_" + hex + "0", "/v1/attachments/att_" + hex + "%00",
+           "/v1/attachments/att_" + hex + "/x"}) {
+    HttpResponse r = Download(api, alice.access_token, target);
+    EXPECT_EQ(r.status, 404) << target << " " << r.Describe();
+    EXPECT_EQ(r.ErrorCode(), "not_found") << target;
+  }
+  // Raw, undecoded traversal in the request line.
+  HttpResponse raw = RawHttp(server().host(), server().port(),
+                             "GET /v1/attachments/../../etc/passwd HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                                 alice.access_token + "\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(raw.status, 404) << raw.Describe();
+  // Other methods on the routes: no such endpoint.
+  EXPECT_EQ(api.Request("DELETE", "/v1/attachments/att_" + hex, {}, alice.access_token).status, 404);
+  EXPECT_EQ(api.Request("GET", "/v1/attachments", {}, alice.access_token).status, 404);
+}
+
+TEST_F(AttachmentsTest, NoTokenIs401BeforeAnyBodyByteIsRead) {
+  // Only the head is sent, announcing 20 MB: the answer comes at once, so the server
+  // did not wait for (or read) a body.
+  for (std::string token : {std::string(), std::string("garbage.token.here")}) {
+    RawConn c;
+    ASSERT_TRUE(c.Connect(server().host(), server().port())) << c.error();
+    ASSERT_TRUE(c.Write(UploadHead(token, {"Content-Type: image/png", "Content-Length: 20000000"})));
+    HttpResponse r = ReadHttpResponse(c);
+    EXPECT_EQ(r.status, 401) << r.Describe() << r.error;
+    EXPECT_EQ(r.ErrorCode(), "unauthorized");
+    EXPECT_TRUE(c.WaitClosed(Millis(5000))) << "the connection stays open after a refused upload";
+  }
+  EXPECT_EQ(FilesUnder(TempDir()), 0u);
+}
+
+TEST_F(AttachmentsTest, OverTheLimitIs413AndLeavesNoFile) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_big", &alice));
+  const size_t before = FilesUnder(server().data_dir() + "/attachments");
+  // Declared: judged on the head.
+  RawConn c;
+  ASSERT_TRUE(c.Connect(server().host(), server().port())) << c.error();
+  ASSERT_TRUE(c.Write(UploadHead(alice.access_token, {"Content-Length: " + std::to_string((25u << 20) + 1)})));
+  HttpResponse r = ReadHttpResponse(c);
+  EXPECT_EQ(r.status, 413) << r.Describe() << r.error;
+  EXPECT_EQ(r.ErrorCode(), "too_large");
+  // Chunked (no length to judge in advance): cut as it arrives, one byte over, and the
+  // partial file is removed.
+  RawConn k;
+  ASSERT_TRUE(k.Connect(server().host(), server().port())) << k.error();
+  ASSERT_TRUE(k.Write(UploadHead(alice.access_token, {"Transfer-Encoding: chunked"}) +
+                          ChunkedBody(RandomBytes((25u << 20) + 1, 4), 1 << 20),
+                      Millis(30000)))
+      << k.error();
+  HttpResponse kr = ReadHttpResponse(k);
+  EXPECT_EQ(kr.status, 413) << kr.Describe() << kr.error;
+  EXPECT_EQ(kr.ErrorCode(), "too_large");
+  EXPECT_EQ(FilesUnder(TempDir()), 0u);
+  EXPECT_EQ(FilesUnder(server().data_dir() + "/attachments"), before);
+}
+
+// A body sent in chunked encoding (no Content-Length) with Expect: 100-continue.
+TEST_F(AttachmentsTest, ChunkedUploadWithExpectContinue) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_chunk", &alice));
+  const std::string bytes = RandomBytes(200000, 5);
+  RawConn c;
+  ASSERT_TRUE(c.Connect(server().host(), server().port())) << c.error();
+  ASSERT_TRUE(c.Write(UploadHead(alice.access_token, {"Content-Type: application/pdf", "Transfer-Encoding: chunked",
+                                                      "Expect: 100-continue", "Connection: close"})));
+  // "HTTP/1.1 100 Continue" and an empty line, with no body (read by hand:
+  // ReadHttpResponse would wait for a body until the close).
+  for (int i = 0; i < 100 && c.buffer().find("\r\n\r\n") == std::string::npos; ++i) c.ReadSome(Millis(50));
+  size_t end = c.buffer().find("\r\n\r\n");
+  ASSERT_NE(end, std::string::npos) << "no 100 Continue: " << c.buffer();
+  EXPECT_EQ(c.buffer().substr(0, 12), "HTTP/1.1 100") << c.buffer();
+  c.buffer().erase(0, end + 4);
+  ASSERT_TRUE(c.Write(ChunkedBody(bytes, 7001)));
+  HttpResponse r = ReadHttpResponse(c);
+  ASSERT_EQ(r.status, 201) << r.Describe() << r.error;
+  EXPECT_EQ(r.json()["attachment_id"].Str(), "att_" + Sha256Hex(bytes));
+  HttpResponse d = Download(api, alice.access_token, *r.json()["attachment_id"].Str());
+  EXPECT_TRUE(d.body == bytes);
+}
+
+// Several requests on one connection around an upload and a download: the framing
+// stays in step.
+TEST_F(AttachmentsTest, KeepAliveAcrossUploadAndDownload) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_keep", &alice));
+  const std::string bytes = RandomBytes(100000, 6);
+  RawConn c;
+  ASSERT_TRUE(c.Connect(server().host(), server().port())) << c.error();
+  ASSERT_TRUE(c.Write(UploadHead(alice.access_token, {"Content-Type: image/gif",
+                                                      "Content-Length: " + std::to_string(bytes.size())}) +
+                      bytes));
+  HttpResponse up = ReadHttpResponse(c);
+  ASSERT_EQ(up.status, 201) << up.Describe() << up.error;
+  std::string id = *up.json()["attachment_id"].Str();
+  ASSERT_TRUE(c.Write("GET /v1/attachments/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                      alice.access_token + "\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  HttpResponse d = ReadHttpResponse(c);
+  ASSERT_EQ(d.status, 200) << d.Describe() << d.error;
+  EXPECT_TRUE(d.body == bytes);
+  HttpResponse h = ReadHttpResponse(c);
+  EXPECT_EQ(h.status, 200) << h.Describe() << h.error;
+}
+
+// 25 MiB, the default limit, goes through, and the server does not hold it in memory:
+// its peak resident size (VmHWM) is compared before and after. Reported, with a
+// generous bound (a server that buffered the body would grow by 25 MiB or more).
+TEST_F(AttachmentsTest, A25MiBUploadIsStreamed) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_25", &alice));
+  const std::string bytes = RandomBytes(25u << 20, 7);
+  // Warm up the paths (pool threads, buffers) with a small upload and download first.
+  std::string warm;
+  ASSERT_NO_FATAL_FAILURE(UploadOk(alice, RandomBytes(1 << 20, 8), "image/png", &warm));
+  ASSERT_EQ(Download(api, alice.access_token, warm).status, 200);
+  const pid_t pid = server().pid();
+  const int64_t hwm0 = ProcKb(pid, "VmHWM"), rss0 = ProcKb(pid, "VmRSS");
+
+  auto t0 = SteadyClock::now();
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(UploadOk(alice, bytes, "video/mp4", &id));
+  auto t1 = SteadyClock::now();
+  const int64_t hwm1 = ProcKb(pid, "VmHWM"), rss1 = ProcKb(pid, "VmRSS");
+  HttpResponse d = Download(api, alice.access_token, id);
+  auto t2 = SteadyClock::now();
+  const int64_t hwm2 = ProcKb(pid, "VmHWM");
+  ASSERT_EQ(d.status, 200) << d.Describe();
+  EXPECT_EQ(d.body.size(), bytes.size());
+  EXPECT_EQ(Sha256Hex(d.body), Sha256Hex(bytes));
+
+  auto ms = [](auto a, auto b) { return std::chrono::duration_cast<Millis>(b - a).count(); };
+  std::printf("[ figures  ] 25 MiB upload %lld ms, download %lld ms; server VmRSS %lld -> %lld kB, "
+              "VmHWM %lld -> %lld (after upload) -> %lld kB (after download)\n",
+              static_cast<long long>(ms(t0, t1)), static_cast<long long>(ms(t1, t2)),
+              static_cast<long long>(rss0), static_cast<long long>(rss1), static_cast<long long>(hwm0),
+              static_cast<long long>(hwm1), static_cast<long long>(hwm2));
+  RecordProperty("upload_hwm_growth_kb", static_cast<int>(hwm1 - hwm0));
+  RecordProperty("download_hwm_growth_kb", static_cast<int>(hwm2 - hwm1));
+  ASSERT_GT(hwm0, 0) << "cannot read /proc/" << pid << "/status";
+  EXPECT_LT(hwm1 - hwm0, 12 * 1024) << "the upload grew the server's peak memory by " << (hwm1 - hwm0) << " kB";
+  EXPECT_LT(hwm2 - hwm1, 12 * 1024) << "the download grew the server's peak memory by " << (hwm2 - hwm1) << " kB";
+}
+
+// ---- A server with small limits: concurrency, timeouts, crash -----------------------
+
+class AttachmentLimitsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    server_ = new ServerProcess(ServerProcess::Options{
+        .extra_args = {"--set", "limits.max_attachment_bytes=100000", "--set", "server.max_concurrent_uploads=2",
+                       "--set", "server.handshake_timeout_ms=1000", "--set", "server.upload_timeout_ms=4000"}});
+    server_->Start();
+  }
+  static void TearDownTestSuite() {
+    if (server_ && server_->running()) server_->Stop();
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override { ASSERT_TRUE(server_->running()) << server_->error(); }
+  static RestClient Api() { return RestClient(server_->host(), server_->port()); }
+  static std::string TempDir() { return server_->data_dir() + "/attachments/tmp"; }
+  static ServerProcess* server_;
+};
+ServerProcess* AttachmentLimitsTest::server_ = nullptr;
+
+TEST_F(AttachmentLimitsTest, ConcurrentUploadsAreBoundedWith503) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_conc", &alice));
+  const std::string bytes = RandomBytes(50000, 9);
+  const std::string head = UploadHead(alice.access_token, {"Content-Length: " + std::to_string(bytes.size()),
+                                                           "Connection: close"});
+  // Two uploads in progress (head and half the body sent)...
+  RawConn a, b;
+  for (RawConn* c : {&a, &b}) {
+    ASSERT_TRUE(c->Connect(server_->host(), server_->port())) << c->error();
+    ASSERT_TRUE(c->Write(head + bytes.substr(0, bytes.size() / 2)));
+  }
+  // ... until the server has seen both (their temp files exist).
+  for (int i = 0; i < 100 && FilesUnder(TempDir()) < 2; ++i) std::this_thread::sleep_for(Millis(20));
+  ASSERT_EQ(FilesUnder(TempDir()), 2u);
+  // A third is refused at once.
+  HttpResponse third = Upload(api, alice.access_token, "x", "image/png");
+  EXPECT_EQ(third.status, 503) << third.Describe();
+  EXPECT_EQ(third.ErrorCode(), "unavailable");
+  // The two complete.
+  for (RawConn* c : {&a, &b}) {
+    ASSERT_TRUE(c->Write(bytes.substr(bytes.size() / 2)));
+    HttpResponse r = ReadHttpResponse(*c);
+    EXPECT_EQ(r.status, 201) << r.Describe() << r.error;
+  }
+  EXPECT_EQ(Upload(api, alice.access_token, "x", "image/png").status, 201) << "slots are given back";
+  EXPECT_EQ(FilesUnder(TempDir()), 0u);
+}
+
+// A slow upload is not cut at the handshake timeout (1 s here): the body has its own
+// timeout (4 s here); one that stalls past it is dropped and its temp file removed.
+TEST_F(AttachmentLimitsTest, SlowBodiesGetTheBodyTimeoutNotTheHandshakeTimeout) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_slow", &alice));
+  const std::string bytes = RandomBytes(30000, 10);
+  RawConn c;
+  ASSERT_TRUE(c.Connect(server_->host(), server_->port())) << c.error();
+  ASSERT_TRUE(c.Write(UploadHead(alice.access_token, {"Content-Length: " + std::to_string(bytes.size()),
+                                                      "Connection: close"})));
+  for (size_t i = 0; i < 6; ++i) {  // ~2.4 s in all, well past the handshake timeout
+    std::this_thread::sleep_for(Millis(400));
+    ASSERT_TRUE(c.Write(bytes.substr(i * 5000, 5000))) << "cut after " << i << " pieces: " << c.error();
+  }
+  HttpResponse r = ReadHttpResponse(c);
+  ASSERT_EQ(r.status, 201) << r.Describe() << r.error;
+  EXPECT_EQ(r.json()["size"].Int(), 30000);
+
+  RawConn stalled;
+  ASSERT_TRUE(stalled.Connect(server_->host(), server_->port())) << stalled.error();
+  ASSERT_TRUE(stalled.Write(UploadHead(alice.access_token, {"Content-Length: 30000"}) + bytes.substr(0, 1000)));
+  EXPECT_TRUE(stalled.WaitClosed(Millis(15000))) << "a stalled upload was never dropped";
+  EXPECT_EQ(stalled.buffer(), "") << "a timed-out upload gets no answer";
+  // The timeout closes the socket first; the temp file goes right after.
+  for (int i = 0; i < 100 && FilesUnder(TempDir()) > 0; ++i) std::this_thread::sleep_for(Millis(20));
+  EXPECT_EQ(FilesUnder(TempDir()), 0u);
+}
+
+TEST_F(AttachmentLimitsTest, TheConfiguredLimitApplies) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_lim", &alice));
+  EXPECT_EQ(Upload(api, alice.access_token, RandomBytes(100000, 11), "image/png").status, 201);
+  HttpResponse over = Upload(api, alice.access_token, RandomBytes(100001, 12), "image/png");
+  EXPECT_EQ(over.status, 413) << over.Describe();
+  // Chunked, a little over.
+  RawConn c;
+  ASSERT_TRUE(c.Connect(server_->host(), server_->port())) << c.error();
+  ASSERT_TRUE(c.Write(UploadHead(alice.access_token, {"Transfer-Encoding: chunked"}) +
+                      ChunkedBody(RandomBytes(100001, 13), 30000)));
+  HttpResponse r = ReadHttpResponse(c);
+  EXPECT_EQ(r.status, 413) << r.Describe() << r.error;
+  EXPECT_EQ(FilesUnder(TempDir()), 0u);
+}
+
+// Runs last in the suite: it restarts the server.
+TEST_F(AttachmentLimitsTest, ZZCrashMidUploadLeavesATempFileThatTheRestartRemoves) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_crash", &alice));
+  const std::string kept = RandomBytes(20000, 14);
+  HttpResponse up = Upload(api, alice.access_token, kept, "image/png");
+  ASSERT_EQ(up.status, 201) << up.Describe();
+  std::string id = *up.json()["attachment_id"].Str();
+
+  RawConn c;
+  ASSERT_TRUE(c.Connect(server_->host(), server_->port())) << c.error();
+  ASSERT_TRUE(c.Write(UploadHead(alice.access_token, {"Content-Length: 50000"}) + RandomBytes(10000, 15)));
+  for (int i = 0; i < 100 && FilesUnder(TempDir()) < 1; ++i) std::this_thread::sleep_for(Millis(20));
+  ASSERT_EQ(FilesUnder(TempDir()), 1u);
+  server_->Kill9();
+  EXPECT_EQ(FilesUnder(TempDir()), 1u) << "the interrupted upload's temp file";
+  ASSERT_TRUE(server_->Restart()) << server_->error();
+  EXPECT_EQ(FilesUnder(TempDir()), 0u);
+  // The completed upload survived: same bytes, same reader rights.
+  TestUser again;
+  ASSERT_NO_FATAL_FAILURE(LoginDevice(Api(), alice, "dev-2", &again));
+  HttpResponse d = Download(Api(), again.access_token, id);
+  ASSERT_EQ(d.status, 200) << d.Describe();
+  EXPECT_TRUE(d.body == kept);
+}
+
+}  // namespace
+}  // namespace sb::test

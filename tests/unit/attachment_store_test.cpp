@@ -1,0 +1,353 @@
+// The attachment store: ids and URLs, content addressing, dedup of identical bytes,
+// temp-file cleanup, limits, and who may read (uploader, members of a referencing
+// conversation) through the RocksDB store.
+#include <gtest/gtest.h>
+#include <sodium.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "attachments/attachment_id.h"
+#include "attachments/attachment_store.h"
+#include "base/clock.h"
+#include "store/embedded/rocks_store.h"
+
+namespace sb::attachments {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Sha256(std::string_view bytes) {
+  unsigned char d[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(d, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  return std::string(reinterpret_cast<const char*>(d), sizeof d);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+size_t FilesUnder(const std::string& dir) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto& e : fs::recursive_directory_iterator(dir, ec))
+    if (e.is_regular_file()) ++n;
+  return n;
+}
+
+// ---- ids, URLs, content types -------------------------------------------------
+
+TEST(AttachmentId, FormatsAndParsesStrictly) {
+  std::string digest = Sha256("hello");
+  std::string id = FormatAttachmentId(digest);
+  EXPECT_EQ(id, "att_2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+  auto back = ParseAttachmentId(id);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(*back, digest);
+  EXPECT_EQ(MediaUrl(digest), "/v1/attachments/" + id);
+
+  std::string hex = id.substr(4);
+  std::string upper = hex;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (const std::string& bad : std::vector<std::string>{
+           "", "att_", hex,                        // no prefix
+           "att_" + hex.substr(0, 63),             // too short
+           "att_" + hex + "0",                     // too long
+           "att_" + upper,                         // one spelling only
+           "att_" + hex.substr(0, 63) + "g",       // not hex
+           "ATT_" + hex, "att-" + hex,
+           "../../etc/passwd", "att_../../../../../../../../../../../../../../../../../etc/passwd",
+           "att_" + std::string(64, '/'), std::string("att_") + std::string(63, 'a') + '\0'}) {
+    EXPECT_FALSE(ParseAttachmentId(bad).has_value()) << bad;
+  }
+}
+
+TEST(AttachmentId, RecognisesOurMediaUrls) {
+  std::string digest = Sha256("x");
+  std::string id = FormatAttachmentId(digest);
+  for (const std::string& url : {"/v1/attachments/" + id, "https://chat.example.com/v1/attachments/" + id,
+                                 "http://127.0.0.1:8080/v1/attachments/" + id}) {
+    MediaRef r = ParseMediaUrl(url);
+    EXPECT_EQ(r.kind, MediaRef::Kind::kOurs) << url;
+    EXPECT_EQ(r.digest, digest) << url;
+  }
+  for (const std::string& url : {std::string("https://cdn.example/a.png"), std::string("u"),
+                                 std::string("https://cdn.example/v1/attachmentsX/" + id),
+                                 std::string("/v1/attachmentsfoo"), std::string("https://host")}) {
+    EXPECT_EQ(ParseMediaUrl(url).kind, MediaRef::Kind::kExternal) << url;
+  }
+  for (const std::string& url : {"/v1/attachments/" + id + "?x=1", "/v1/attachments/" + id + "/",
+                                 std::string("/v1/attachments/../../etc/passwd"), std::string("/v1/attachments/"),
+                                 std::string("/v1/attachments"), "https://h/v1/attachments/" + id.substr(0, 20)}) {
+    EXPECT_EQ(ParseMediaUrl(url).kind, MediaRef::Kind::kMalformed) << url;
+  }
+}
+
+TEST(AttachmentId, ContentTypesAreValidatedAndNormalised) {
+  EXPECT_EQ(NormalizeContentType("image/png"), "image/png");
+  EXPECT_EQ(NormalizeContentType(" Image/PNG "), "image/png");
+  EXPECT_EQ(NormalizeContentType("text/plain;charset=UTF-8"), "text/plain; charset=UTF-8");
+  EXPECT_EQ(NormalizeContentType("application/vnd.api+json"), "application/vnd.api+json");
+  for (std::string_view bad : {"", "image", "image/", "/png", "image/png/x", "image/p ng", "text/html; charset",
+                               "text/plain; a=\"b\"", "te\"xt/plain", "image/png\r\nX-Injected: 1"}) {
+    EXPECT_FALSE(NormalizeContentType(bad).has_value()) << bad;
+  }
+  EXPECT_FALSE(NormalizeContentType("a/" + std::string(300, 'b')).has_value());
+  EXPECT_TRUE(IsInlineImage("image/jpeg"));
+  EXPECT_FALSE(IsInlineImage("image/svg+xml"));
+  EXPECT_FALSE(IsInlineImage("text/html"));
+  EXPECT_FALSE(IsInlineImage("application/octet-stream"));
+}
+
+// ---- the store ----------------------------------------------------------------
+
+class AttachmentStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/sb_attach_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    store::StoreOptions so;
+    so.dir = root_ + "/store";
+    so.sync = store::SyncPolicy::kNone;
+    auto s = store::RocksStore::Open(so);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    meta_ = std::move(*s);
+    Reopen();
+  }
+  void TearDown() override {
+    files_.reset();
+    meta_.reset();
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+  void Reopen(uint64_t max_bytes = 1 << 20, size_t max_uploads = 4) {
+    files_.reset();
+    AttachmentStoreOptions o;
+    o.dir = root_ + "/attachments";
+    o.max_bytes = max_bytes;
+    o.max_concurrent_uploads = max_uploads;
+    auto f = AttachmentStore::Open(o, *meta_, clock_);
+    ASSERT_TRUE(f.ok()) << f.status().message();
+    files_ = std::move(*f);
+  }
+  // Uploads `bytes` in pieces of `piece` bytes.
+  Result<store::Attachment> Put(std::string_view bytes, UserId who, const std::string& ct = "image/png",
+                                size_t piece = 7) {
+    auto up = files_->StartUpload();
+    if (!up.ok()) return up.status();
+    for (size_t i = 0; i < bytes.size(); i += piece) {
+      Status s = (*up)->Append(bytes.data() + i, std::min(piece, bytes.size() - i));
+      if (!s.ok()) return s;
+    }
+    return (*up)->Finish(who, ct);
+  }
+  store::Conversation MakeGroup(std::vector<UserId> members) {
+    store::Conversation c;
+    c.id = next_conv_++;
+    c.type = store::ConvType::kGroup;
+    c.members = std::move(members);
+    c.created_by = c.members.front();
+    bool created = false;
+    auto r = meta_->CreateConversation(c, &created);
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    return *r;
+  }
+  void CommitImage(ConvId conv, UserId sender, const std::string& url) {
+    store::CommitBatch b;
+    store::Message m;
+    m.conv = conv;
+    m.seq = ++seq_;
+    m.sender = sender;
+    m.client_msg_id = "c" + std::to_string(seq_);
+    m.content_type = store::ContentType::kImage;
+    m.media_url = url;
+    b.messages.push_back(m);
+    ASSERT_TRUE(meta_->Commit(b).ok());
+  }
+
+  std::string root_;
+  ManualClock clock_{1'700'000'000'000};
+  std::unique_ptr<store::RocksStore> meta_;
+  std::unique_ptr<AttachmentStore> files_;
+  ConvId next_conv_ = 100;
+  Seq seq_ = 0;
+};
+
+TEST_F(AttachmentStoreTest, IdIsTheSha256AndTheBytesLiveAtItsPath) {
+  const std::string bytes = "\x89PNG\r\n\x1a\n" + std::string(5000, 'z');
+  auto a = Put(bytes, 7);
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  EXPECT_EQ(a->id, Sha256(bytes));
+  EXPECT_EQ(a->size, bytes.size());
+  EXPECT_EQ(a->content_type, "image/png");
+  EXPECT_EQ(a->uploader, 7u);
+  std::string path = files_->PathOf(a->id);
+  std::string hex = DigestHex(a->id);
+  EXPECT_EQ(path, root_ + "/attachments/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex);
+  EXPECT_EQ(ReadFile(path), bytes);
+  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_EQ(FilesUnder(files_->TempDir()), 0u);
+  EXPECT_EQ(files_->uploads_in_progress(), 0u);
+
+  auto opened = files_->OpenBlob(a->id);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  std::string back(bytes.size(), '\0');
+  auto n = opened->file.ReadAt(0, back.data(), back.size());
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, bytes.size());
+  EXPECT_EQ(back, bytes);
+}
+
+TEST_F(AttachmentStoreTest, IdenticalBytesAreStoredOnceAndTheFirstContentTypeWins) {
+  const std::string bytes(10000, 'q');
+  auto a = Put(bytes, 1, "image/png", 1000);
+  auto b = Put(bytes, 2, "text/html", 333);  // another user, another claimed type
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->id, b->id);
+  EXPECT_EQ(b->content_type, "image/png");
+  EXPECT_EQ(b->uploader, 1u);
+  EXPECT_EQ(FilesUnder(root_ + "/attachments"), 1u);
+  // Both uploaders may read it; nobody else.
+  EXPECT_TRUE(files_->Authorize(a->id, 1).ok());
+  EXPECT_TRUE(files_->Authorize(a->id, 2).ok());
+  EXPECT_EQ(files_->Authorize(a->id, 3).status().code(), Code::kNotFound);
+  // Different bytes, different file.
+  auto c = Put(bytes + "!", 1);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(c->id, a->id);
+  EXPECT_EQ(FilesUnder(root_ + "/attachments"), 2u);
+}
+
+TEST_F(AttachmentStoreTest, AnAbandonedUploadLeavesNothing) {
+  {
+    auto up = files_->StartUpload();
+    ASSERT_TRUE(up.ok());
+    ASSERT_TRUE((*up)->Append("abc", 3).ok());
+    EXPECT_EQ(FilesUnder(files_->TempDir()), 1u);
+    EXPECT_EQ(files_->uploads_in_progress(), 1u);
+  }
+  EXPECT_EQ(FilesUnder(root_ + "/attachments"), 0u);
+  EXPECT_EQ(files_->uploads_in_progress(), 0u);
+}
+
+TEST_F(AttachmentStoreTest, OverTheLimitIsTooLargeAndLeavesNothing) {
+  Reopen(/*max_bytes=*/1000);
+  auto up = files_->StartUpload();
+  ASSERT_TRUE(up.ok());
+  std::string piece(600, 'x');
+  ASSERT_TRUE((*up)->Append(piece.data(), piece.size()).ok());
+  Status s = (*up)->Append(piece.data(), piece.size());
+  EXPECT_EQ(s.code(), Code::kTooLarge);
+  EXPECT_FALSE((*up)->Append("y", 1).ok()) << "a dead upload accepts nothing more";
+  EXPECT_FALSE((*up)->Finish(1, "image/png").ok());
+  up->reset();
+  EXPECT_EQ(FilesUnder(root_ + "/attachments"), 0u);
+  // Exactly the limit is fine.
+  auto ok = Put(std::string(1000, 'x'), 1, "image/png", 1000);
+  EXPECT_TRUE(ok.ok()) << ok.status().message();
+}
+
+TEST_F(AttachmentStoreTest, EmptyUploadIsRefused) {
+  auto up = files_->StartUpload();
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ((*up)->Finish(1, "image/png").status().code(), Code::kBadRequest);
+  up->reset();
+  EXPECT_EQ(FilesUnder(root_ + "/attachments"), 0u);
+}
+
+TEST_F(AttachmentStoreTest, TempFilesLeftByACrashAreRemovedAtStart) {
+  std::string tmp = files_->TempDir();
+  { std::ofstream(tmp + "/0123456789abcdef.part") << "half an upload"; }
+  { std::ofstream(tmp + "/other") << "x"; }
+  auto keep = Put("kept", 1);
+  ASSERT_TRUE(keep.ok());
+  EXPECT_EQ(FilesUnder(tmp), 2u);
+  Reopen();
+  EXPECT_EQ(FilesUnder(tmp), 0u);
+  // Stored blobs are untouched.
+  EXPECT_EQ(ReadFile(files_->PathOf(keep->id)), "kept");
+  EXPECT_TRUE(files_->OpenBlob(keep->id).ok());
+}
+
+TEST_F(AttachmentStoreTest, ConcurrentUploadsAreBounded) {
+  Reopen(1 << 20, /*max_uploads=*/2);
+  auto a = files_->StartUpload();
+  auto b = files_->StartUpload();
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto c = files_->StartUpload();
+  EXPECT_EQ(c.status().code(), Code::kUnavailable);
+  a->reset();
+  EXPECT_TRUE(files_->StartUpload().ok()) << "a finished upload frees its slot";
+}
+
+TEST_F(AttachmentStoreTest, BadIdsNeverReachTheFilesystem) {
+  for (std::string_view bad : {std::string_view(""), std::string_view("../../etc/passwd"),
+                               std::string_view("short")}) {
+    EXPECT_EQ(files_->OpenBlob(bad).status().code(), Code::kNotFound) << bad;
+    EXPECT_EQ(files_->Authorize(bad, 1).status().code(), Code::kNotFound) << bad;
+    EXPECT_EQ(meta_->GetAttachment(bad).status().code(), Code::kNotFound) << bad;
+  }
+  // A well-formed id that nobody uploaded.
+  EXPECT_EQ(files_->OpenBlob(Sha256("nobody")).status().code(), Code::kNotFound);
+}
+
+TEST_F(AttachmentStoreTest, MembersOfAReferencingConversationMayReadUntilRemoved) {
+  const UserId alice = 1, bob = 2, carol = 3;
+  auto a = Put("picture", alice);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(files_->Authorize(a->id, bob).status().code(), Code::kNotFound);
+
+  store::Conversation conv = MakeGroup({alice, bob});
+  CommitImage(conv.id, alice, "https://chat.example/v1/attachments/" + FormatAttachmentId(a->id));
+  EXPECT_TRUE(files_->Authorize(a->id, bob).ok());
+  EXPECT_EQ(files_->Authorize(a->id, carol).status().code(), Code::kNotFound);
+  auto refs = meta_->AttachmentConversations(a->id);
+  ASSERT_TRUE(refs.ok());
+  EXPECT_EQ(*refs, std::vector<ConvId>{conv.id});
+
+  // Bob may now forward it (CheckSend), Carol may not; external URLs are not checked.
+  EXPECT_TRUE(CheckSend(*meta_, bob, MediaUrl(a->id)).ok());
+  EXPECT_EQ(CheckSend(*meta_, carol, MediaUrl(a->id)).code(), Code::kNotFound);
+  EXPECT_EQ(CheckSend(*meta_, alice, MediaUrl(Sha256("never uploaded"))).code(), Code::kNotFound);
+  EXPECT_EQ(CheckSend(*meta_, alice, "/v1/attachments/att_nothex").code(), Code::kNotFound);
+  EXPECT_TRUE(CheckSend(*meta_, carol, "https://cdn.example/a.png").ok());
+
+  // Removed from the conversation: access is gone at once.
+  auto upd = meta_->UpdateConversation(conv.id, [&](store::Conversation& c) {
+    c.members = {alice};
+    return Status::Ok();
+  });
+  ASSERT_TRUE(upd.ok());
+  EXPECT_EQ(files_->Authorize(a->id, bob).status().code(), Code::kNotFound);
+  EXPECT_TRUE(files_->Authorize(a->id, alice).ok());
+}
+
+TEST_F(AttachmentStoreTest, ReferencesAreWrittenByAppendMessagesToo) {
+  auto a = Put("doc", 1, "application/pdf");
+  ASSERT_TRUE(a.ok());
+  store::Message m;
+  m.conv = 555;
+  m.seq = 1;
+  m.sender = 1;
+  m.content_type = store::ContentType::kFile;
+  m.media_url = MediaUrl(a->id);
+  store::Message other = m;
+  other.seq = 2;
+  other.media_url = "https://cdn.example/x";  // not ours: no reference
+  store::Message text = m;
+  text.seq = 3;
+  text.content_type = store::ContentType::kText;
+  text.media_url.clear();
+  std::vector<store::Message> batch{m, other, text};
+  ASSERT_TRUE(meta_->AppendMessages(batch).ok());
+  auto refs = meta_->AttachmentConversations(a->id);
+  ASSERT_TRUE(refs.ok());
+  EXPECT_EQ(*refs, std::vector<ConvId>{555});
+}
+
+}  // namespace
+}  // namespace sb::attachments

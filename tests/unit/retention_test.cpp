@@ -1,0 +1,141 @@
+// History retention (store/retention.h): bucket arithmetic, age parsing, and the pass
+// over a real embedded store.
+#include "store/retention.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+namespace sb::store {
+namespace {
+
+constexpr int64_t kDay = 86'400'000;
+// 2026-03-15T10:20:30.456Z
+constexpr int64_t kMid = 1773570030456;
+
+TEST(RetentionBucketTest, BucketsStartWhereTheCalendarSays) {
+  EXPECT_EQ(BucketStart(kMid, RetentionBucket::kSecond), 1773570030000);
+  EXPECT_EQ(BucketStart(kMid, RetentionBucket::kMinute), 1773570000000);
+  EXPECT_EQ(BucketStart(kMid, RetentionBucket::kHour), 1773568800000);
+  EXPECT_EQ(BucketStart(kMid, RetentionBucket::kDay), 1773532800000);      // 2026-03-15T00:00Z
+  EXPECT_EQ(BucketStart(kMid, RetentionBucket::kWeek), 1773014400000);     // Monday 2026-03-09
+  EXPECT_EQ(BucketStart(kMid, RetentionBucket::kMonth), 1772323200000);    // 2026-03-01T00:00Z
+  EXPECT_EQ(BucketStart(1772323200000, RetentionBucket::kMonth), 1772323200000) << "a bucket's start is its own";
+  EXPECT_EQ(BucketStart(1772323199999, RetentionBucket::kMonth), 1769904000000) << "2026-02-01";
+  EXPECT_EQ(BucketStart(-1, RetentionBucket::kDay), -kDay) << "before 1970 floors down";
+}
+
+TEST(RetentionBucketTest, AgesAndBucketNamesParse) {
+  EXPECT_EQ(ParseRetentionAge("0"), 0);
+  EXPECT_EQ(ParseRetentionAge("90s"), 90'000);
+  EXPECT_EQ(ParseRetentionAge("15m"), 900'000);
+  EXPECT_EQ(ParseRetentionAge("30d"), 30 * kDay);
+  EXPECT_EQ(ParseRetentionAge("5y"), 5 * 365 * kDay);
+  for (const char* bad : {"", "5", "y", "-5d", "5w", "5 d", "1.5d", "0d", "99999999999999999y"})
+    EXPECT_FALSE(ParseRetentionAge(bad)) << bad;
+  EXPECT_EQ(ParseRetentionBucket("month"), RetentionBucket::kMonth);
+  EXPECT_FALSE(ParseRetentionBucket("fortnight"));
+  // A message is kept at least the retention age: at 2026-03-15 with 30 days, the cut
+  // is the start of the month holding 2026-02-13, i.e. 2026-02-01.
+  EXPECT_EQ(RetentionCutoff(kMid, 30 * kDay, RetentionBucket::kMonth), 1769904000000);
+}
+
+class RetentionStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/sb_retention_XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    Open();
+  }
+  void Open() {
+    store_.reset();
+    StoreOptions o;
+    o.dir = dir_;
+    o.sync = SyncPolicy::kNone;
+    auto s = OpenEmbeddedStore(o);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    store_ = std::move(s).value();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Conv(ConvId id) {
+    Conversation c;
+    c.id = id;
+    c.type = ConvType::kGroup;
+    c.members = {1, 2};
+    bool created;
+    ASSERT_TRUE(store_->CreateConversation(c, &created).ok());
+  }
+  // Messages 1..n of `conv`, message i sent at start + i * step.
+  void Fill(ConvId conv, Seq n, int64_t start, int64_t step) {
+    CommitBatch b;
+    for (Seq i = 1; i <= n; ++i) {
+      Message m;
+      m.conv = conv;
+      m.seq = i;
+      m.sender = 1;
+      m.client_msg_id = "m" + std::to_string(i);
+      m.content = "text " + std::to_string(i);
+      m.server_ms = start + static_cast<int64_t>(i) * step;
+      b.messages.push_back(m);
+    }
+    ASSERT_TRUE(store_->Commit(b).ok());
+  }
+  std::string dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(RetentionStoreTest, DropsWholeBucketsAndKeepsTheSequenceGoing) {
+  Conv(1);
+  Conv(2);
+  Conv(3);
+  // Conversation 1: one message a day for 100 days from 2026-01-01; 2: all recent;
+  // 3: no message.
+  const int64_t jan1 = 1767225600000;
+  Fill(1, 100, jan1 - kDay, kDay);  // message i on day i-1 of 2026
+  Fill(2, 10, jan1 + 200 * kDay, 1000);
+  // Keep 30 days at 2026-04-20 with monthly buckets: everything before 2026-03-01 goes
+  // (January: 31 messages, February: 28).
+  const int64_t now = jan1 + 109 * kDay;
+  int64_t cutoff = RetentionCutoff(now, 30 * kDay, RetentionBucket::kMonth);
+  EXPECT_EQ(cutoff, jan1 + 59 * kDay);
+  auto r = RunRetention(*store_, cutoff);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->conversations, 3u);
+  EXPECT_EQ(r->trimmed, 1u);
+  EXPECT_EQ(r->dropped, 59u);
+  EXPECT_EQ(*store_->FirstRetained(1), 60u);
+  EXPECT_EQ(*store_->FirstRetained(2), 1u);
+  EXPECT_EQ(store_->GetMessage(1, 59).status().code(), Code::kNotFound);
+  ASSERT_TRUE(store_->GetMessage(1, 60).ok());
+  auto page = store_->ReadAfter(1, 0, 10);
+  ASSERT_TRUE(page.ok());
+  ASSERT_FALSE(page->empty());
+  EXPECT_EQ(page->front().seq, 60u) << "history starts at the first kept message";
+  auto older = store_->ReadBefore(1, 65, 50);
+  ASSERT_TRUE(older.ok());
+  EXPECT_EQ(older->size(), 5u);
+  // A second pass at the same time drops nothing more.
+  r = RunRetention(*store_, cutoff);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->dropped, 0u);
+
+  // Everything old: the sequence still continues after the last dropped seq, also
+  // after a restart (the sequencer asks LastSeq).
+  r = RunRetention(*store_, jan1 + 365 * kDay);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->dropped, 41u + 10u);
+  ASSERT_NO_FATAL_FAILURE(Open());
+  EXPECT_EQ(*store_->LastSeq(1), 100u);
+  EXPECT_EQ(*store_->LastSeq(2), 10u);
+  EXPECT_EQ(*store_->FirstRetained(1), 101u);
+  EXPECT_TRUE(store_->ReadAfter(1, 0, 10)->empty());
+  EXPECT_TRUE(store_->DropHistoryBefore(1, 50).ok()) << "never moves back";
+  EXPECT_EQ(*store_->FirstRetained(1), 101u);
+}
+
+}  // namespace
+}  // namespace sb::store
