@@ -479,8 +479,16 @@ TEST_F(TlsTest, HardeningHoldsOverTls) {
     (void)ws.Send(std::string(70 * 1024, 'x'));
     WsFrame f = ws.RecvFrame(kFrameTimeout);
     while (f.kind == WsFrame::Kind::kText) f = ws.RecvFrame(kFrameTimeout);
-    EXPECT_EQ(f.kind, WsFrame::Kind::kClose) << f.Describe();
-    EXPECT_EQ(f.close_code, std::optional<uint16_t>(1009));
+    // The connection must end. Usually with the 1009 close frame; but the server closes
+    // with the rest of the oversized message still unread, so the kernel may answer
+    // with a reset that overtakes the close frame on a slow run (seen under ASan): then
+    // the client sees a reset, never a timeout or an open socket.
+    ASSERT_NE(f.kind, WsFrame::Kind::kTimeout) << f.Describe();
+    if (f.kind == WsFrame::Kind::kClose) EXPECT_EQ(f.close_code, std::optional<uint16_t>(1009));
+    else EXPECT_EQ(f.kind, WsFrame::Kind::kError) << f.Describe();
+    // And the server goes on serving.
+    WsClient again;
+    ASSERT_NO_FATAL_FAILURE(ConnectWs(api, u, &again));
   }
 }
 
