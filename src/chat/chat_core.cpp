@@ -263,6 +263,9 @@ ChatCore::ConvState* ChatCore::LoadConv(Shard& sh, ConvId conv, Status* err) {
   st->last_seq = *last;
   st->committed_seq = *last;
   for (const store::MemberReceipt& r : *receipts) st->receipts[r.user] = r;
+  // Large groups count their members' receipts from what the store holds now, so the
+  // first receipt routed after a load compares against committed state.
+  if (st->members->size() > opts_.receipts_max_members) SyncAggregate(*st);
   st->last_used = sh.tick;
   return sh.convs.emplace(conv, std::move(st)).first->second.get();
 }

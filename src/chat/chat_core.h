@@ -60,7 +60,7 @@ struct CoreOptions {
   // conversations of at most this many members. In a larger group every member's
   // receipt would be a frame to every sender (1,000 frames per message, enough to
   // overflow a sender's send queue); there they are stored (unread counts, GET
-  // .../receipts) but not pushed.
+  // .../receipts) and senders get aggregate "delivered to all" / "read by all" frames.
   size_t receipts_max_members = 100;
   // Live delivery to a new connection starts with its first frame, or after this.
   int64_t first_frame_wait_ms = 1000;
@@ -154,6 +154,12 @@ class ChatCore {
   void OnReceipt(uint32_t shard, Session* s, const protocol::MessageReceipt& r);
   void HandleReceipt(uint32_t owner, const ReceiptRequest& r);
   void RouteReceipts(uint32_t owner, ConvState& cs, const struct ReceiptChange& rc);
+  // Large groups: routes "delivered to all" / "read by all" when the slowest members move.
+  void RouteAggregate(uint32_t owner, ConvState& cs, const struct ReceiptChange& rc);
+  // Builds or follows (membership changes) cs.aggregate.
+  void SyncAggregate(ConvState& cs);
+  // The `recipient` of aggregate receipts in SendReceipt's marks (no user has id 0).
+  static constexpr UserId kAllMembers = 0;
   void OnResume(uint32_t shard, Session* s, const protocol::Resume& r);
   void ContinueReplay(uint32_t shard, uint64_t session_id);
   void ReplayReceipts(uint32_t shard, Session* s, const std::vector<ConvId>& convs);

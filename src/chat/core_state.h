@@ -70,6 +70,10 @@ struct ChatCore::ConvState {
   // written per device ("user:device"): both only move forward.
   std::unordered_map<UserId, store::MemberReceipt> receipts;
   std::unordered_map<std::string, Seq> device_cursors;
+  // Groups above chat.receipts_max_members: what senders are told is "delivered to
+  // all" / "read by all" (delivery.cpp, RouteAggregate). Built on first use.
+  struct Aggregate;
+  std::unique_ptr<Aggregate> aggregate;
   // Edit/delete targets whose new version is on its way to the store: the latest
   // version and how many rewrites of it are in flight. A second edit builds on the first.
   std::unordered_map<Seq, std::pair<store::Message, int>> rewrites_in_flight;
@@ -78,7 +82,20 @@ struct ChatCore::ConvState {
   uint64_t last_used = 0;
 
   bool IsMember(UserId u) const { return std::binary_search(members->begin(), members->end(), u); }
+  ~ConvState();
 };
+
+// Every member's routed (committed) delivered and read seq, and how many members stand
+// at each seq: "delivered to all but S" is the smallest key, or the next one when S
+// alone stands there. A receipt moves one member: O(log members).
+struct ChatCore::ConvState::Aggregate {
+  std::shared_ptr<const std::vector<UserId>> members;  // the list `marks` follows
+  std::unordered_map<UserId, std::pair<Seq, Seq>> marks;  // member -> (delivered, read)
+  std::map<Seq, uint32_t> delivered, read;               // seq -> members there
+  // Per sender, the last aggregate routed (delivered, read): only forward, never twice.
+  std::unordered_map<UserId, std::pair<Seq, Seq>> routed;
+};
+inline ChatCore::ConvState::~ConvState() = default;
 
 struct ChatCore::SendRequest {
   protocol::SendMessage msg;

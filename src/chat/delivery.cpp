@@ -13,6 +13,7 @@
 // of that conversation, skipping any seq the replay already sent: nothing falls
 // between the two, nothing is sent twice, and order is kept.
 #include <algorithm>
+#include <limits>
 #include <map>
 
 #include "base/json_writer.h"
@@ -38,6 +39,55 @@ FramePtr ReceiptFrame(ConvId conv, Seq up_to, UserId recipient, UserId sender, b
       .Field("receipt_timestamp_ms", ts)
       .EndObject();
   return MakeFrame(std::move(w).Take());
+}
+
+// "Delivered to all" / "read by all" of a large group: the seed's frame without a
+// single recipient, marked `all_members`.
+FramePtr AggregateFrame(ConvId conv, Seq up_to, UserId sender, bool read, int64_t ts) {
+  JsonWriter w(320);
+  w.BeginObject()
+      .Field("event", "message_receipt")
+      .Field("message_id", FormatMessageId(conv, up_to))
+      .Field("conversation_id", FormatConvId(conv))
+      .Field("sender_id", FormatUserId(sender))
+      .Field("all_members", true)
+      .Field("status", read ? "READ" : "DELIVERED")
+      .Field("up_to_seq", static_cast<uint64_t>(up_to))
+      .Field("receipt_timestamp_ms", ts)
+      .EndObject();
+  return MakeFrame(std::move(w).Take());
+}
+
+// The lowest seq of `counts` (seq -> members there) once `own` (one member's seq) is
+// left out: what every member but that one has reached. 0 when nobody else is counted.
+Seq LowestWithout(const std::map<Seq, uint32_t>& counts, Seq own) {
+  auto it = counts.begin();
+  if (it == counts.end()) return 0;
+  if (it->first == own && it->second == 1) ++it;
+  return it == counts.end() ? 0 : it->first;
+}
+
+void Count(std::map<Seq, uint32_t>& counts, Seq seq, int delta) {
+  uint32_t& n = counts[seq];
+  n = static_cast<uint32_t>(static_cast<int64_t>(n) + delta);
+  if (n == 0) counts.erase(seq);
+}
+
+// The shape of the two lowest keys: every member's "all but me" value follows from it,
+// so when it does not change, no aggregate changes.
+struct Lowest {
+  Seq first = 0, second = 0;
+  bool alone = false;  // exactly one member stands at `first`
+  bool operator==(const Lowest&) const = default;
+};
+Lowest LowestOf(const std::map<Seq, uint32_t>& counts) {
+  Lowest l;
+  auto it = counts.begin();
+  if (it == counts.end()) return l;
+  l.first = it->first;
+  l.alone = it->second == 1;
+  if (++it != counts.end()) l.second = it->first;
+  return l;
 }
 
 void SendError(Session* s, Status st) {
@@ -161,7 +211,8 @@ void ChatCore::RouteReceipts(uint32_t owner, ConvState& cs, const ReceiptChange&
     Seq up_to;
     FramePtr frame;
   };
-  if (cs.members->size() > opts_.receipts_max_members) return;  // large group: stored, not pushed
+  if (cs.members->size() > opts_.receipts_max_members) return RouteAggregate(owner, cs, rc);
+  cs.aggregate.reset();  // shrank below the threshold: per-member receipts again
   std::vector<Out> frames;
   UserId recipient = rc.after.user;
   if (rc.after.read > rc.before.read) {
@@ -186,6 +237,98 @@ void ChatCore::RouteReceipts(uint32_t owner, ConvState& cs, const ReceiptChange&
         auto it = ts.by_user.find(o.sender);
         if (it == ts.by_user.end()) continue;
         for (Session* s : it->second) SendReceipt(ts, s, conv, recipient, o.read, o.up_to, o.frame);
+      }
+    });
+  }
+}
+
+void ChatCore::SyncAggregate(ConvState& cs) {
+  using Aggregate = ConvState::Aggregate;
+  if (cs.aggregate && cs.aggregate->members == cs.members) return;
+  // First use, or the membership changed: follow the member list. Marks of members who
+  // stay are kept (they follow committed receipts); the others start from the receipts
+  // in memory, which equal the store's when the conversation was just loaded (where
+  // LoadConv builds this) and may lead it by one commit otherwise. The counts are
+  // rebuilt: O(members), on load and on a membership change only.
+  auto fresh = std::make_unique<Aggregate>();
+  fresh->members = cs.members;
+  for (UserId u : *cs.members) {
+    std::pair<Seq, Seq> mark{0, 0};
+    bool kept = false;
+    if (cs.aggregate) {
+      if (auto it = cs.aggregate->marks.find(u); it != cs.aggregate->marks.end()) mark = it->second, kept = true;
+    }
+    if (!kept) {
+      if (auto it = cs.receipts.find(u); it != cs.receipts.end()) mark = {it->second.delivered, it->second.read};
+    }
+    fresh->marks.emplace(u, mark);
+    Count(fresh->delivered, mark.first, +1);
+    Count(fresh->read, mark.second, +1);
+  }
+  if (cs.aggregate) fresh->routed = std::move(cs.aggregate->routed);
+  cs.aggregate = std::move(fresh);
+}
+
+void ChatCore::RouteAggregate(uint32_t owner, ConvState& cs, const ReceiptChange& rc) {
+  SyncAggregate(cs);
+  ConvState::Aggregate& ag = *cs.aggregate;
+  auto mit = ag.marks.find(rc.after.user);
+  if (mit == ag.marks.end()) return;  // no longer a member
+  const Lowest d0 = LowestOf(ag.delivered), r0 = LowestOf(ag.read);
+  auto& [md, mr] = mit->second;
+  if (rc.after.delivered > md) {
+    Count(ag.delivered, md, -1);
+    Count(ag.delivered, rc.after.delivered, +1);
+    md = rc.after.delivered;
+  }
+  if (rc.after.read > mr) {
+    Count(ag.read, mr, -1);
+    Count(ag.read, rc.after.read, +1);
+    mr = rc.after.read;
+  }
+  const Lowest d1 = LowestOf(ag.delivered), r1 = LowestOf(ag.read);
+  if (d0 == d1 && r0 == r1) return;  // the slowest members did not move: nobody's "all" did
+
+  // Senders whose "all" may have moved: those of messages above the old lowest mark up
+  // to the highest value any "all" can now take.
+  const Seq lo = std::min(d0.first, r0.first) + 1;
+  const Seq hi = std::min(cs.committed_seq, std::max(d1.second, d1.first));
+  struct Out {
+    UserId sender;
+    bool read;
+    Seq up_to;
+    FramePtr frame;
+  };
+  std::vector<Out> frames;
+  const int64_t now = clock_.NowMs();
+  for (auto [sender, top] : SendersIn(cs, lo, hi, 0)) {
+    auto own = ag.marks.find(sender);
+    if (own == ag.marks.end()) continue;  // left the group
+    const Seq all_read = LowestWithout(ag.read, own->second.second);
+    const Seq all_delivered = LowestWithout(ag.delivered, own->second.first);
+    auto& [sent_delivered, sent_read] = ag.routed[sender];
+    // READ implies DELIVERED: DELIVERED only for what is delivered beyond the read mark.
+    if (all_read > sent_read) {
+      sent_read = all_read;
+      sent_delivered = std::max(sent_delivered, all_read);
+      frames.push_back({sender, true, all_read, AggregateFrame(cs.id, all_read, sender, true, now)});
+    }
+    if (all_delivered > sent_delivered) {
+      sent_delivered = all_delivered;
+      frames.push_back({sender, false, all_delivered, AggregateFrame(cs.id, all_delivered, sender, false, now)});
+    }
+  }
+  if (frames.empty()) return;
+  metrics::Server().receipts_routed.Inc(frames.size());
+  auto shared = std::make_shared<const std::vector<Out>>(std::move(frames));
+  const ConvId conv = cs.id;
+  for (uint32_t t = 0; t < shards_.size(); ++t) {
+    RunOn(owner, t, [this, t, shared, conv] {
+      Shard& ts = *state_[t];
+      for (const Out& o : *shared) {
+        auto it = ts.by_user.find(o.sender);
+        if (it == ts.by_user.end()) continue;
+        for (Session* s : it->second) SendReceipt(ts, s, conv, kAllMembers, o.read, o.up_to, o.frame);
       }
     });
   }
@@ -311,10 +454,35 @@ void ChatCore::ReplayReceipts(uint32_t shard, Session* s, const std::vector<Conv
   // this user: a sender who was away learns the ticks it missed.
   for (ConvId c : convs) {
     auto conv = store_.GetConversation(c);
-    if (!conv.ok() || conv->members.size() > opts_.receipts_max_members) continue;
+    if (!conv.ok()) continue;
     auto rs = store_.GetReceipts(c);
     if (!rs.ok()) continue;
     Shard& sh = *state_[shard];
+    if (conv->members.size() > opts_.receipts_max_members) {
+      // A large group: "delivered to all" / "read by all" of the others (a member
+      // without a receipt holds both at 0). Replayed even when this user sent nothing
+      // up to there: a cumulative receipt over no message of its own says nothing wrong.
+      Seq all_delivered = std::numeric_limits<Seq>::max(), all_read = all_delivered;
+      int64_t delivered_ms = 0, read_ms = 0;
+      size_t counted = 0;
+      for (const store::MemberReceipt& r : *rs) {
+        if (r.user == s->user() || !std::binary_search(conv->members.begin(), conv->members.end(), r.user))
+          continue;
+        ++counted;
+        all_delivered = std::min(all_delivered, r.delivered);
+        all_read = std::min(all_read, r.read);
+        delivered_ms = std::max(delivered_ms, r.delivered_ms);
+        read_ms = std::max(read_ms, r.read_ms);
+      }
+      const bool self_member = std::binary_search(conv->members.begin(), conv->members.end(), s->user());
+      if (counted + (self_member ? 1 : 0) < conv->members.size()) continue;  // someone has no receipt: 0
+      if (all_read > 0)
+        SendReceipt(sh, s, c, kAllMembers, true, all_read, AggregateFrame(c, all_read, s->user(), true, read_ms));
+      if (all_delivered > all_read)
+        SendReceipt(sh, s, c, kAllMembers, false, all_delivered,
+                    AggregateFrame(c, all_delivered, s->user(), false, delivered_ms));
+      continue;
+    }
     for (const store::MemberReceipt& r : *rs) {
       if (r.user == s->user()) continue;
       if (r.read > 0) SendReceipt(sh, s, c, r.user, true, r.read, ReceiptFrame(c, r.read, r.user, s->user(), true, r.read_ms));

@@ -2,6 +2,8 @@
 // one message reaches all 999 other members exactly once, a burst keeps seq order at
 // every member, and the sender's own other device gets it too. Its own server, so the
 // per-address connect limit can be lifted for 1,000 sockets from one test process.
+// Then the receipts: the sender is told "delivered to all" / "read by all" once the
+// slowest member moves, not once per member.
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
@@ -84,6 +86,41 @@ TEST_F(BigGroupTest, EveryOneOfAThousandConnectedMembersGetsEveryMessageInOrder)
       EXPECT_NE(extra["event"].Str(), std::optional<std::string>("message")) << "member " << i << ": " << extra;
   }
   EXPECT_TRUE(server_.CheckAlive()) << server_.error();
+
+  // Receipts: above chat.receipts_max_members the sender hears "delivered to all" and
+  // "read by all" (all_members), not 999 frames per message. Every member but the
+  // last reads everything: nothing yet, the last member still has nothing.
+  const std::string up_to = std::to_string(kBurst);
+  auto receipt = [&](const char* status) {
+    return std::string(R"({"event":"message_receipt","conversation_id":")") + conv + R"(","status":")" + status +
+           R"(","up_to_seq":)" + up_to + "}";
+  };
+  for (size_t i = 1; i + 1 < kMembers; ++i) ASSERT_TRUE(ws[i].Send(receipt("READ"))) << "member " << i;
+  // The server handles a connection's frames in order: once member 998's receipt has
+  // been answered (a pong to a ping sent after it), every receipt is in.
+  ASSERT_TRUE(ws[kMembers - 2].Send(R"({"event":"ping"})"));
+  ASSERT_TRUE(ws[kMembers - 2].WaitForEvent("pong").IsObject());
+  ExpectNoEvent({{&ws[0], "the sender"}, {&owner2, "the sender's second device"}}, "message_receipt",
+                std::chrono::milliseconds(300), "before the last member acknowledged");
+  ASSERT_TRUE(ws[kMembers - 1].Send(receipt("DELIVERED")));
+  for (WsClient* c : {&ws[0], &owner2}) {
+    Json r = c->WaitForEvent("message_receipt");
+    ASSERT_TRUE(r.IsObject()) << "no aggregate DELIVERED receipt";
+    EXPECT_EQ(r["status"].Str(), std::optional<std::string>("DELIVERED")) << r;
+    EXPECT_EQ(r["up_to_seq"].Int(), static_cast<int64_t>(kBurst)) << r;
+    EXPECT_EQ(r["all_members"].Bool(), std::optional<bool>(true)) << r;
+    EXPECT_EQ(r["sender_id"].Str(), std::optional<std::string>(users[0].user_id)) << r;
+  }
+  ASSERT_TRUE(ws[kMembers - 1].Send(receipt("READ")));
+  for (WsClient* c : {&ws[0], &owner2}) {
+    Json r = c->WaitForEvent("message_receipt");
+    ASSERT_TRUE(r.IsObject()) << "no aggregate READ receipt";
+    EXPECT_EQ(r["status"].Str(), std::optional<std::string>("READ")) << r;
+    EXPECT_EQ(r["up_to_seq"].Int(), static_cast<int64_t>(kBurst)) << r;
+  }
+  // Members who sent nothing are told nothing.
+  ExpectNoEvent({{&ws[1], "member 1"}, {&ws[kMembers - 1], "the last member"}}, "message_receipt",
+                std::chrono::milliseconds(100), "members without messages");
 }
 
 }  // namespace

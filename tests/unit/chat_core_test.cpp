@@ -55,6 +55,14 @@ std::string StrField(const std::string& json, const char* key) {
   simdjson::dom::parser p;
   return std::string(std::string_view(p.parse(json)[key]));
 }
+bool BoolField(const std::string& json, const char* key) {
+  simdjson::dom::parser p;
+  return bool(p.parse(json)[key]);
+}
+bool HasField(const std::string& json, const char* key) {
+  simdjson::dom::parser p;
+  return p.parse(json)[key].error() == simdjson::SUCCESS;
+}
 
 class ChatCoreTest : public ::testing::Test {
  protected:
@@ -838,9 +846,10 @@ TEST_F(BulkheadTest, GroupSendersArePushedBackWhenTheLanesAreFullAndDirectOnesAr
 }
 
 
-// In a group larger than receipts_max_members, receipts are stored (unread counts,
-// the listing endpoint) but not pushed to senders: one frame per member per message
-// would flood them.
+// In a group larger than receipts_max_members, members' receipts are stored (unread
+// counts, the listing endpoint) but not pushed one by one: one frame per member per
+// message would flood the senders. Senders get "delivered to all" / "read by all"
+// (`all_members`), when the slowest of the other members moves.
 class LargeGroupReceiptsTest : public DeliveryTest {
  protected:
   CoreOptions Options() override {
@@ -848,25 +857,118 @@ class LargeGroupReceiptsTest : public DeliveryTest {
     o.receipts_max_members = 2;  // the 3-member group counts as large
     return o;
   }
+  // Lets anything still queued arrive.
+  void Settle() {
+    for (int i = 0; i < 20; ++i) Until([] { return true; }), std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  bool StoredRead(UserId u, Seq read) {
+    auto r = store_->GetReceipts(1001);
+    if (!r.ok()) return false;
+    for (auto& m : *r)
+      if (m.user == u && m.read == read) return true;
+    return false;
+  }
 };
 
-TEST_F(LargeGroupReceiptsTest, ReceiptsAreStoredNotPushed) {
+TEST_F(LargeGroupReceiptsTest, OneMembersReceiptIsStoredNotPushed) {
   FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone");
   core_->Attach(0, &a);
   core_->Attach(1, &b);
   SendN(a, 0, 3, "a");
   core_->OnFrame(1, &b, Receipt("READ", 3));
-  bool stored = false;
-  ASSERT_TRUE(Until([&] {
-    auto r = store_->GetReceipts(1001);
-    if (!r.ok()) return false;
-    for (auto& m : *r) stored = stored || (m.user == kBob && m.read == 3);
-    return stored;
-  }));
-  for (int i = 0; i < 20; ++i) Until([] { return true; }), std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  EXPECT_TRUE(a.Events("message_receipt").empty());
+  ASSERT_TRUE(Until([&] { return StoredRead(kBob, 3); }));
+  Settle();
+  EXPECT_TRUE(a.Events("message_receipt").empty()) << "Carol has not received anything yet";
   core_->Detach(0, &a);
   core_->Detach(1, &b);
+}
+
+TEST_F(LargeGroupReceiptsTest, TheSlowestMemberMovesTheAggregate) {
+  FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone"), c(4, kCarol, "phone");
+  core_->Attach(0, &a);
+  core_->Attach(1, &b);
+  core_->Attach(0, &c);
+  SendN(a, 0, 3, "a");  // seqs 1-3 by Alice
+  core_->OnFrame(1, &b, Receipt("READ", 3));
+  core_->OnFrame(0, &c, Receipt("DELIVERED", 2));
+  // Bob read 3, Carol received 2: delivered to all up to 2, read by all: nothing yet.
+  ASSERT_TRUE(Until([&] { return a.Events("message_receipt").size() == 1; }));
+  auto r = a.Events("message_receipt")[0];
+  EXPECT_EQ(StrField(r, "status"), "DELIVERED");
+  EXPECT_EQ(Field(r, "up_to_seq"), 2u);
+  EXPECT_EQ(StrField(r, "sender_id"), FormatUserId(kAlice));
+  EXPECT_EQ(StrField(r, "message_id"), FormatMessageId(1001, 2));
+  EXPECT_TRUE(BoolField(r, "all_members"));
+  EXPECT_FALSE(HasField(r, "recipient_id")) << "no single recipient";
+  // Carol reads 3: read by all up to 3 (READ implies DELIVERED: no DELIVERED 3 frame).
+  core_->OnFrame(0, &c, Receipt("READ", 3));
+  ASSERT_TRUE(Until([&] { return a.Events("message_receipt").size() == 2; }));
+  r = a.Events("message_receipt")[1];
+  EXPECT_EQ(StrField(r, "status"), "READ");
+  EXPECT_EQ(Field(r, "up_to_seq"), 3u);
+  Settle();
+  EXPECT_EQ(a.Events("message_receipt").size(), 2u);
+  // Nobody else is told: Bob and Carol sent nothing.
+  EXPECT_TRUE(b.Events("message_receipt").empty());
+  EXPECT_TRUE(c.Events("message_receipt").empty());
+  core_->Detach(0, &a);
+  core_->Detach(1, &b);
+  core_->Detach(0, &c);
+}
+
+// The sender's own receipts do not hold its aggregate back: "all" means all the others.
+TEST_F(LargeGroupReceiptsTest, ASendersOwnMarkDoesNotCount) {
+  FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone"), c(4, kCarol, "phone");
+  core_->Attach(0, &a);
+  core_->Attach(1, &b);
+  core_->Attach(0, &c);
+  SendN(a, 0, 2, "a");  // 1-2 by Alice, who never sends a receipt
+  SendN(b, 1, 1, "b");  // 3 by Bob
+  core_->OnFrame(1, &b, Receipt("DELIVERED", 3));
+  core_->OnFrame(0, &c, Receipt("DELIVERED", 3));
+  // Alice: Bob and Carol have everything. Bob: Alice has nothing, so no frame for him.
+  ASSERT_TRUE(Until([&] { return a.Events("message_receipt").size() == 1; }));
+  EXPECT_EQ(Field(a.Events("message_receipt")[0], "up_to_seq"), 3u);
+  Settle();
+  EXPECT_TRUE(b.Events("message_receipt").empty());
+  // Alice acknowledges: now Bob's message is delivered to all.
+  core_->OnFrame(0, &a, Receipt("DELIVERED", 3));
+  ASSERT_TRUE(Until([&] { return b.Events("message_receipt").size() == 1; }));
+  EXPECT_EQ(Field(b.Events("message_receipt")[0], "up_to_seq"), 3u);
+  EXPECT_EQ(StrField(b.Events("message_receipt")[0], "status"), "DELIVERED");
+  Settle();
+  EXPECT_EQ(a.Events("message_receipt").size(), 1u) << "Alice's aggregate did not move again";
+  core_->Detach(0, &a);
+  core_->Detach(1, &b);
+  core_->Detach(0, &c);
+}
+
+// A sender who was away gets the aggregate state from `resume`.
+TEST_F(LargeGroupReceiptsTest, ResumeReplaysTheAggregate) {
+  FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone"), c(4, kCarol, "phone");
+  core_->Attach(0, &a);
+  core_->Attach(1, &b);
+  core_->Attach(0, &c);
+  SendN(a, 0, 3, "a");
+  core_->Detach(0, &a);
+  core_->OnFrame(1, &b, Receipt("READ", 3));
+  core_->OnFrame(0, &c, Receipt("READ", 1));
+  core_->OnFrame(0, &c, Receipt("DELIVERED", 3));
+  ASSERT_TRUE(Until([&] { return StoredRead(kCarol, 1) && StoredRead(kBob, 3); }));
+  FakeSession a2(5, kAlice, "phone");
+  core_->Attach(0, &a2);
+  core_->OnFrame(0, &a2, Resume(3));
+  ASSERT_TRUE(Until([&] { return a2.Events("resume_done").size() == 1; }));
+  auto rs = a2.Events("message_receipt");
+  ASSERT_EQ(rs.size(), 2u);
+  EXPECT_EQ(StrField(rs[0], "status"), "READ");
+  EXPECT_EQ(Field(rs[0], "up_to_seq"), 1u);
+  EXPECT_EQ(StrField(rs[1], "status"), "DELIVERED");
+  EXPECT_EQ(Field(rs[1], "up_to_seq"), 3u);
+  for (auto& r : rs) EXPECT_TRUE(BoolField(r, "all_members"));
+  core_->Detach(0, &a2);
+  core_->Detach(1, &b);
+  core_->Detach(0, &c);
 }
 
 }  // namespace

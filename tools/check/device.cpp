@@ -743,7 +743,10 @@ void Device::OnReceipt(const Json& j) {
   sh_->stats.receipts_received++;
   auto conv = j["conversation_id"].Str();
   auto status = j["status"].Str();
-  auto recipient = j["recipient_id"].Str();
+  // Groups above chat.receipts_max_members: "delivered to all" / "read by all", with
+  // `all_members` instead of one recipient; tracked as one more recipient.
+  const bool all_members = j["all_members"].Bool().value_or(false);
+  auto recipient = all_members ? std::optional<std::string>("*all_members") : j["recipient_id"].Str();
   auto sender = j["sender_id"].Str();
   auto mid = j["message_id"].Str();
   if (!conv || !status || !recipient || !sender || (*status != "DELIVERED" && *status != "READ")) {
