@@ -451,18 +451,30 @@ void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs,
     for (size_t i = 0; i < n; ++i) deliveries[i].push_back({frame, cs.members, exclude, m.conv, m.seq, group});
   }
   in_flight_.fetch_sub(static_cast<int64_t>(msgs.size()));
+  std::vector<RoutedReceipt> routed;
   for (const ReceiptChange& rc : receipts) {
     auto cit = sh.convs.find(rc.conv);
-    if (cit != sh.convs.end() && rc.member_moved) RouteReceipts(owner, *cit->second, rc);
+    if (cit != sh.convs.end() && rc.member_moved) RouteReceipts(*cit->second, rc, &routed);
   }
+  // Receipt frames go to every shard (a sender's devices may be anywhere); they ride in
+  // the same task as the acks and deliveries, ahead of them.
+  std::shared_ptr<const std::vector<RoutedReceipt>> rs;
+  if (!routed.empty()) rs = std::make_shared<const std::vector<RoutedReceipt>>(std::move(routed));
 
   for (uint32_t target = 0; target < n; ++target) {
-    if (acks[target].empty() && deliveries[target].empty()) continue;
+    if (acks[target].empty() && deliveries[target].empty() && !rs) continue;
     auto a = std::make_shared<std::vector<Ack>>(std::move(acks[target]));
     auto d = std::make_shared<std::vector<Delivery>>(std::move(deliveries[target]));
-    auto run = [this, target, a, d] {
+    auto run = [this, target, a, d, rs] {
       Shard& ts = *state_[target];
       auto& mm = metrics::Server();
+      if (rs) {
+        for (const RoutedReceipt& r : *rs) {
+          auto it = ts.by_user.find(r.sender);
+          if (it == ts.by_user.end()) continue;
+          for (Session* s : it->second) SendReceipt(ts, s, r.conv, r.recipient, r.read, r.up_to, r.frame);
+        }
+      }
       int64_t now = MonoNs();
       for (const Ack& ack : *a) {
         auto it = ts.by_id.find(ack.session);

@@ -153,9 +153,12 @@ class ChatCore {
   // delivery.cpp: receipts and resume.
   void OnReceipt(uint32_t shard, Session* s, const protocol::MessageReceipt& r);
   void HandleReceipt(uint32_t owner, const ReceiptRequest& r);
-  void RouteReceipts(uint32_t owner, ConvState& cs, const struct ReceiptChange& rc);
-  // Large groups: routes "delivered to all" / "read by all" when the slowest members move.
-  void RouteAggregate(uint32_t owner, ConvState& cs, const struct ReceiptChange& rc);
+  // After a commit: the receipt frames a change means for the senders, appended to
+  // `out`, which OnCommitted hands to every shard in the task that carries the batch's
+  // acks and deliveries (one cross-shard post per shard per commit, not per receipt).
+  void RouteReceipts(ConvState& cs, const struct ReceiptChange& rc, std::vector<struct RoutedReceipt>* out);
+  // Large groups: "delivered to all" / "read by all" when the slowest members move.
+  void RouteAggregate(ConvState& cs, const struct ReceiptChange& rc, std::vector<struct RoutedReceipt>* out);
   // Builds or follows (membership changes) cs.aggregate.
   void SyncAggregate(ConvState& cs);
   // The `recipient` of aggregate receipts in SendReceipt's marks (no user has id 0).

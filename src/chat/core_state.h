@@ -27,6 +27,17 @@ struct Delivery {
   bool group;  // goes through the shard's bulk lane
 };
 
+// A receipt frame on its way to every device of one sender (all shards look it up).
+// `recipient` is the member it speaks for, or kAllMembers for an aggregate.
+struct RoutedReceipt {
+  ConvId conv;
+  UserId sender;
+  UserId recipient;
+  bool read;
+  Seq up_to;
+  FramePtr frame;
+};
+
 // The group-delivery bulkhead of one shard. Group messages are fanned out from here
 // in slices of at most CoreOptions::bulk_slice_sends member visits; between slices the
 // shard runs whatever else was posted to it (1:1 deliveries, acks, receipts, frames

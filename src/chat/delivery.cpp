@@ -202,44 +202,25 @@ std::vector<std::pair<UserId, Seq>> ChatCore::SendersIn(ConvState& cs, Seq lo, S
   return {top.begin(), top.end()};
 }
 
-void ChatCore::RouteReceipts(uint32_t owner, ConvState& cs, const ReceiptChange& rc) {
+void ChatCore::RouteReceipts(ConvState& cs, const ReceiptChange& rc, std::vector<RoutedReceipt>* out) {
   // READ implies DELIVERED: send READ for what was read, DELIVERED only for what was
   // delivered beyond it. One cumulative frame per sender, not one per message.
-  struct Out {
-    UserId sender;
-    bool read;
-    Seq up_to;
-    FramePtr frame;
-  };
-  if (cs.members->size() > opts_.receipts_max_members) return RouteAggregate(owner, cs, rc);
+  if (cs.members->size() > opts_.receipts_max_members) return RouteAggregate(cs, rc, out);
   cs.aggregate.reset();  // shrank below the threshold: per-member receipts again
-  std::vector<Out> frames;
+  const size_t before = out->size();
   UserId recipient = rc.after.user;
   if (rc.after.read > rc.before.read) {
     for (auto [sender, seq] : SendersIn(cs, rc.before.read + 1, rc.after.read, recipient))
-      frames.push_back({sender, true, rc.after.read,
-                        ReceiptFrame(cs.id, rc.after.read, recipient, sender, true, rc.after.read_ms)});
+      out->push_back({cs.id, sender, recipient, true, rc.after.read,
+                      ReceiptFrame(cs.id, rc.after.read, recipient, sender, true, rc.after.read_ms)});
   }
   if (rc.after.delivered > rc.before.delivered && rc.after.delivered > rc.after.read) {
     Seq lo = std::max(rc.before.delivered, rc.after.read) + 1;
     for (auto [sender, seq] : SendersIn(cs, lo, rc.after.delivered, recipient))
-      frames.push_back({sender, false, rc.after.delivered,
-                        ReceiptFrame(cs.id, rc.after.delivered, recipient, sender, false, rc.after.delivered_ms)});
+      out->push_back({cs.id, sender, recipient, false, rc.after.delivered,
+                      ReceiptFrame(cs.id, rc.after.delivered, recipient, sender, false, rc.after.delivered_ms)});
   }
-  if (frames.empty()) return;
-  metrics::Server().receipts_routed.Inc(frames.size());
-  auto shared = std::make_shared<const std::vector<Out>>(std::move(frames));
-  ConvId conv = cs.id;
-  for (uint32_t t = 0; t < shards_.size(); ++t) {
-    RunOn(owner, t, [this, t, shared, conv, recipient] {
-      Shard& ts = *state_[t];
-      for (const Out& o : *shared) {
-        auto it = ts.by_user.find(o.sender);
-        if (it == ts.by_user.end()) continue;
-        for (Session* s : it->second) SendReceipt(ts, s, conv, recipient, o.read, o.up_to, o.frame);
-      }
-    });
-  }
+  metrics::Server().receipts_routed.Inc(out->size() - before);
 }
 
 void ChatCore::SyncAggregate(ConvState& cs) {
@@ -269,7 +250,7 @@ void ChatCore::SyncAggregate(ConvState& cs) {
   cs.aggregate = std::move(fresh);
 }
 
-void ChatCore::RouteAggregate(uint32_t owner, ConvState& cs, const ReceiptChange& rc) {
+void ChatCore::RouteAggregate(ConvState& cs, const ReceiptChange& rc, std::vector<RoutedReceipt>* out) {
   SyncAggregate(cs);
   ConvState::Aggregate& ag = *cs.aggregate;
   auto mit = ag.marks.find(rc.after.user);
@@ -293,13 +274,7 @@ void ChatCore::RouteAggregate(uint32_t owner, ConvState& cs, const ReceiptChange
   // to the highest value any "all" can now take.
   const Seq lo = std::min(d0.first, r0.first) + 1;
   const Seq hi = std::min(cs.committed_seq, std::max(d1.second, d1.first));
-  struct Out {
-    UserId sender;
-    bool read;
-    Seq up_to;
-    FramePtr frame;
-  };
-  std::vector<Out> frames;
+  const size_t before = out->size();
   const int64_t now = clock_.NowMs();
   for (auto [sender, top] : SendersIn(cs, lo, hi, 0)) {
     auto own = ag.marks.find(sender);
@@ -311,27 +286,15 @@ void ChatCore::RouteAggregate(uint32_t owner, ConvState& cs, const ReceiptChange
     if (all_read > sent_read) {
       sent_read = all_read;
       sent_delivered = std::max(sent_delivered, all_read);
-      frames.push_back({sender, true, all_read, AggregateFrame(cs.id, all_read, sender, true, now)});
+      out->push_back({cs.id, sender, kAllMembers, true, all_read, AggregateFrame(cs.id, all_read, sender, true, now)});
     }
     if (all_delivered > sent_delivered) {
       sent_delivered = all_delivered;
-      frames.push_back({sender, false, all_delivered, AggregateFrame(cs.id, all_delivered, sender, false, now)});
+      out->push_back(
+          {cs.id, sender, kAllMembers, false, all_delivered, AggregateFrame(cs.id, all_delivered, sender, false, now)});
     }
   }
-  if (frames.empty()) return;
-  metrics::Server().receipts_routed.Inc(frames.size());
-  auto shared = std::make_shared<const std::vector<Out>>(std::move(frames));
-  const ConvId conv = cs.id;
-  for (uint32_t t = 0; t < shards_.size(); ++t) {
-    RunOn(owner, t, [this, t, shared, conv] {
-      Shard& ts = *state_[t];
-      for (const Out& o : *shared) {
-        auto it = ts.by_user.find(o.sender);
-        if (it == ts.by_user.end()) continue;
-        for (Session* s : it->second) SendReceipt(ts, s, conv, kAllMembers, o.read, o.up_to, o.frame);
-      }
-    });
-  }
+  metrics::Server().receipts_routed.Inc(out->size() - before);
 }
 
 void ChatCore::SendReceipt(Shard& sh, Session* s, ConvId conv, UserId recipient, bool read, Seq up_to,

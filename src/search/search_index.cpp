@@ -1,5 +1,6 @@
 #include "search/search_index.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -535,7 +536,10 @@ Result<std::unique_ptr<SearchIndex>> SearchIndex::Open(const std::string& path, 
   auto reader = index->AcquireReader();
   if (!reader) return reader.status();
   index->ReleaseReader(std::move(reader.value()));
-  index->thread_ = std::thread([p = index.get()] { p->Run(); });
+  index->thread_ = std::thread([p = index.get()] {
+    pthread_setname_np(pthread_self(), "indexer");  // what `top -H` and perf show
+    p->Run();
+  });
   return index;
 }
 
@@ -579,15 +583,25 @@ void SearchIndex::Enqueue(std::vector<store::Message> batch) {
 void SearchIndex::Run() {
   bool write_failed = false;
   bool merge_pending = true;  // segments may be left from a previous run
+  auto last_work = std::chrono::steady_clock::now() - std::chrono::milliseconds(options_.merge_after_idle_ms);
   for (;;) {
     std::vector<std::vector<store::Message>> group;
     size_t messages = 0;
     {
       std::unique_lock lk(mu_);
-      bool idle_merge = merge_pending && !write_failed && queue_.empty() && !stop_;
-      if (!idle_merge) {
-        work_cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
-        if (queue_.empty()) return;  // stop requested and everything applied
+      auto has_work = [&] { return stop_ || !queue_.empty(); };
+      if (merge_pending && !write_failed) {
+        // Merge only in a lull: wait for work until the lull is long enough.
+        work_cv_.wait_until(lk, last_work + std::chrono::milliseconds(options_.merge_after_idle_ms), has_work);
+      } else {
+        work_cv_.wait(lk, has_work);
+      }
+      if (queue_.empty() && stop_) return;  // stop requested and everything applied
+      if (!queue_.empty() && !stop_ && waiting_idle_ == 0 && queued_messages_ < options_.gather_messages) {
+        // Light load: let a few commit batches gather into one transaction.
+        work_cv_.wait_for(lk, std::chrono::milliseconds(options_.gather_ms), [&] {
+          return stop_ || waiting_idle_ > 0 || queued_messages_ >= options_.gather_messages;
+        });
       }
       // Everything queued, up to a size bound: under load many small commit batches
       // share one transaction, which is what makes indexing cheap (README).
@@ -629,6 +643,7 @@ void SearchIndex::Run() {
       write_failed = !applied;
       merge_pending = applied;
     }
+    last_work = std::chrono::steady_clock::now();
     bool newly_failed = false;
     {
       std::lock_guard lk(mu_);
@@ -650,7 +665,10 @@ void SearchIndex::Run() {
 void SearchIndex::WaitIdle() {
   std::unique_lock lk(mu_);
   uint64_t target = enqueued_batches_;
+  ++waiting_idle_;
+  work_cv_.notify_one();  // cut a gathering wait short
   idle_cv_.wait(lk, [&] { return done_batches_ >= target; });
+  --waiting_idle_;
 }
 
 SearchIndex::Stats SearchIndex::GetStats() {

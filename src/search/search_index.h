@@ -52,6 +52,15 @@ class SearchIndex {
     // Upper bound of messages per SQLite transaction when a backlog is drained; larger
     // groups index faster (fewer FTS5 segments) but hold more pending data in memory.
     size_t max_group_messages = 50'000;
+    // Under light load the indexer waits up to this long after the first queued batch
+    // for more (up to gather_messages) before writing: each SQLite commit flushes
+    // FTS5's pending data as a new segment, so ten messages per transaction meant a
+    // stream of tiny segments and merges. Search sees a message this much later.
+    int64_t gather_ms = 100;
+    size_t gather_messages = 2'000;
+    // Background merging (README, "Segments") starts only after this long without new
+    // work; under steady traffic FTS5's own automerge keeps the segment count bounded.
+    int64_t merge_after_idle_ms = 1'000;
   };
 
   // How Search finds the rows of the caller's conversations (README, "Query plans").
@@ -141,6 +150,7 @@ class SearchIndex {
   bool failed_ = false;
   bool merging_ = true;  // until the first idle merge step finds nothing to do
   bool stop_ = false;
+  int waiting_idle_ = 0;  // WaitIdle callers: the indexer does not gather for them
 
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<ReadConn>> idle_readers_;

@@ -1,5 +1,6 @@
 #include "server/node.h"
 
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -63,7 +64,10 @@ class RetentionJob {
     age_ms_ = store::ParseRetentionAge(cfg.retention).value_or(0);
     bucket_ = store::ParseRetentionBucket(cfg.retention_bucket).value_or(store::RetentionBucket::kMonth);
     interval_ = std::chrono::seconds(cfg.retention_interval_s);
-    if (age_ms_ > 0) thread_ = std::thread([this] { Run(); });
+    if (age_ms_ > 0) thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "retention");
+      Run();
+    });
   }
   ~RetentionJob() {
     {
