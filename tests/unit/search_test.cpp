@@ -455,6 +455,33 @@ TEST_F(SearchIndexTest, DestructorDrainsTheQueue) {
   EXPECT_EQ(Find("drained", {kA}, 1000).size(), 200u);
 }
 
+// Under light load the indexer lets batches gather into one transaction (one FTS5
+// segment) instead of writing each commit's few messages on its own.
+TEST_F(SearchIndexTest, SmallBatchesGatherIntoOneTransaction) {
+  index_.reset();
+  SearchIndex::Options opt;
+  opt.gather_ms = 60'000;  // longer than the test: only gather_messages ends the wait
+  opt.gather_messages = 30;
+  auto r = SearchIndex::Open(dir_.sub("gather.db"), opt);
+  ASSERT_TRUE(r.ok());
+  auto& idx = *r.value();
+  const uint64_t before = idx.GetStats().transactions;
+  for (Seq s = 1; s <= 30; ++s) idx.Enqueue({Text(kA, s, "gathered word" + std::to_string(s))});
+  for (int i = 0; i < 5000 && idx.GetStats().indexed_messages < 30; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  auto st = idx.GetStats();
+  EXPECT_EQ(st.indexed_messages, 30u);
+  EXPECT_EQ(st.transactions - before, 1u) << "30 one-message batches, one transaction";
+  // WaitIdle does not sit out the gathering window (60 s here).
+  idx.Enqueue({Text(kA, 31, "alone")});
+  auto t0 = std::chrono::steady_clock::now();
+  idx.WaitIdle();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
+  auto hits = idx.Search("alone", {kA}, 10, 0);
+  ASSERT_TRUE(hits.ok());
+  EXPECT_EQ(hits->size(), 1u);
+}
+
 TEST_F(SearchIndexTest, QueueOverflowStopsTheIndexTruthfully) {
   index_.reset();
   SearchIndex::Options opt;
