@@ -270,13 +270,36 @@ void ChatCore::RouteAggregate(ConvState& cs, const ReceiptChange& rc, std::vecto
   const Lowest d1 = LowestOf(ag.delivered), r1 = LowestOf(ag.read);
   if (d0 == d1 && r0 == r1) return;  // the slowest members did not move: nobody's "all" did
 
-  // Senders whose "all" may have moved: those of messages above the old lowest mark up
-  // to the highest value any "all" can now take.
-  const Seq lo = std::min(d0.first, r0.first) + 1;
-  const Seq hi = std::min(cs.committed_seq, std::max(d1.second, d1.first));
+  // Whose "all" may have moved. When the lowest mark and whether one member stands
+  // there alone are unchanged, only that lone member's "all" (the second mark) moved:
+  // the common case of one member lagging far behind (offline) while the rest move,
+  // answered without looking at any message. Otherwise: the senders of the messages
+  // above the old lowest mark, up to the highest value any "all" can now take.
+  std::vector<UserId> candidates;
+  if (d0.first == d1.first && d0.alone == d1.alone && r0.first == r1.first && r0.alone == r1.alone) {
+    // ...and only if it sent something that the new value covers and the last frame it
+    // got did not (the recent senders ring; older messages are covered by `resume`).
+    auto news_for = [&](UserId u, const std::pair<Seq, Seq>& m) {
+      auto rt = ag.routed.find(u);
+      const Seq rd = rt == ag.routed.end() ? 0 : rt->second.first;
+      const Seq rr = rt == ag.routed.end() ? 0 : rt->second.second;
+      const Seq ad = LowestWithout(ag.delivered, m.first), ar = LowestWithout(ag.read, m.second);
+      for (auto it = cs.recent_senders.rbegin(); it != cs.recent_senders.rend() && it->first > std::min(rd, rr); ++it)
+        if (it->second == u && ((it->first > rd && it->first <= ad) || (it->first > rr && it->first <= ar)))
+          return true;
+      return false;
+    };
+    for (const auto& [u, m] : ag.marks)
+      if (((d1.alone && m.first == d1.first) || (r1.alone && m.second == r1.first)) && news_for(u, m))
+        candidates.push_back(u);
+  } else {
+    const Seq lo = std::min(d0.first, r0.first) + 1;
+    const Seq hi = std::min(cs.committed_seq, std::max(d1.second, d1.first));
+    for (auto [sender, top] : SendersIn(cs, lo, hi, 0)) candidates.push_back(sender);
+  }
   const size_t before = out->size();
   const int64_t now = clock_.NowMs();
-  for (auto [sender, top] : SendersIn(cs, lo, hi, 0)) {
+  for (UserId sender : candidates) {
     auto own = ag.marks.find(sender);
     if (own == ag.marks.end()) continue;  // left the group
     const Seq all_read = LowestWithout(ag.read, own->second.second);

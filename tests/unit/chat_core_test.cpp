@@ -943,6 +943,35 @@ TEST_F(LargeGroupReceiptsTest, ASendersOwnMarkDoesNotCount) {
   core_->Detach(0, &c);
 }
 
+// One member far behind (never acknowledging) while the others move: only that member's
+// own "all" moves, and it hears of it only for messages it sent since its last frame.
+TEST_F(LargeGroupReceiptsTest, ALoneLaggardHearsOnlyAboutItsOwnMessages) {
+  FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone"), c(4, kCarol, "phone");
+  core_->Attach(0, &a);
+  core_->Attach(1, &b);
+  core_->Attach(0, &c);
+  SendN(a, 0, 2, "a");  // 1-2 by Alice
+  SendN(c, 0, 1, "c");  // 3 by Carol, who never acknowledges anything
+  core_->OnFrame(1, &b, Receipt("DELIVERED", 3));
+  core_->OnFrame(0, &a, Receipt("DELIVERED", 3));
+  ASSERT_TRUE(Until([&] { return c.Events("message_receipt").size() == 1; }));
+  EXPECT_EQ(Field(c.Events("message_receipt")[0], "up_to_seq"), 3u);
+  SendN(a, 0, 1, "a2");  // 4 by Alice
+  core_->OnFrame(1, &b, Receipt("DELIVERED", 4));
+  core_->OnFrame(0, &a, Receipt("DELIVERED", 4));
+  SendN(c, 0, 1, "c2");  // 5 by Carol
+  core_->OnFrame(1, &b, Receipt("DELIVERED", 5));
+  core_->OnFrame(0, &a, Receipt("DELIVERED", 5));
+  ASSERT_TRUE(Until([&] { return c.Events("message_receipt").size() == 2; }));
+  EXPECT_EQ(Field(c.Events("message_receipt")[1], "up_to_seq"), 5u) << "nothing for 4 (Alice's)" << c.Events("message_receipt")[1] << c.Events("message_receipt")[0];
+  Settle();
+  EXPECT_EQ(c.Events("message_receipt").size(), 2u);
+  EXPECT_TRUE(a.Events("message_receipt").empty()) << "Carol has none of Alice's messages";
+  core_->Detach(0, &a);
+  core_->Detach(1, &b);
+  core_->Detach(0, &c);
+}
+
 // A sender who was away gets the aggregate state from `resume`.
 TEST_F(LargeGroupReceiptsTest, ResumeReplaysTheAggregate) {
   FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone"), c(4, kCarol, "phone");
