@@ -857,6 +857,21 @@ class LargeGroupReceiptsTest : public DeliveryTest {
     o.receipts_max_members = 2;  // the 3-member group counts as large
     return o;
   }
+  // Alice and Carol on shard 0, Bob on shard 1, attached for every test.
+  void SetUp() override {
+    DeliveryTest::SetUp();
+    core_->Attach(0, &a);
+    core_->Attach(1, &b);
+    core_->Attach(0, &c);
+  }
+  void TearDown() override {
+    if (a_attached) core_->Detach(0, &a);
+    core_->Detach(1, &b);
+    core_->Detach(0, &c);
+    DeliveryTest::TearDown();
+  }
+  FakeSession a{1, kAlice, "phone"}, b{3, kBob, "phone"}, c{4, kCarol, "phone"};
+  bool a_attached = true;
   // Lets anything still queued arrive.
   void Settle() {
     for (int i = 0; i < 20; ++i) Until([] { return true; }), std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -871,23 +886,14 @@ class LargeGroupReceiptsTest : public DeliveryTest {
 };
 
 TEST_F(LargeGroupReceiptsTest, OneMembersReceiptIsStoredNotPushed) {
-  FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone");
-  core_->Attach(0, &a);
-  core_->Attach(1, &b);
   SendN(a, 0, 3, "a");
   core_->OnFrame(1, &b, Receipt("READ", 3));
   ASSERT_TRUE(Until([&] { return StoredRead(kBob, 3); }));
   Settle();
   EXPECT_TRUE(a.Events("message_receipt").empty()) << "Carol has not received anything yet";
-  core_->Detach(0, &a);
-  core_->Detach(1, &b);
 }
 
 TEST_F(LargeGroupReceiptsTest, TheSlowestMemberMovesTheAggregate) {
-  FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone"), c(4, kCarol, "phone");
-  core_->Attach(0, &a);
-  core_->Attach(1, &b);
-  core_->Attach(0, &c);
   SendN(a, 0, 3, "a");  // seqs 1-3 by Alice
   core_->OnFrame(1, &b, Receipt("READ", 3));
   core_->OnFrame(0, &c, Receipt("DELIVERED", 2));
@@ -911,17 +917,10 @@ TEST_F(LargeGroupReceiptsTest, TheSlowestMemberMovesTheAggregate) {
   // Nobody else is told: Bob and Carol sent nothing.
   EXPECT_TRUE(b.Events("message_receipt").empty());
   EXPECT_TRUE(c.Events("message_receipt").empty());
-  core_->Detach(0, &a);
-  core_->Detach(1, &b);
-  core_->Detach(0, &c);
 }
 
 // The sender's own receipts do not hold its aggregate back: "all" means all the others.
 TEST_F(LargeGroupReceiptsTest, ASendersOwnMarkDoesNotCount) {
-  FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone"), c(4, kCarol, "phone");
-  core_->Attach(0, &a);
-  core_->Attach(1, &b);
-  core_->Attach(0, &c);
   SendN(a, 0, 2, "a");  // 1-2 by Alice, who never sends a receipt
   SendN(b, 1, 1, "b");  // 3 by Bob
   core_->OnFrame(1, &b, Receipt("DELIVERED", 3));
@@ -938,18 +937,11 @@ TEST_F(LargeGroupReceiptsTest, ASendersOwnMarkDoesNotCount) {
   EXPECT_EQ(StrField(b.Events("message_receipt")[0], "status"), "DELIVERED");
   Settle();
   EXPECT_EQ(a.Events("message_receipt").size(), 1u) << "Alice's aggregate did not move again";
-  core_->Detach(0, &a);
-  core_->Detach(1, &b);
-  core_->Detach(0, &c);
 }
 
 // One member far behind (never acknowledging) while the others move: only that member's
 // own "all" moves, and it hears of it only for messages it sent since its last frame.
 TEST_F(LargeGroupReceiptsTest, ALoneLaggardHearsOnlyAboutItsOwnMessages) {
-  FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone"), c(4, kCarol, "phone");
-  core_->Attach(0, &a);
-  core_->Attach(1, &b);
-  core_->Attach(0, &c);
   SendN(a, 0, 2, "a");  // 1-2 by Alice
   SendN(c, 0, 1, "c");  // 3 by Carol, who never acknowledges anything
   core_->OnFrame(1, &b, Receipt("DELIVERED", 3));
@@ -967,19 +959,13 @@ TEST_F(LargeGroupReceiptsTest, ALoneLaggardHearsOnlyAboutItsOwnMessages) {
   Settle();
   EXPECT_EQ(c.Events("message_receipt").size(), 2u);
   EXPECT_TRUE(a.Events("message_receipt").empty()) << "Carol has none of Alice's messages";
-  core_->Detach(0, &a);
-  core_->Detach(1, &b);
-  core_->Detach(0, &c);
 }
 
 // A sender who was away gets the aggregate state from `resume`.
 TEST_F(LargeGroupReceiptsTest, ResumeReplaysTheAggregate) {
-  FakeSession a(1, kAlice, "phone"), b(3, kBob, "phone"), c(4, kCarol, "phone");
-  core_->Attach(0, &a);
-  core_->Attach(1, &b);
-  core_->Attach(0, &c);
   SendN(a, 0, 3, "a");
   core_->Detach(0, &a);
+  a_attached = false;
   core_->OnFrame(1, &b, Receipt("READ", 3));
   core_->OnFrame(0, &c, Receipt("READ", 1));
   core_->OnFrame(0, &c, Receipt("DELIVERED", 3));
@@ -996,8 +982,6 @@ TEST_F(LargeGroupReceiptsTest, ResumeReplaysTheAggregate) {
   EXPECT_EQ(Field(rs[1], "up_to_seq"), 3u);
   for (auto& r : rs) EXPECT_TRUE(BoolField(r, "all_members"));
   core_->Detach(0, &a2);
-  core_->Detach(1, &b);
-  core_->Detach(0, &c);
 }
 
 }  // namespace
