@@ -6,7 +6,7 @@
 #   fuzz/run.sh [--seconds N] [--target T] [--no-build]
 #
 #   --seconds N   time per target (default 10: the smoke run of the test suite)
-#   --target T    only this target (fuzz_frame, fuzz_jwt, fuzz_http, fuzz_dispatch)
+#   --target T    only this target (fuzz_frame, fuzz_ws, fuzz_jwt, fuzz_http, fuzz_dispatch)
 #   --no-build    use the binaries already in $FUZZ_BUILD_DIR
 #
 # The seed corpus is copied to a temp dir, so the run never writes into the repo;
@@ -30,7 +30,7 @@ while (($#)); do
   shift
 done
 
-TARGETS=(fuzz_frame fuzz_jwt fuzz_http fuzz_dispatch)
+TARGETS=(fuzz_frame fuzz_ws fuzz_jwt fuzz_http fuzz_dispatch)
 if [[ -n "$ONLY" ]]; then
   [[ " ${TARGETS[*]} " == *" $ONLY "* ]] || { echo "fuzz: unknown target $ONLY" >&2; exit 2; }
   TARGETS=("$ONLY")

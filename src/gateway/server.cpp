@@ -8,6 +8,7 @@
 #include <openssl/x509.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <atomic>
 #include <cerrno>
@@ -19,6 +20,7 @@
 #include <optional>
 #include <thread>
 #include <type_traits>
+#include <variant>
 #include <unordered_map>
 
 #include "base/clock.h"
@@ -28,6 +30,7 @@
 #include "chat/session.h"
 #include "metrics/metrics.h"
 #include "protocol/server_frames.h"
+#include "protocol/ws_codec.h"
 
 namespace sb::gateway {
 
@@ -58,8 +61,22 @@ class ShardExecutor final : public chat::Executor {
   net::io_context& io_;
 };
 
+// What the shard's flush list and once-a-second sweep know of a WebSocket session.
+class WsConn {
+ public:
+  virtual void Flush() = 0;
+  virtual void Tick(int64_t mono_ms, int64_t wall_s) = 0;
+  WsConn* prev = nullptr;  // the shard's list of open sessions
+  WsConn* next = nullptr;
+
+ protected:
+  ~WsConn() = default;
+};
+
+int64_t MonoMs() { return MonoNs() / 1000000; }
+
 struct Shard {
-  explicit Shard(uint32_t i) : index(i), exec(io) {}
+  explicit Shard(uint32_t i) : index(i), exec(io), scratch(std::make_unique<char[]>(kScratchBytes)) {}
   uint32_t index;
   net::io_context io{1};
   ShardExecutor exec;
@@ -70,6 +87,49 @@ struct Shard {
   // The TLS context new connections use (null: plain). Only this shard's thread reads
   // or replaces it (a SIGHUP reload posts the new one), so no lock.
   TlsContextPtr tls;
+
+  // Plain connections read into this buffer when the socket is readable and keep only
+  // the bytes of an incomplete frame: an idle connection holds no read buffer.
+  static constexpr size_t kScratchBytes = 64 * 1024;
+  std::unique_ptr<char[]> scratch;
+
+  // Open sessions, for the sweep (intrusive: no allocation per connection).
+  WsConn* conns = nullptr;
+  void Link(WsConn* c) {
+    c->next = conns;
+    if (conns) conns->prev = c;
+    conns = c;
+  }
+  void Unlink(WsConn* c) {
+    if (c->prev) c->prev->next = c->next;
+    else conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = nullptr;
+  }
+  void Sweep() {
+    int64_t mono = MonoMs(), wall_s = WallMs() / 1000;
+    for (WsConn* c = conns; c;) {
+      WsConn* n = c->next;  // Tick may unlink c (and only c)
+      c->Tick(mono, wall_s);
+      c = n;
+    }
+  }
+
+  // Sessions with frames queued during this turn of the event loop: written together
+  // by one posted task, each session's frames in one sendmsg.
+  std::vector<std::shared_ptr<WsConn>> dirty, flushing;
+  bool flush_posted = false;
+  void MarkDirty(std::shared_ptr<WsConn> c) {
+    dirty.push_back(std::move(c));
+    if (flush_posted) return;
+    flush_posted = true;
+    net::post(io, [this] {
+      flush_posted = false;
+      std::swap(dirty, flushing);
+      for (auto& c : flushing) c->Flush();
+      flushing.clear();
+    });
+  }
 };
 
 // ---------------------------------------------------------------------------------
@@ -263,180 +323,450 @@ struct Server::Impl {
 
 // ---------------------------------------------------------------------------------
 // WebSocket session: one per connected device, living on its shard's thread.
+//
+// The framing is our own (protocol/ws_codec.h), not Beast's stream: an idle plain
+// connection holds no read buffer at all (it waits for readability and then reads into
+// its shard's scratch buffer), and every frame queued for a connection during one turn
+// of the event loop leaves in one sendmsg (a commit's ack, a delivery and a receipt
+// for the same device are one syscall, not three). TLS connections read through their
+// own buffer and write through Asio's SSL stream.
+
+constexpr int kMaxIovFrames = 64;  // frames per sendmsg
 
 template <class Stream>
-class WsSession final : public chat::Session, public std::enable_shared_from_this<WsSession<Stream>> {
+class WsSession final : public chat::Session,
+                        public WsConn,
+                        public std::enable_shared_from_this<WsSession<Stream>> {
  public:
   WsSession(Server::Impl& srv, Shard& shard, Stream&& stream, auth::Claims claims)
       : srv_(srv),
         shard_(shard),
-        ws_(std::move(stream)),
-        expiry_(shard.io),
+        stream_(std::move(stream)),
         token_exp_s_(claims.exp),
         user_(claims.user),
         device_(std::move(claims.device_id)),
         id_(g_next_session_id.fetch_add(1)),
-        session_id_("ses_" + RandomHex(8)) {}
+        session_id_("ses_" + RandomHex(8)),
+        reader_(srv.opts.limits.max_frame_bytes) {}
 
   uint64_t id() const override { return id_; }
   UserId user() const override { return user_; }
   const std::string& device_id() const override { return device_; }
   const std::string& session_id() const override { return session_id_; }
 
+  // Attaches to the chat core and starts reading; `early` holds bytes the client sent
+  // right behind its upgrade request.
+  void Start(std::string early) {
+    auto& m = metrics::Server();
+    m.connections.Add(1);
+    m.connections_total.Inc();
+    last_rx_ms_ = MonoMs();
+    shard_.Link(this);
+    attached_ = true;
+    srv_.core->Attach(shard_.index, this);
+    if (srv_.draining) Close(ws::close_code::going_away, "server draining", true);
+    if (!early.empty() && !Consume(early.data(), early.size())) return;
+    StartRead();
+  }
+
   void Send(std::shared_ptr<const std::string> frame) override {
-    if (closing_ || failed_) return;
+    if (closing_ || finished_) return;
     const auto& lim = srv_.opts.limits;
-    if (queue_.size() >= lim.send_queue_max_frames ||
-        queued_bytes_ + frame->size() > lim.send_queue_max_bytes) {
+    if (Queued() >= lim.send_queue_max_frames || queued_bytes_ + frame->size() > lim.send_queue_max_bytes) {
       // A client that cannot keep up is disconnected, never silently skipped: it
       // reconnects and resumes from the store.
       metrics::Server().send_queue_overflows.Inc();
-      LOG_WARN("send_queue_overflow").Kv("session", session_id_).Kv("frames", queue_.size());
+      LOG_WARN("send_queue_overflow").Kv("session", session_id_).Kv("frames", Queued());
       Close(ws::close_code::try_again_later, "send queue overflow", /*flush=*/false);
       return;
     }
-    queued_bytes_ += frame->size();
-    queue_.push_back(std::move(frame));
-    if (!writing_) WriteNext();
+    Push(protocol::kWsText, std::move(frame));
   }
 
-  size_t Queued() const override { return queue_.size(); }
+  size_t Queued() const override { return q_.size() - q_head_; }
 
   void Close(uint16_t code, std::string_view reason) override {
     Close(static_cast<ws::close_code>(code), reason, true);
   }
 
   void WhenQueueBelow(size_t frames, std::function<void()> fn) override {
-    if (closing_ || failed_) return;
-    if (queue_.size() < frames) return fn();
+    if (closing_ || finished_) return;
+    if (Queued() < frames) return fn();
     drain_at_ = frames;
     on_drain_ = std::move(fn);
   }
 
-  // Sends a close frame once queued frames are written (flush) or at once.
+  // Queues a close frame after what is queued (flush) or instead of it; the connection
+  // ends when the peer answers, or at the deadline.
   void Close(ws::close_code code, std::string_view reason, bool flush) {
-    if (closing_) return;
+    if (closing_ || finished_) return;
     closing_ = true;
-    close_reason_ = ws::close_reason(code, beast::string_view(reason.data(), reason.size()));
-    if (!flush) {
-      // The client is not reading: the frame being written may never finish, and the
-      // close frame would wait behind it. Give the socket 2 s, then cut it.
-      beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(2));
-      queued_bytes_ = 0;
-      // Keep the frame being written (if any); Beast is writing from its buffer.
-      if (writing_ && !queue_.empty()) queue_.erase(queue_.begin() + 1, queue_.end());
-      else queue_.clear();
-    }
-    if (!writing_) DoClose();
+    on_drain_ = nullptr;
+    if (!flush) DropQueued();
+    close_deadline_ms_ = MonoMs() + (flush ? std::max<int64_t>(srv_.opts.handshake_timeout_ms, 2000) : 2000);
+    Push(protocol::kWsClose,
+         std::make_shared<const std::string>(protocol::WsClosePayload(static_cast<uint16_t>(code), reason)));
   }
 
-  net::awaitable<void> Run(http::request<http::string_body> req) {
-    auto self = this->shared_from_this();
-    ws::stream_base::timeout t;
-    t.handshake_timeout = std::chrono::milliseconds(srv_.opts.handshake_timeout_ms);
-    t.idle_timeout = std::chrono::milliseconds(srv_.opts.idle_timeout_ms);
-    t.keep_alive_pings = true;
-    ws_.set_option(t);
-    ws_.set_option(ws::stream_base::decorator(
-        [](ws::response_type& r) { r.set(http::field::server, "switchboard"); }));
-    ws_.read_message_max(srv_.opts.limits.max_frame_bytes);
-    beast::get_lowest_layer(ws_).expires_never();
-
-    auto [ec] = co_await ws_.async_accept(req, net::as_tuple(net::use_awaitable));
-    if (ec) co_return;
-    ws_.text(true);
-    ws_.auto_fragment(false);
-
-    auto& m = metrics::Server();
-    m.connections.Add(1);
-    m.connections_total.Inc();
-    srv_.core->Attach(shard_.index, this);
-    if (srv_.draining) Close(ws::close_code::going_away, "server draining", true);
+  // The shard's once-a-second sweep: closing deadlines, token expiry, keep-alive.
+  void Tick(int64_t mono_ms, int64_t wall_s) override {
+    if (finished_) return;
+    if (closing_) {
+      if (mono_ms >= close_deadline_ms_) Finish();
+      return;
+    }
     // The connection lives no longer than its token: at expiry it is closed with 1008
     // and the client reconnects with a refreshed token.
-    expiry_.expires_at(std::chrono::steady_clock::now() +
-                       std::chrono::seconds(std::max<int64_t>(0, token_exp_s_ - WallMs() / 1000)));
-    expiry_.async_wait([self](beast::error_code ec) {
-      if (!ec) self->Close(ws::close_code::policy_error, "token expired", true);
-    });
-
-    beast::flat_buffer buf;
-    for (;;) {
-      auto [rec, n] = co_await ws_.async_read(buf, net::as_tuple(net::use_awaitable));
-      if (rec) break;
-      if (!closing_) {
-        if (ws_.got_text()) {
-          auto d = buf.cdata();
-          srv_.core->OnFrame(shard_.index, this,
-                             std::string_view(static_cast<const char*>(d.data()), d.size()));
-        } else {
-          Send(std::make_shared<const std::string>(protocol::ErrorFrame(
-              BadRequest("binary frames are not supported: send JSON text frames"))));
-        }
-      }
-      buf.consume(buf.size());
+    if (wall_s >= token_exp_s_) return Close(ws::close_code::policy_error, "token expired", true);
+    int64_t quiet = mono_ms - last_rx_ms_;
+    if (quiet >= srv_.opts.idle_timeout_ms) {
+      LOG_DEBUG("ws_idle_timeout").Kv("session", session_id_);
+      return Finish();
     }
-    srv_.core->Detach(shard_.index, this);
-    m.connections.Add(-1);
-    failed_ = true;
-    expiry_.cancel();
+    if (quiet >= srv_.opts.idle_timeout_ms / 2 && !ping_sent_) {
+      ping_sent_ = true;
+      Push(protocol::kWsPing, EmptyPayload());
+    }
+  }
+
+  void Flush() override {
+    dirty_ = false;
+    if (finished_ || writing_) return;
+    if constexpr (kIsTls<Stream>) WriteTls();
+    else WritePlain();
   }
 
  private:
-  void WriteNext() {
-    if (queue_.empty()) {
-      writing_ = false;
-      if (closing_ && !close_sent_) DoClose();
-      return;
-    }
-    writing_ = true;
-    ws_.async_write(net::buffer(*queue_.front()),
-                    [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-                      if (!self->queue_.empty()) {
-                        if (self->queued_bytes_ >= self->queue_.front()->size())
-                          self->queued_bytes_ -= self->queue_.front()->size();
-                        self->queue_.pop_front();
-                      }
-                      if (ec) {
-                        self->writing_ = false;
-                        self->failed_ = true;
-                        self->queue_.clear();
-                        return;
-                      }
-                      metrics::Server().frames_out.Inc();
-                      if (self->on_drain_ && self->queue_.size() < self->drain_at_ && !self->closing_) {
-                        auto fn = std::move(self->on_drain_);
-                        self->on_drain_ = nullptr;
-                        fn();
-                      }
-                      self->WriteNext();
-                    });
+  struct Out {
+    std::shared_ptr<const std::string> payload;
+    uint8_t hdr[protocol::kWsMaxHeaderBytes];
+    uint8_t hdr_len;
+    uint8_t opcode;
+    size_t size() const { return hdr_len + payload->size(); }
+  };
+
+  static const std::shared_ptr<const std::string>& EmptyPayload() {
+    static const auto empty = std::make_shared<const std::string>();
+    return empty;
   }
 
-  void DoClose() {
-    if (close_sent_ || failed_) return;
-    close_sent_ = true;
-    ws_.async_close(close_reason_, [self = this->shared_from_this()](beast::error_code) {});
+  // Control frames go ahead of queued data (after a frame already being written):
+  // a pong must not wait behind a long replay.
+  void Push(uint8_t opcode, std::shared_ptr<const std::string> payload) {
+    Out o{std::move(payload), {}, 0, opcode};
+    o.hdr_len = static_cast<uint8_t>(protocol::WsFrameHeader(opcode, o.payload->size(), o.hdr));
+    if (opcode == protocol::kWsText || opcode == protocol::kWsClose) {
+      queued_bytes_ += o.payload->size();
+      q_.push_back(std::move(o));
+    } else {
+      q_.insert(q_.begin() + static_cast<std::ptrdiff_t>(q_head_ + Busy()), std::move(o));
+    }
+    if (!dirty_ && !writing_) {
+      dirty_ = true;
+      shard_.MarkDirty(this->shared_from_this());
+    }
   }
+
+  // Frames at the head of the queue that must stay: partly written, or handed to an
+  // asynchronous write that has not completed.
+  size_t Busy() const { return std::max<size_t>(in_flight_, head_sent_ > 0 ? 1 : 0); }
+
+  void DropQueued() {
+    size_t keep = q_head_ + Busy();
+    for (size_t i = keep; i < q_.size(); ++i)
+      if (q_[i].opcode == protocol::kWsText) queued_bytes_ -= q_[i].payload->size();
+    q_.erase(q_.begin() + static_cast<std::ptrdiff_t>(keep), q_.end());
+  }
+
+  void WritePlain() {
+    const int fd = stream_.native_handle();
+    while (q_head_ < q_.size()) {
+      iovec iov[2 * kMaxIovFrames];
+      int cnt = 0;
+      size_t off = head_sent_;
+      for (size_t i = q_head_; i < q_.size() && cnt < 2 * kMaxIovFrames; ++i, off = 0) {
+        const Out& o = q_[i];
+        size_t poff = 0;
+        if (off < o.hdr_len) iov[cnt++] = {const_cast<uint8_t*>(o.hdr) + off, o.hdr_len - off};
+        else poff = off - o.hdr_len;
+        if (poff < o.payload->size())
+          iov[cnt++] = {const_cast<char*>(o.payload->data()) + poff, o.payload->size() - poff};
+      }
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = static_cast<size_t>(cnt);
+      ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          // The peer is not reading fast enough: wait until the socket takes more.
+          writing_ = true;
+          stream_.async_wait(tcp::socket::wait_write, [self = this->shared_from_this()](beast::error_code ec) {
+            self->writing_ = false;
+            if (self->finished_) return;
+            if (ec) return self->Finish();
+            self->Flush();
+          });
+          return;
+        }
+        return Finish();
+      }
+      if (!Advance(static_cast<size_t>(n))) return;
+    }
+    AfterDrained();
+  }
+
+  void WriteTls() {
+    if constexpr (kIsTls<Stream>) {
+      if (q_head_ == q_.size()) return AfterDrained();
+      wbufs_.clear();
+      size_t off = head_sent_;  // always 0 here: TLS batches complete whole
+      for (size_t i = q_head_; i < q_.size() && wbufs_.size() < 2 * kMaxIovFrames; ++i, off = 0) {
+        const Out& o = q_[i];
+        wbufs_.emplace_back(o.hdr, o.hdr_len);
+        wbufs_.emplace_back(o.payload->data(), o.payload->size());
+        ++in_flight_;
+      }
+      (void)off;
+      writing_ = true;
+      net::async_write(stream_, wbufs_, [self = this->shared_from_this()](beast::error_code ec, size_t n) {
+        self->writing_ = false;
+        self->in_flight_ = 0;
+        if (self->finished_) return;
+        if (ec) return self->Finish();
+        if (!self->Advance(n)) return;
+        self->Flush();
+      });
+    }
+  }
+
+  // `n` more bytes of the queue went out. False when the session finished meanwhile.
+  bool Advance(size_t n) {
+    auto& m = metrics::Server();
+    while (n > 0) {
+      Out& o = q_[q_head_];
+      size_t left = o.size() - head_sent_;
+      if (n < left) {
+        head_sent_ += n;
+        break;
+      }
+      n -= left;
+      head_sent_ = 0;
+      if (o.opcode == protocol::kWsText) {
+        queued_bytes_ -= o.payload->size();
+        m.frames_out.Inc();
+      } else if (o.opcode == protocol::kWsClose) {
+        close_sent_ = true;
+      }
+      o.payload.reset();
+      ++q_head_;
+    }
+    if (q_head_ == q_.size()) {
+      q_head_ = 0;
+      // An idle connection keeps a small queue, not the peak of a replay.
+      if (q_.capacity() > 16) std::vector<Out>().swap(q_);
+      else q_.clear();
+    } else if (q_head_ >= 256 && q_head_ * 2 >= q_.size()) {
+      q_.erase(q_.begin(), q_.begin() + static_cast<std::ptrdiff_t>(q_head_));
+      q_head_ = 0;
+    }
+    if (on_drain_ && Queued() < drain_at_ && !closing_) {
+      auto fn = std::move(on_drain_);
+      on_drain_ = nullptr;
+      fn();
+    }
+    return !finished_;
+  }
+
+  // Everything queued is written.
+  void AfterDrained() {
+    if (!close_sent_ || finished_) return;
+    if (close_received_) {
+      // The closing handshake is complete: the server ends the TCP connection.
+      ShutdownSend();
+      return Finish();
+    }
+    // After failing the connection: half-close so the peer reads our close and then the
+    // end of the stream; what it still sends is read and dropped until it closes too
+    // (or the deadline), so that a reset never overtakes the close frame.
+    if (failing_) ShutdownSend();
+  }
+
+  void StartRead() {
+    if (finished_) return;
+    if constexpr (kIsTls<Stream>) {
+      if (!tls_rx_) tls_rx_ = std::make_unique<char[]>(kTlsReadBytes);
+      stream_.async_read_some(net::buffer(tls_rx_.get(), kTlsReadBytes),
+                              [self = this->shared_from_this()](beast::error_code ec, size_t n) {
+                                if (self->finished_) return;
+                                if (ec) return self->Finish();
+                                self->last_rx_ms_ = MonoMs();
+                                self->ping_sent_ = false;
+                                if (self->Consume(self->tls_rx_.get(), n)) self->StartRead();
+                              });
+    } else {
+      stream_.async_wait(tcp::socket::wait_read,
+                         [self = this->shared_from_this()](beast::error_code ec) { self->OnReadable(ec); });
+    }
+  }
+
+  void OnReadable(beast::error_code ec) {
+    if (finished_) return;
+    if (ec) return Finish();
+    const int fd = stream_.native_handle();
+    char* buf = shard_.scratch.get();
+    // A few reads per wake-up at most, so that one flooding client cannot hold the
+    // shard; the socket stays readable and the next wait returns at once.
+    for (int i = 0; i < 4; ++i) {
+      ssize_t n = ::recv(fd, buf, Shard::kScratchBytes, MSG_DONTWAIT);
+      if (n > 0) {
+        last_rx_ms_ = MonoMs();
+        ping_sent_ = false;
+        if (!Consume(buf, static_cast<size_t>(n))) return;
+        if (static_cast<size_t>(n) < Shard::kScratchBytes) break;
+        continue;
+      }
+      if (n == 0) return Finish();  // the peer closed
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      return Finish();
+    }
+    StartRead();
+  }
+
+  // Parses and handles what was read. False when the session finished.
+  bool Consume(char* p, size_t n) {
+    if (failing_ || close_received_) return !finished_;  // read and dropped
+    char* data = p;
+    size_t size = n;
+    if (!rx_.empty()) {
+      rx_.append(p, n);
+      data = rx_.data();
+      size = rx_.size();
+    }
+    size_t off = 0;
+    while (!finished_ && !failing_ && !close_received_) {
+      size_t used = 0;
+      protocol::WsReader::Event ev = reader_.Next(data + off, size - off, &used);
+      using K = protocol::WsReader::Kind;
+      if (ev.kind == K::kNeedMore) break;
+      off += used;
+      switch (ev.kind) {
+        case K::kText:
+          if (!closing_) srv_.core->OnFrame(shard_.index, this, ev.payload);
+          break;
+        case K::kBinary:
+          if (!closing_)
+            Send(std::make_shared<const std::string>(protocol::ErrorFrame(
+                BadRequest("binary frames are not supported: send JSON text frames"))));
+          break;
+        case K::kPing:
+          if (!closing_) Push(protocol::kWsPong, std::make_shared<const std::string>(ev.payload));
+          break;
+        case K::kClose:
+          OnPeerClose(ev.code);
+          break;
+        case K::kFail:
+          LOG_DEBUG("ws_protocol_error").Kv("session", session_id_).Kv("code", ev.code).Kv("reason", ev.reason);
+          failing_ = true;
+          Close(static_cast<ws::close_code>(ev.code), ev.reason, /*flush=*/true);
+          close_deadline_ms_ = std::min(close_deadline_ms_, MonoMs() + 2000);
+          break;
+        default:  // a fragment taken, or a pong
+          break;
+      }
+    }
+    if (finished_) return false;
+    if (failing_ || close_received_) {
+      std::string().swap(rx_);
+    } else if (data == p) {
+      if (off < size) rx_.assign(data + off, size - off);
+    } else {
+      rx_.erase(0, off);
+      if (rx_.empty() && rx_.capacity() > 4096) std::string().swap(rx_);
+    }
+    return true;
+  }
+
+  void OnPeerClose(uint16_t code) {
+    close_received_ = true;
+    if (close_sent_) {
+      ShutdownSend();
+      return Finish();
+    }
+    if (!closing_) {
+      // The peer is leaving: what is still queued would not be read. Echo its code
+      // (§5.5.1); a close without one is answered without one.
+      closing_ = true;
+      on_drain_ = nullptr;
+      DropQueued();
+      close_deadline_ms_ = MonoMs() + 2000;
+      Push(protocol::kWsClose, code ? std::make_shared<const std::string>(protocol::WsClosePayload(code, ""))
+                                    : EmptyPayload());
+    }
+    // Otherwise our own close is queued: AfterDrained ends the connection once it is out.
+  }
+
+  tcp::socket& Sock() {
+    if constexpr (kIsTls<Stream>) return beast::get_lowest_layer(stream_).socket();
+    else return stream_;
+  }
+
+  void ShutdownSend() {
+    beast::error_code ig;
+    Sock().shutdown(tcp::socket::shutdown_send, ig);
+  }
+
+  void Finish() {
+    if (finished_) return;
+    finished_ = true;
+    on_drain_ = nullptr;
+    beast::error_code ig;
+    Sock().close(ig);
+    if (attached_) {
+      shard_.Unlink(this);
+      srv_.core->Detach(shard_.index, this);
+      metrics::Server().connections.Add(-1);
+      srv_.ReleaseUserSlot(user_);
+    }
+    q_.clear();
+    q_head_ = head_sent_ = 0;
+    std::string().swap(rx_);
+  }
+
+  static constexpr size_t kTlsReadBytes = 16 * 1024;
 
   Server::Impl& srv_;
   Shard& shard_;
-  ws::stream<Stream> ws_;
-  net::steady_timer expiry_;
+  Stream stream_;
   int64_t token_exp_s_;
   UserId user_;
   std::string device_;
   uint64_t id_;
   std::string session_id_;
-  std::deque<std::shared_ptr<const std::string>> queue_;
+  protocol::WsReader reader_;
+  std::string rx_;  // the start of a frame not yet complete
+  std::vector<Out> q_;
+  size_t q_head_ = 0;     // q_[q_head_] is the next frame to write
+  size_t head_sent_ = 0;  // bytes of it already written
+  size_t in_flight_ = 0;  // TLS: frames handed to the pending write
   size_t queued_bytes_ = 0;
-  bool writing_ = false;
-  bool closing_ = false;
-  bool close_sent_ = false;
-  bool failed_ = false;
-  ws::close_reason close_reason_;
+  int64_t last_rx_ms_ = 0;
+  int64_t close_deadline_ms_ = 0;
   std::function<void()> on_drain_;
   size_t drain_at_ = 0;
+  std::unique_ptr<char[]> tls_rx_;
+  // TLS only: the buffers of the write in flight.
+  std::conditional_t<kIsTls<Stream>, std::vector<net::const_buffer>, std::monostate> wbufs_;
+  bool attached_ = false;
+  bool dirty_ = false;           // waiting in the shard's flush list
+  bool writing_ = false;         // an asynchronous write or wait for writability is pending
+  bool closing_ = false;         // a close frame is queued: nothing more is accepted
+  bool close_sent_ = false;
+  bool close_received_ = false;
+  bool failing_ = false;         // closed for a protocol error: input is dropped
+  bool ping_sent_ = false;       // keep-alive ping sent since the peer last spoke
+  bool finished_ = false;
 };
 
 // ---------------------------------------------------------------------------------
@@ -596,19 +926,30 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, Stream stream, bool de
         lowest.socket().shutdown(tcp::socket::shutdown_both, ig);
         co_return;
       }
+      // §4.2.2: no subprotocol and no extension is selected.
+      http::response<http::empty_body> res{http::status::switching_protocols, req.version()};
+      res.set(http::field::server, "switchboard");
+      res.set(http::field::upgrade, "websocket");
+      res.set(http::field::connection, "Upgrade");
+      res.set(http::field::sec_websocket_accept, protocol::WsAcceptKey(Sv(req[http::field::sec_websocket_key])));
+      lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
+      auto [uec, un] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+      if (uec) {
+        ReleaseUserSlot(claims->user);
+        co_return;
+      }
       lowest.expires_never();
-      UserId user = claims->user;
-      auto session = std::make_shared<WsSession<Stream>>(*this, sh, std::move(stream), std::move(*claims));
-      // The WebSocket runs in a coroutine of its own and this one ends here, so its
-      // frame (HTTP parser, handshake buffer, the moved-from stream's state: ~3.5 KB)
-      // is not kept for the life of the connection.
-      net::co_spawn(
-          sh.io,
-          [this, session = std::move(session), req = std::move(req), user]() mutable -> net::awaitable<void> {
-            co_await session->Run(std::move(req));
-            ReleaseUserSlot(user);
-          },
-          net::detached);
+      // Bytes the client sent right behind its request belong to the WebSocket.
+      std::string early(static_cast<const char*>(buf.cdata().data()), buf.size());
+      // The session lives on in its own handlers and this coroutine ends here, so its
+      // frame (HTTP parser, handshake buffer) is not kept for the life of the connection.
+      if constexpr (kIsTls<Stream>) {
+        std::make_shared<WsSession<TlsStream>>(*this, sh, std::move(stream), std::move(*claims))
+            ->Start(std::move(early));
+      } else {
+        std::make_shared<WsSession<tcp::socket>>(*this, sh, lowest.release_socket(), std::move(*claims))
+            ->Start(std::move(early));
+      }
       co_return;
     }
 
@@ -953,6 +1294,7 @@ net::awaitable<void> Server::Impl::Ticker(Shard& sh) {
     auto [ec] = co_await t.async_wait(net::as_tuple(net::use_awaitable));
     if (ec) co_return;
     core->Tick(sh.index);
+    sh.Sweep();
   }
 }
 
