@@ -734,7 +734,8 @@ class WsSession final : public chat::Session,
     std::string().swap(rx_);
   }
 
-  static constexpr size_t kTlsReadBytes = 16 * 1024;
+  // Small: Asio's SSL stream already buffers whole records; this only hands them over.
+  static constexpr size_t kTlsReadBytes = 4096;
 
   Server::Impl& srv_;
   Shard& shard_;
