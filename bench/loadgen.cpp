@@ -38,6 +38,8 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <cctype>
+#include <cstring>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -46,11 +48,11 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/websocket.hpp>
 #include <simdjson.h>
 
 #include "base/clock.h"
 #include "base/json_writer.h"
+#include "protocol/ws_codec.h"
 #include "histogram.h"
 #include "loadgen_common.h"
 #include "report.h"
@@ -63,7 +65,6 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
@@ -844,6 +845,93 @@ struct ConvSeen {
   uint64_t last_delivered = 0;
 };
 
+// The client side of the WebSocket framing, kept lean so that the generator spends its
+// share of the CPU on load rather than on its own machinery: frames out are masked and
+// written straight from the send queue (several per write); frames in are cut out of
+// one read buffer, several per read.
+class WsIn {
+ public:
+  // The next whole server frame in the buffer, consumed; false if none is complete.
+  // `payload` stays valid until the next Read.
+  bool Next(uint8_t* opcode, std::string_view* payload) {
+    size_t avail = buf_.size() - start_;
+    if (avail < 2) return false;
+    const auto* u = reinterpret_cast<const unsigned char*>(buf_.data() + start_);
+    uint64_t len = u[1] & 0x7F;
+    size_t header = 2;
+    if (len == 126) {
+      if (avail < 4) return false;
+      len = static_cast<uint64_t>(u[2]) << 8 | u[3];
+      header = 4;
+    } else if (len == 127) {
+      if (avail < 10) return false;
+      len = 0;
+      for (int i = 0; i < 8; ++i) len = len << 8 | u[2 + i];
+      header = 10;
+    }
+    if (avail - header < len) return false;
+    *opcode = u[0] & 0x0F;
+    *payload = std::string_view(buf_.data() + start_ + header, static_cast<size_t>(len));
+    start_ += header + static_cast<size_t>(len);
+    return true;
+  }
+  // Room for the next read (what was consumed is dropped first).
+  asio::mutable_buffer Prepare() {
+    if (start_ > 0) {
+      buf_.erase(0, start_);
+      start_ = 0;
+    }
+    filled_ = buf_.size();
+    buf_.resize(filled_ + kReadBytes);
+    return asio::buffer(buf_.data() + filled_, kReadBytes);
+  }
+  void Commit(size_t n) { buf_.resize(filled_ + n); }
+  // The HTTP head of the upgrade answer, if complete: consumed, the frames behind it kept.
+  bool TakeHead(std::string* head) {
+    size_t end = buf_.find("\r\n\r\n", start_);
+    if (end == std::string::npos) return false;
+    head->assign(buf_, start_, end + 4 - start_);
+    start_ = end + 4;
+    return true;
+  }
+  size_t buffered() const { return buf_.size() - start_; }
+
+ private:
+  static constexpr size_t kReadBytes = 16 * 1024;
+  std::string buf_;
+  size_t start_ = 0;
+  size_t filled_ = 0;
+};
+
+// A masked client frame. The mask only guards naive proxies (RFC 6455 §10.3); a cheap
+// generator is enough for a benchmark client.
+std::string MaskedFrame(uint8_t opcode, std::string_view payload, uint64_t& mask_state) {
+  std::string f;
+  f.reserve(payload.size() + 14);
+  f.push_back(static_cast<char>(0x80 | opcode));
+  if (payload.size() < 126) {
+    f.push_back(static_cast<char>(0x80 | payload.size()));
+  } else if (payload.size() <= 0xFFFF) {
+    f.push_back(static_cast<char>(0x80 | 126));
+    f.push_back(static_cast<char>(payload.size() >> 8));
+    f.push_back(static_cast<char>(payload.size() & 0xFF));
+  } else {
+    f.push_back(static_cast<char>(0x80 | 127));
+    for (int i = 7; i >= 0; --i) f.push_back(static_cast<char>((uint64_t{payload.size()} >> (8 * i)) & 0xFF));
+  }
+  mask_state ^= mask_state << 13;
+  mask_state ^= mask_state >> 7;
+  mask_state ^= mask_state << 17;
+  const uint32_t mask = static_cast<uint32_t>(mask_state);
+  char key[4];
+  std::memcpy(key, &mask, 4);
+  f.append(key, 4);
+  size_t at = f.size();
+  f.append(payload);
+  for (size_t i = 0; i < payload.size(); ++i) f[at + i] = static_cast<char>(f[at + i] ^ key[i & 3]);
+  return f;
+}
+
 class Conn : public std::enable_shared_from_this<Conn> {
  public:
   Conn(Worker& w, const Common& c, int idx, Account acct, int cls = kDirect)
@@ -852,12 +940,13 @@ class Conn : public std::enable_shared_from_this<Conn> {
         idx_(idx),
         cls_(cls),
         acct_(std::move(acct)),
-        ws_(w.ctx),
+        sock_(w.ctx),
         ping_timer_(w.ctx),
         send_timer_(w.ctx),
         receipt_timer_(w.ctx) {
     cmid_prefix_ = "lg" + c_.run_id + "-" + std::to_string(idx_) + "-";
     rng_.seed(static_cast<uint64_t>(idx_) * 0x9e3779b97f4a7c15ULL + 1);
+    mask_state_ = static_cast<uint64_t>(idx_) * 0x2545F4914F6CDD1DULL + 0x9E3779B97F4A7C15ULL;
   }
 
   // `fanout`: how many connections receive each of its messages (1 in a pair, M-1 in
@@ -878,7 +967,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
       Inc(S().connect_errors, err);
       c_.shared->connect_failed.fetch_add(1);
       beast::error_code ignored;
-      beast::get_lowest_layer(ws_).socket().close(ignored);
+      sock_.close(ignored);
       closed_ = true;
       failed_ = true;
       co_return;
@@ -893,7 +982,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
         Inc(S().connect_errors, err);
         c_.shared->connect_failed.fetch_add(1);
         beast::error_code ignored;
-        beast::get_lowest_layer(ws_).socket().close(ignored);
+        sock_.close(ignored);
         closed_ = true;
         failed_ = true;
         co_return;
@@ -933,20 +1022,19 @@ class Conn : public std::enable_shared_from_this<Conn> {
     }
   }
 
+  // The closing handshake: our close frame, then the read loop ends the connection when
+  // the server's answer arrives (or after 5 s without one).
   void Close() {
     if (closed_ || closing_) return;
     closing_ = true;
     CancelTimers();
-    asio::co_spawn(
-        w_.ctx,
-        [self = shared_from_this()]() -> asio::awaitable<void> {
-          auto [ec] = co_await self->ws_.async_close(websocket::close_code::normal, kTuple);
-          if (ec) {
-            beast::error_code ignored;
-            beast::get_lowest_layer(self->ws_).socket().close(ignored);
-          }
-        },
-        kRethrow);
+    SendFrame(protocol::kWsClose, protocol::WsClosePayload(protocol::kWsCloseNormal, ""));
+    ping_timer_.expires_after(std::chrono::seconds(5));
+    ping_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec) return;
+      beast::error_code ignored;
+      self->sock_.close(ignored);
+    });
   }
 
   // Drops the connection as a network failure or a crashed gateway would: the socket
@@ -955,10 +1043,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (closed_ || closing_) return;
     closing_ = true;
     CancelTimers();
-    auto& lowest = beast::get_lowest_layer(ws_);
     beast::error_code ignored;
-    lowest.socket().set_option(asio::socket_base::linger(true, 0), ignored);
-    lowest.socket().close(ignored);
+    sock_.set_option(asio::socket_base::linger(true, 0), ignored);
+    sock_.close(ignored);
   }
 
   // Open-loop messages that were due before the end but never sent (the sender was at
@@ -995,59 +1082,125 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
  private:
   asio::awaitable<std::string> Handshake() {
-    auto& sock = beast::get_lowest_layer(ws_);
-    sock.expires_after(std::chrono::seconds(30));
-    auto [cec] = co_await sock.async_connect(c_.endpoint, kTuple);
-    if (cec) co_return "connect: " + cec.message();
-    beast::error_code ignored;
-    sock.socket().set_option(tcp::no_delay(true), ignored);
-    // Beast's websocket timeouts take over from here (the tcp_stream's must be off).
-    sock.expires_never();
-    websocket::stream_base::timeout to = websocket::stream_base::timeout::suggested(beast::role_type::client);
-    to.handshake_timeout = std::chrono::seconds(30);
-    ws_.set_option(to);
-    std::string auth = "Bearer " + acct_.token;
-    ws_.set_option(websocket::stream_base::decorator([auth](websocket::request_type& req) {
-      req.set(http::field::authorization, auth);
-      req.set(http::field::user_agent, "switchboard-loadgen");
-    }));
-    // Client frames must be masked, but the mask only guards naive proxies; a fast
-    // PRNG keeps the client's CPU for sending rather than for ChaCha.
-    ws_.secure_prng(false);
-    ws_.read_message_max(1 << 20);
-    ws_.auto_fragment(false);
-    ws_.text(true);
-    websocket::response_type res;
-    auto [hec] = co_await ws_.async_handshake(res, c_.hostport, c_.opt->ws_path, kTuple);
-    if (hec) {
-      if (res.result_int() != 0 && res.result_int() != 101) co_return "upgrade: HTTP " + std::to_string(res.result_int());
-      co_return "handshake: " + hec.message();
-    }
-    // The server speaks first; give it a bounded time to do so.
+    // Connect and upgrade within 30 s (the watchdog cancels the socket).
     ArmWatchdog();
-    auto [rec, n] = co_await ws_.async_read(rbuf_, kTuple);
-    (void)n;
+    auto [cec] = co_await sock_.async_connect(c_.endpoint, kTuple);
+    if (cec) {
+      bool fired = DisarmWatchdog();
+      co_return fired ? std::string("connect: no answer within 30 s") : "connect: " + cec.message();
+    }
+    beast::error_code ignored;
+    sock_.set_option(tcp::no_delay(true), ignored);
+    // Synchronous writes below return would_block instead of waiting.
+    sock_.non_blocking(true, ignored);
+    uint8_t nonce[16];
+    for (auto& b : nonce) b = static_cast<uint8_t>(rng_());
+    static constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string key;
+    for (int i = 0; i < 16; i += 3) {
+      uint32_t v = static_cast<uint32_t>(nonce[i]) << 16;
+      if (i + 1 < 16) v |= static_cast<uint32_t>(nonce[i + 1]) << 8;
+      if (i + 2 < 16) v |= nonce[i + 2];
+      key += kB64[(v >> 18) & 63];
+      key += kB64[(v >> 12) & 63];
+      key += i + 1 < 16 ? kB64[(v >> 6) & 63] : '=';
+      key += i + 2 < 16 ? kB64[v & 63] : '=';
+    }
+    std::string req = "GET " + c_.opt->ws_path + " HTTP/1.1\r\nHost: " + c_.hostport +
+                      "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Key: " + key + "\r\nAuthorization: Bearer " + acct_.token +
+                      "\r\nUser-Agent: switchboard-loadgen\r\n\r\n";
+    auto [wec, wn] = co_await asio::async_write(sock_, asio::buffer(req), kTuple);
+    (void)wn;
+    if (wec) {
+      DisarmWatchdog();
+      co_return "upgrade write: " + wec.message();
+    }
+    std::string head;
+    while (!in_.TakeHead(&head)) {
+      if (in_.buffered() > 16384) {
+        DisarmWatchdog();
+        co_return "upgrade: answer head too large";
+      }
+      auto [rec, rn] = co_await sock_.async_read_some(in_.Prepare(), kTuple);
+      in_.Commit(rn);
+      if (rec) {
+        bool fired = DisarmWatchdog();
+        co_return fired ? std::string("upgrade: no answer within 30 s") : "upgrade read: " + rec.message();
+      }
+    }
+    // "HTTP/1.1 101 ..." and the accept value of our key.
+    if (head.size() < 12 || head.compare(9, 3, "101") != 0) {
+      DisarmWatchdog();
+      co_return "upgrade: HTTP " + (head.size() >= 12 ? head.substr(9, 3) : std::string("?"));
+    }
+    std::string lower = head;
+    for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    size_t at = lower.find("\r\nsec-websocket-accept:");
+    std::string accept;
+    if (at != std::string::npos) {
+      size_t v = head.find_first_not_of(' ', at + 23);
+      accept = head.substr(v, head.find("\r\n", v) - v);
+      while (!accept.empty() && accept.back() == ' ') accept.pop_back();
+    }
+    if (accept != protocol::WsAcceptKey(key)) {
+      DisarmWatchdog();
+      co_return "upgrade: wrong Sec-WebSocket-Accept";
+    }
+    // The server speaks first; the watchdog bounds that too.
+    auto [rec, frame] = co_await NextMessage();
     bool fired = DisarmWatchdog();
     if (rec) co_return fired ? std::string("no welcome within 30 s") : "read welcome: " + rec.message();
-    auto d = rbuf_.cdata();
-    std::string_view frame(static_cast<const char*>(d.data()), d.size());
     simdjson::dom::element doc;
     std::string_view ev;
-    if (w_.parser.parse(frame.data(), frame.size()).get(doc) || doc["event"].get_string().get(ev)) {
-      rbuf_.consume(rbuf_.size());
+    if (w_.parser.parse(frame.data(), frame.size()).get(doc) || doc["event"].get_string().get(ev))
       co_return "first frame unparsable";
-    }
     if (ev != "welcome") {
       std::string what = "first frame was " + std::string(ev);
       std::string_view code;
       if (ev == "error" && doc["code"].get_string().get(code) == simdjson::SUCCESS) what += " " + std::string(code);
-      rbuf_.consume(rbuf_.size());
       co_return what;
     }
     int64_t hb = 0;
     if (doc["heartbeat_interval_ms"].get_int64().get(hb) == simdjson::SUCCESS && hb > 0) heartbeat_ms_ = hb;
-    rbuf_.consume(rbuf_.size());
     co_return "";
+  }
+
+  // The next text message, answering pings on the way; an error when the connection
+  // ends (a close frame from the server included: its code is kept for OnClosed).
+  asio::awaitable<std::tuple<beast::error_code, std::string_view>> NextMessage() {
+    for (;;) {
+      uint8_t op;
+      std::string_view payload;
+      while (in_.Next(&op, &payload)) {
+        if (op == protocol::kWsText) co_return std::tuple{beast::error_code{}, payload};
+        if (!OnControl(op, payload)) co_return std::tuple{beast::error_code(asio::error::eof), std::string_view{}};
+      }
+      auto [ec, n] = co_await sock_.async_read_some(in_.Prepare(), kTuple);
+      in_.Commit(n);
+      if (ec) co_return std::tuple{ec, std::string_view{}};
+    }
+  }
+
+  // A control (or unexpected) frame from the server. False when the connection ended.
+  bool OnControl(uint8_t op, std::string_view payload) {
+    if (op == protocol::kWsPing) {
+      SendFrame(protocol::kWsPong, payload);
+      return true;
+    }
+    if (op != protocol::kWsClose) return true;  // pong, binary: nothing to do
+    if (payload.size() >= 2) {
+      unsigned code = static_cast<unsigned char>(payload[0]) << 8 | static_cast<unsigned char>(payload[1]);
+      close_why_ = "close " + std::to_string(code);
+      if (payload.size() > 2) close_why_ += " " + std::string(payload.substr(2));
+    } else {
+      close_why_ = "close (no code)";
+    }
+    // Answer a close we did not start, then end the TCP connection.
+    if (!closing_) SendFrame(protocol::kWsClose, payload.substr(0, 2));
+    beast::error_code ignored;
+    sock_.shutdown(tcp::socket::shutdown_send, ignored);
+    return false;
   }
 
   // A client resumes right after `welcome`: the server holds live messages for a
@@ -1056,22 +1209,13 @@ class Conn : public std::enable_shared_from_this<Conn> {
   // replayed message is handled like a live one.
   asio::awaitable<std::string> Resume() {
     ArmWatchdog();
-    std::string f = R"({"event":"resume","cursors":{}})";
-    auto [wec, wn] = co_await ws_.async_write(asio::buffer(f), kTuple);
-    (void)wn;
-    if (wec) {
-      DisarmWatchdog();
-      co_return "write resume: " + wec.message();
-    }
+    Send(R"({"event":"resume","cursors":{}})");
     for (;;) {
-      auto [rec, n] = co_await ws_.async_read(rbuf_, kTuple);
-      (void)n;
+      auto [rec, frame] = co_await NextMessage();
       if (rec) {
         bool fired = DisarmWatchdog();
         co_return fired ? std::string("no resume_done within 30 s") : "read resume_done: " + rec.message();
       }
-      auto d = rbuf_.cdata();
-      std::string_view frame(static_cast<const char*>(d.data()), d.size());
       simdjson::dom::element doc;
       std::string_view ev;
       if (w_.parser.parse(frame.data(), frame.size()).get(doc) || doc["event"].get_string().get(ev)) {
@@ -1079,19 +1223,15 @@ class Conn : public std::enable_shared_from_this<Conn> {
       } else if (ev == "resume_done") {
         uint64_t replayed = 0;
         if (Get(doc["replayed"].get_uint64(), replayed)) S().resume_replayed += replayed;
-        rbuf_.consume(rbuf_.size());
         break;
       } else if (ev == "error") {
         std::string_view code = "(no code)";
         Get(doc["code"].get_string(), code);
-        std::string what = "resume answered with error " + std::string(code);
-        rbuf_.consume(rbuf_.size());
         DisarmWatchdog();
-        co_return what;
+        co_return "resume answered with error " + std::string(code);
       } else {
         OnFrame(frame);
       }
-      rbuf_.consume(rbuf_.size());
     }
     DisarmWatchdog();
     co_return "";
@@ -1109,7 +1249,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
       if (ec || gen != self->watchdog_gen_) return;
       self->watchdog_fired_ = true;
       beast::error_code ignored;
-      beast::get_lowest_layer(self->ws_).socket().cancel(ignored);
+      self->sock_.cancel(ignored);
     });
   }
   // Returns whether the watchdog fired.
@@ -1119,17 +1259,27 @@ class Conn : public std::enable_shared_from_this<Conn> {
     return watchdog_fired_;
   }
 
+  // Every whole frame of each read is handled before the next read.
   static asio::awaitable<void> ReadLoop(std::shared_ptr<Conn> self) {
     for (;;) {
-      auto [ec, n] = co_await self->ws_.async_read(self->rbuf_, kTuple);
-      (void)n;
+      uint8_t op;
+      std::string_view payload;
+      while (self->in_.Next(&op, &payload)) {
+        if (op == protocol::kWsText) {
+          self->OnFrame(payload);
+        } else if (!self->OnControl(op, payload)) {
+          self->OnClosed(asio::error::eof);
+          beast::error_code ignored;
+          self->sock_.close(ignored);
+          co_return;
+        }
+      }
+      auto [ec, n] = co_await self->sock_.async_read_some(self->in_.Prepare(), kTuple);
+      self->in_.Commit(n);
       if (ec) {
         self->OnClosed(ec);
         co_return;
       }
-      auto d = self->rbuf_.cdata();
-      self->OnFrame(std::string_view(static_cast<const char*>(d.data()), d.size()));
-      self->rbuf_.consume(self->rbuf_.size());
     }
   }
 
@@ -1143,29 +1293,49 @@ class Conn : public std::enable_shared_from_this<Conn> {
     }
   }
 
-  void Send(std::string frame) {
+  void Send(std::string_view frame) { SendFrame(protocol::kWsText, frame); }
+
+  // Written at once when the socket takes it (the usual case: one syscall, no
+  // completion to run); otherwise queued behind what is waiting and written by the pump.
+  void SendFrame(uint8_t opcode, std::string_view payload) {
     if (closed_) return;
-    outq_.push_back(std::move(frame));
+    std::string f = MaskedFrame(opcode, payload, mask_state_);
     if (!writing_) {
+      beast::error_code ec;
+      size_t n = sock_.write_some(asio::buffer(f), ec);
+      if (!ec && n == f.size()) return;
+      if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+        // The read side sees the same failure and does the accounting.
+        beast::error_code ignored;
+        sock_.cancel(ignored);
+        return;
+      }
+      if (!ec) f.erase(0, n);
+      outq_.push_back(std::move(f));
       writing_ = true;
       asio::co_spawn(w_.ctx, WritePump(shared_from_this()), kRethrow);
+      return;
     }
+    outq_.push_back(std::move(f));
   }
 
   static asio::awaitable<void> WritePump(std::shared_ptr<Conn> self) {
-    // deque::push_back keeps references to existing elements valid, so the frame being
-    // written stays put while new ones queue behind it.
+    std::vector<std::string> batch;
+    std::vector<asio::const_buffer> bufs;
     while (!self->outq_.empty() && !self->closed_) {
-      auto [ec, n] = co_await self->ws_.async_write(asio::buffer(self->outq_.front()), kTuple);
+      batch.swap(self->outq_);
+      bufs.clear();
+      for (const std::string& f : batch) bufs.emplace_back(asio::buffer(f));
+      auto [ec, n] = co_await asio::async_write(self->sock_, bufs, kTuple);
       (void)n;
+      batch.clear();
       if (ec) {
-        // The read side sees the same failure and does the accounting.
         beast::error_code ignored;
-        beast::get_lowest_layer(self->ws_).socket().cancel(ignored);
+        self->sock_.cancel(ignored);
         break;
       }
-      self->outq_.pop_front();
     }
+    self->outq_.clear();
     self->writing_ = false;
   }
 
@@ -1177,15 +1347,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
     c_.shared->open.fetch_sub(1);
     if (!closing_) {
       c_.shared->closed_unexpected.fetch_add(1);
-      std::string why;
-      if (ec == websocket::error::closed) {
-        auto r = ws_.reason();
-        why = "close " + std::to_string(r.code);
-        if (!r.reason.empty()) why += " " + std::string(r.reason.data(), r.reason.size());
-      } else {
-        why = ec.message();
-      }
-      Inc(S().close_reasons, why);
+      Inc(S().close_reasons, close_why_.empty() ? ec.message() : close_why_);
     }
     // Whatever was in flight will never be acked on this connection. Under a close we
     // did not ask for it is lost: count it and release it from the run-wide total so
@@ -1479,9 +1641,11 @@ class Conn : public std::enable_shared_from_this<Conn> {
   int idx_;
   int cls_;
   Account acct_;
-  websocket::stream<beast::tcp_stream> ws_;
-  beast::flat_buffer rbuf_;
-  std::deque<std::string> outq_;
+  tcp::socket sock_;
+  WsIn in_;
+  std::vector<std::string> outq_;  // frames waiting for the pump (already masked)
+  uint64_t mask_state_ = 0;
+  std::string close_why_;  // the server's close frame, for the report
   bool writing_ = false;
   bool closing_ = false;  // we started the close: not counted as unexpected
   bool closed_ = false;
