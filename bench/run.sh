@@ -18,6 +18,8 @@
 #   --ejabberd     instead, the side-by-side run with ejabberd: the other flags go to
 #                  bench/ejabberd/compare.sh (see its --help)
 #
+# GRP_RATE=R in the environment overrides the --long group scenario's total rate (msg/s).
+#
 # Expects build/switchboard and build/bench/loadgen (./dev bench builds them first);
 # the environment variables SERVER, LOADGEN and STORE_BENCH override those paths.
 # Writes bench/results/<timestamp>-<scenario>.json (loadgen's figures, parameters and

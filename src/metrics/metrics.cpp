@@ -103,6 +103,9 @@ std::string ServerMetrics::Render() const {
                 "Retries answered from the dedup window (stored once).", messages_duplicate.Value());
   RenderCounter(out, "switchboard_deliveries_total", "message frames queued to devices.",
                 deliveries.Value());
+  RenderGauge(out, "switchboard_search_backlog",
+              "Committed messages waiting for the search indexer (search lags by this many).",
+              search_backlog.Value());
   RenderGauge(out, "switchboard_bulk_backlog",
               "Group-delivery member visits waiting in the bulkhead lanes.", bulk_backlog.Value());
   RenderCounter(out, "switchboard_send_queue_overflows_total",

@@ -61,6 +61,8 @@ class SearchIndex {
     // Background merging (README, "Segments") starts only after this long without new
     // work; under steady traffic FTS5's own automerge keeps the segment count bounded.
     int64_t merge_after_idle_ms = 1'000;
+    // The indexer thread's nice value (0: as the rest of the server).
+    int nice = 10;
   };
 
   // How Search finds the rows of the caller's conversations (README, "Query plans").

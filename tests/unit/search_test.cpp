@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+#include <sstream>
+#include <fstream>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 
 #include "base/ids.h"
 #include "search/search_index.h"
+#include "metrics/metrics.h"
 
 namespace sb::search {
 namespace {
@@ -480,6 +483,41 @@ TEST_F(SearchIndexTest, SmallBatchesGatherIntoOneTransaction) {
   auto hits = idx.Search("alone", {kA}, 10, 0);
   ASSERT_TRUE(hits.ok());
   EXPECT_EQ(hits->size(), 1u);
+}
+
+TEST_F(SearchIndexTest, BacklogGaugeCountsWhatWaitsAndRunsAtLowPriority) {
+  index_.reset();
+  SearchIndex::Options opt;
+  opt.gather_ms = 60'000;
+  opt.gather_messages = 1'000;  // nothing below this is applied before WaitIdle
+  auto r = SearchIndex::Open(dir_.sub("backlog.db"), opt);
+  ASSERT_TRUE(r.ok());
+  auto& idx = *r.value();
+  auto& gauge = metrics::Server().search_backlog;
+  const int64_t base = gauge.Value();
+  for (Seq s = 1; s <= 5; ++s) idx.Enqueue({Text(kA, s, "waiting " + std::to_string(s))});
+  EXPECT_EQ(gauge.Value() - base, 5) << "five messages wait for the gathering window";
+  idx.WaitIdle();
+  EXPECT_EQ(gauge.Value() - base, 0);
+  // The indexer thread runs niced (Options::nice, 10 by default).
+  bool found = false;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(e.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name != "indexer") continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // Fields after the ")" that ends the name: state is field 3, nice is field 19.
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 19 && rest >> field; ++i) {
+    }
+    EXPECT_EQ(field, "10") << line;
+    found = true;
+  }
+  EXPECT_TRUE(found) << "no thread named indexer";
 }
 
 TEST_F(SearchIndexTest, QueueOverflowStopsTheIndexTruthfully) {
