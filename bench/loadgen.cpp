@@ -906,30 +906,10 @@ class WsIn {
 // A masked client frame. The mask only guards naive proxies (RFC 6455 §10.3); a cheap
 // generator is enough for a benchmark client.
 std::string MaskedFrame(uint8_t opcode, std::string_view payload, uint64_t& mask_state) {
-  std::string f;
-  f.reserve(payload.size() + 14);
-  f.push_back(static_cast<char>(0x80 | opcode));
-  if (payload.size() < 126) {
-    f.push_back(static_cast<char>(0x80 | payload.size()));
-  } else if (payload.size() <= 0xFFFF) {
-    f.push_back(static_cast<char>(0x80 | 126));
-    f.push_back(static_cast<char>(payload.size() >> 8));
-    f.push_back(static_cast<char>(payload.size() & 0xFF));
-  } else {
-    f.push_back(static_cast<char>(0x80 | 127));
-    for (int i = 7; i >= 0; --i) f.push_back(static_cast<char>((uint64_t{payload.size()} >> (8 * i)) & 0xFF));
-  }
   mask_state ^= mask_state << 13;
   mask_state ^= mask_state >> 7;
   mask_state ^= mask_state << 17;
-  const uint32_t mask = static_cast<uint32_t>(mask_state);
-  char key[4];
-  std::memcpy(key, &mask, 4);
-  f.append(key, 4);
-  size_t at = f.size();
-  f.append(payload);
-  for (size_t i = 0; i < payload.size(); ++i) f[at + i] = static_cast<char>(f[at + i] ^ key[i & 3]);
-  return f;
+  return protocol::WsClientFrame(opcode, payload, static_cast<uint32_t>(mask_state));
 }
 
 class Conn : public std::enable_shared_from_this<Conn> {

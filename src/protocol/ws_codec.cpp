@@ -78,6 +78,22 @@ size_t WsFrameHeader(uint8_t opcode, uint64_t payload_len, uint8_t out[kWsMaxHea
   return 10;
 }
 
+std::string WsClientFrame(uint8_t opcode, std::string_view payload, uint32_t mask, bool fin) {
+  uint8_t h[kWsMaxHeaderBytes];
+  size_t n = WsFrameHeader(opcode, payload.size(), h);
+  if (!fin) h[0] &= 0x7F;
+  h[1] |= 0x80;  // masked
+  const char key[4] = {static_cast<char>(mask >> 24), static_cast<char>(mask >> 16), static_cast<char>(mask >> 8),
+                       static_cast<char>(mask)};
+  std::string f;
+  f.reserve(n + 4 + payload.size());
+  f.append(reinterpret_cast<const char*>(h), n).append(key, 4);
+  size_t at = f.size();
+  f.append(payload);
+  for (size_t i = 0; i < payload.size(); ++i) f[at + i] = static_cast<char>(f[at + i] ^ key[i & 3]);
+  return f;
+}
+
 std::string WsClosePayload(uint16_t code, std::string_view reason) {
   // 125 bytes at most in a control frame, two of them the code. Cut the reason back
   // to the start of a code point so that it stays valid UTF-8.

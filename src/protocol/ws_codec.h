@@ -37,6 +37,10 @@ inline constexpr size_t kWsMaxHeaderBytes = 10;  // an unmasked server frame's h
 // Writes the header of one unfragmented, unmasked frame into `out`; returns its length.
 size_t WsFrameHeader(uint8_t opcode, uint64_t payload_len, uint8_t out[kWsMaxHeaderBytes]);
 
+// A whole client frame (masked with `mask`, as RFC 6455 §5.3 requires of clients): for
+// the load generator and tests, which speak to the server as clients do.
+std::string WsClientFrame(uint8_t opcode, std::string_view payload, uint32_t mask, bool fin = true);
+
 // The payload of a close frame: the code in network order, then the reason (cut to
 // fit the 125-byte limit of control frames, at a UTF-8 boundary).
 std::string WsClosePayload(uint16_t code, std::string_view reason);

@@ -13,24 +13,8 @@ namespace sb::protocol {
 namespace {
 
 // A masked client frame.
-std::string ClientFrame(uint8_t opcode, std::string_view payload, bool fin = true, uint32_t mask = 0x37fa213d) {
-  std::string f;
-  f.push_back(static_cast<char>((fin ? 0x80 : 0) | opcode));
-  if (payload.size() < 126) {
-    f.push_back(static_cast<char>(0x80 | payload.size()));
-  } else if (payload.size() <= 0xFFFF) {
-    f.push_back(static_cast<char>(0x80 | 126));
-    f.push_back(static_cast<char>(payload.size() >> 8));
-    f.push_back(static_cast<char>(payload.size() & 0xFF));
-  } else {
-    f.push_back(static_cast<char>(0x80 | 127));
-    for (int i = 7; i >= 0; --i) f.push_back(static_cast<char>((uint64_t{payload.size()} >> (8 * i)) & 0xFF));
-  }
-  unsigned char key[4] = {static_cast<unsigned char>(mask >> 24), static_cast<unsigned char>(mask >> 16),
-                          static_cast<unsigned char>(mask >> 8), static_cast<unsigned char>(mask)};
-  f.append(reinterpret_cast<const char*>(key), 4);
-  for (size_t i = 0; i < payload.size(); ++i) f.push_back(static_cast<char>(payload[i] ^ key[i & 3]));
-  return f;
+std::string ClientFrame(uint8_t opcode, std::string_view payload, bool fin = true) {
+  return WsClientFrame(opcode, payload, 0x37fa213d, fin);
 }
 
 struct Seen {
@@ -80,6 +64,11 @@ TEST(WsCodec, HeaderUsesTheShortestLength) {
   EXPECT_EQ(h[7], 1);  // 65536 = 0x10000
   EXPECT_EQ(h[8], 0);
   EXPECT_EQ(h[9], 0);
+}
+
+TEST(WsCodec, ClientFramesAreMaskedAsTheRfcExample) {
+  // RFC 6455 §5.7: "Hello" masked with 37 fa 21 3d.
+  EXPECT_EQ(WsClientFrame(kWsText, "Hello", 0x37fa213d), std::string("\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58", 11));
 }
 
 TEST(WsCodec, ClosePayloadIsCutAtACodePoint) {
