@@ -488,11 +488,10 @@ Status CreateSchema(sqlite3* db) {
   // FTS5 merges read back the segments they merge: with SQLite's default 2 MB page
   // cache, indexing ran ~15% slower (300k messages, bench/search_bench).
   if (Status s = Exec(db, "PRAGMA cache_size=-65536"); !s.ok()) return s;
-  // Checkpoint every ~40 MB of WAL instead of SQLite's 4 MB: the FTS5 pages a stream of
-  // small transactions rewrites again and again are copied into the database once per
-  // checkpoint, not each time (indexer CPU per message at 15k msg/s: 26 -> 23 us,
-  // `bench/run.sh --only senders`, the JSON's server.threads).
-  if (Status s = Exec(db, "PRAGMA wal_autocheckpoint=10000"); !s.ok()) return s;
+  // SQLite's default checkpoint (every ~4 MB of WAL) stays. Every ~40 MB cost ~10% less
+  // indexer CPU, but each checkpoint's fsync of 40 MB stalled the commit thread's
+  // fsyncs on the same disk: delivery p99 at 5k msg/s 7 -> 22-125 ms, at 10k 20-28 ->
+  // 55 ms (`bench/run.sh --only sweep`, two runs each, A/B binaries).
   if (Status s = Exec(db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
       !s.ok())
     return s;
