@@ -18,7 +18,9 @@
 #   --ejabberd     instead, the side-by-side run with ejabberd: the other flags go to
 #                  bench/ejabberd/compare.sh (see its --help)
 #
-# GRP_RATE=R in the environment overrides the --long group scenario's total rate (msg/s).
+# Environment overrides for --long: GRP_RATE=R (group scenario total msg/s), STORM_N=N
+# (storm clients; one process holds at most RLIMIT_NOFILE sockets), STORM_JITTER_MS=J
+# (each storm client reconnects after a random delay below J ms).
 #
 # Expects build/switchboard and build/bench/loadgen (./dev bench builds them first);
 # the environment variables SERVER, LOADGEN and STORE_BENCH override those paths.
@@ -99,7 +101,7 @@ elif ((LONG)); then
   X_DUR=30; X_WARMUP=3
   GRP_G=5; GRP_M=1000; GRP_S=5; GRP_RATE=${GRP_RATE:-50}
   MIX_PAIRS=1000; MIX_RATE=5000; MIX_G=2; MIX_M=1000; MIX_S=5; MIX_GRATE=60
-  STORM_N=5000; STORM_K=20
+  STORM_N=${STORM_N:-5000}; STORM_K=20
   Q_PAIRS=200; Q_PREP=500; Q_CLIENTS=32
   SW_PAIRS=1000; SW_RATES=1000,2000,5000,10000,15000,20000,25000,30000,40000,50000; SW_DUR=10
 else
@@ -282,7 +284,7 @@ fi
 
 if want storm; then
   if start_server storm; then
-    loadgen storm --scenario storm --connections "$STORM_N" --storm-messages "$STORM_K"
+    loadgen storm --scenario storm --connections "$STORM_N" --storm-messages "$STORM_K" ${STORM_JITTER_MS:+--storm-jitter-ms "$STORM_JITTER_MS"}
     stop_server
   fi
 fi
