@@ -103,6 +103,9 @@ struct Options {
   std::string host;
   uint16_t port = 0;
   std::string ws_path = "/v1/ws";
+  // WebSocket connections bind to these local addresses in turn (each gives its own
+  // ~28k ephemeral ports towards one server address); empty: the kernel picks.
+  std::vector<std::string> source_addrs;
   Scenario scenario = Scenario::kSenders;
   int pairs = 1;
   bool two_way = false;
@@ -163,6 +166,9 @@ common:
   --no-resume            do not send `resume` after `welcome`; the server then holds
                          live messages for a silent connection for up to 1 s
   --quiet                no progress lines on stderr
+  --source-addrs A,B,..  bind WebSocket connections to these local addresses in turn
+                         (e.g. 127.0.0.2,127.0.0.3: past ~28k connections to one
+                         server address, one source address runs out of ports)
 
 traffic (senders, groups, mixed, sweep):
   --duration S           measured seconds (default 10; per phase or sweep stage)
@@ -265,6 +271,13 @@ Options ParseArgs(int argc, char** argv) {
       std::exit(0);
     } else if (a == "--url") {
       o.url = need(i);
+    } else if (a == "--source-addrs") {
+      std::string list = need(i);
+      for (size_t at = 0; at <= list.size();) {
+        size_t comma = std::min(list.find(',', at), list.size());
+        if (comma > at) o.source_addrs.push_back(list.substr(at, comma - at));
+        at = comma + 1;
+      }
     } else if (a == "--scenario") {
       std::string s = need(i);
       bool found = false;
@@ -809,6 +822,7 @@ struct Common {
   const Options* opt = nullptr;
   Shared* shared = nullptr;
   tcp::endpoint endpoint;
+  std::vector<tcp::endpoint> sources;  // --source-addrs, port 0
   std::string hostport;
   std::string run_id;
   std::string filler;  // content padding
@@ -1064,6 +1078,15 @@ class Conn : public std::enable_shared_from_this<Conn> {
   asio::awaitable<std::string> Handshake() {
     // Connect and upgrade within 30 s (the watchdog cancels the socket).
     ArmWatchdog();
+    if (!c_.sources.empty()) {
+      beast::error_code bec;
+      sock_.open(c_.endpoint.protocol(), bec);
+      if (!bec) sock_.bind(c_.sources[static_cast<size_t>(idx_) % c_.sources.size()], bec);
+      if (bec) {
+        DisarmWatchdog();
+        co_return "bind source address: " + bec.message();
+      }
+    }
     auto [cec] = co_await sock_.async_connect(c_.endpoint, kTuple);
     if (cec) {
       bool fired = DisarmWatchdog();
@@ -1668,6 +1691,12 @@ class Runner {
     common_.opt = &opt_;
     common_.shared = &shared_;
     common_.endpoint = tcp::endpoint(asio::ip::make_address(o.host), o.port);
+    for (const std::string& a : o.source_addrs) {
+      beast::error_code ec;
+      auto addr = asio::ip::make_address(a, ec);
+      if (ec) Die("--source-addrs: not an address: " + a);
+      common_.sources.emplace_back(addr, 0);
+    }
     common_.hostport = (common_.endpoint.address().is_v6() ? "[" + o.host + "]" : o.host) + ":" + std::to_string(o.port);
     common_.run_id = run_id_;
     common_.filler.assign(static_cast<size_t>(std::max(o.content_bytes, 32)), 'x');

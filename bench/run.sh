@@ -20,7 +20,9 @@
 #
 # Environment overrides for --long: GRP_RATE=R (group scenario total msg/s), STORM_N=N
 # (storm clients; one process holds at most RLIMIT_NOFILE sockets), STORM_JITTER_MS=J
-# (each storm client reconnects after a random delay below J ms).
+# (each storm client reconnects after a random delay below J ms). For every scenario,
+# SOURCE_ADDRS=127.0.0.2,127.0.0.3 spreads the generator's connections over local
+# addresses (past ~28k connections, one source address runs out of ports).
 #
 # Expects build/switchboard and build/bench/loadgen (./dev bench builds them first);
 # the environment variables SERVER, LOADGEN and STORE_BENCH override those paths.
@@ -218,7 +220,7 @@ loadgen() {
   echo "== $name: loadgen $*"
   "$LOADGEN" --url "ws://127.0.0.1:$PORT/v1/ws" --server-pid "$SERVER_PID" --threads "$THREADS" \
     --json "$json" --tag bench="$name" --tag fsync="$FSYNC" --tag commit="$COMMIT" --tag quick="$QUICK" \
-    "$@" | tee "$LOGS/$name.out" || rc=$?
+    ${SOURCE_ADDRS:+--source-addrs "$SOURCE_ADDRS"} "$@" | tee "$LOGS/$name.out" || rc=$?
   if ((rc != 0)); then
     PROBLEMS+=("loadgen $name exited with status $rc")
     SUMMARY+=("$name: FAILED (status $rc)")
