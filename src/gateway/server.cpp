@@ -519,15 +519,14 @@ class WsSession final : public chat::Session,
   void WriteTls() {
     if constexpr (kIsTls<Stream>) {
       if (q_head_ == q_.size()) return AfterDrained();
+      // A TLS write completes whole or fails, so no frame is ever partly written here.
       wbufs_.clear();
-      size_t off = head_sent_;  // always 0 here: TLS batches complete whole
-      for (size_t i = q_head_; i < q_.size() && wbufs_.size() < 2 * kMaxIovFrames; ++i, off = 0) {
+      for (size_t i = q_head_; i < q_.size() && wbufs_.size() < 2 * kMaxIovFrames; ++i) {
         const Out& o = q_[i];
         wbufs_.emplace_back(o.hdr, o.hdr_len);
         wbufs_.emplace_back(o.payload->data(), o.payload->size());
         ++in_flight_;
       }
-      (void)off;
       writing_ = true;
       net::async_write(stream_, wbufs_, [self = this->shared_from_this()](beast::error_code ec, size_t n) {
         self->writing_ = false;
