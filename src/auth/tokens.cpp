@@ -510,6 +510,47 @@ std::string TokenService::IssueAccess(UserId user, std::string_view device_id, C
 }
 
 Result<Claims> TokenService::Verify(std::string_view jwt) const {
+  if (jwt.empty() || jwt.size() > kMaxTokenBytes) return VerifyFully(jwt);
+  EnsureSodium();
+  std::string digest(crypto_generichash_BYTES, '\0');
+  crypto_generichash(reinterpret_cast<unsigned char*>(digest.data()), digest.size(),
+                     reinterpret_cast<const unsigned char*>(jwt.data()), jwt.size(), nullptr, 0);
+  {
+    std::lock_guard lk(verified_mu_);
+    auto it = verified_.find(digest);
+    if (it != verified_.end()) {
+      if (Status st = CheckTimes(it->second); !st.ok()) return st;
+      ++verified_hits_;
+      return it->second;
+    }
+  }
+  Result<Claims> r = VerifyFully(jwt);
+  if (r.ok()) {
+    std::lock_guard lk(verified_mu_);
+    // Bounded: when full, start over (entries are cheap to rebuild: one verification).
+    if (verified_.size() >= kVerifiedCacheMax) verified_.clear();
+    verified_.emplace(std::move(digest), *r);
+  }
+  return r;
+}
+
+uint64_t TokenService::verified_cache_hits() const {
+  std::lock_guard lk(verified_mu_);
+  return verified_hits_;
+}
+
+// The time claims against now, exactly as a full verification checks them.
+Status TokenService::CheckTimes(const Claims& c) const {
+  const int64_t now = FloorDiv1000(clock_.NowMs());
+  const int64_t leeway = cfg_.leeway_s;
+  // Written without adding to attacker-chosen values, so no overflow.
+  if (now - leeway >= c.exp) return Reject("expired");
+  if (c.nbf != 0 && c.nbf > now + leeway) return Reject("not yet valid");
+  if (c.iat > now + leeway) return Reject("issued in the future");
+  return Status::Ok();
+}
+
+Result<Claims> TokenService::VerifyFully(std::string_view jwt) const {
   using simdjson::SUCCESS;
   if (jwt.empty()) return Reject("empty token");
   if (jwt.size() > kMaxTokenBytes) return Reject("token too long");
@@ -624,12 +665,7 @@ Result<Claims> TokenService::Verify(std::string_view jwt) const {
     if (!seen_exp) return Reject("missing exp");
     if (!seen_iat) return Reject("missing iat");
 
-    const int64_t now = FloorDiv1000(clock_.NowMs());
-    const int64_t leeway = cfg_.leeway_s;
-    // Written without adding to attacker-chosen values, so no overflow.
-    if (now - leeway >= claims.exp) return Reject("expired");
-    if (seen_nbf && claims.nbf > now + leeway) return Reject("not yet valid");
-    if (claims.iat > now + leeway) return Reject("issued in the future");
+    if (Status st = CheckTimes(claims); !st.ok()) return st;
     if (claims.exp < claims.iat) return Reject("exp before iat");
   }
 

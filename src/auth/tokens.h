@@ -9,8 +9,10 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "base/clock.h"
@@ -102,15 +104,30 @@ class TokenService {
   // exact (aud: string, or array of strings containing ours); sub a valid user id;
   // sid a non-empty string; did a string. Duplicate members are rejected.
   // Thread-safe, no disk, no DB, no exceptions, any input.
+  //
+  // A token that verified once is remembered (by its BLAKE2b-256 digest, up to
+  // kVerifiedCacheMax of them): presenting it again re-checks only the time claims,
+  // not the Ed25519 signature (~45 us), so a reconnect storm or a REST client pays the
+  // signature once per token. The key ring never changes, so a signature valid once
+  // stays valid; revocation is checked by the callers, after Verify, every time.
   Result<Claims> Verify(std::string_view jwt) const;
+  static constexpr size_t kVerifiedCacheMax = 65536;
+  // Verifications answered from that memory, since start (for tests and metrics).
+  uint64_t verified_cache_hits() const;
 
   const TokenConfig& config() const { return cfg_; }
   const KeyRing& keys() const { return *keys_; }
 
  private:
+  Result<Claims> VerifyFully(std::string_view jwt) const;
+  Status CheckTimes(const Claims& c) const;
+
   std::shared_ptr<const KeyRing> keys_;
   TokenConfig cfg_;
   const Clock& clock_;
+  mutable std::mutex verified_mu_;
+  mutable std::unordered_map<std::string, Claims> verified_;  // digest -> claims
+  mutable uint64_t verified_hits_ = 0;
 };
 
 // Opaque refresh tokens: 32 random bytes, base64url without padding (43 chars).

@@ -189,6 +189,44 @@ TEST_F(TokenTest, ExpiryHonoursLeeway) {
   ExpectReject(jwt, "expired");
 }
 
+TEST_F(TokenTest, AVerifiedTokenIsRememberedButItsTimesAreRechecked) {
+  const std::string jwt = svc_.IssueAccess(7, "phone");
+  const uint64_t h0 = svc_.verified_cache_hits();
+  auto first = svc_.Verify(jwt);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(svc_.verified_cache_hits(), h0) << "the first presentation is verified in full";
+  auto again = svc_.Verify(jwt);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(svc_.verified_cache_hits(), h0 + 1);
+  EXPECT_EQ(again->user, first->user);
+  EXPECT_EQ(again->device_id, "phone");
+  EXPECT_EQ(again->session_id, first->session_id);
+  EXPECT_EQ(again->exp, first->exp);
+  // One byte different is another token: verified in full, and refused.
+  std::string other = jwt;
+  other.back() = other.back() == 'A' ? 'Q' : 'A';
+  EXPECT_FALSE(svc_.Verify(other).ok());
+  EXPECT_EQ(svc_.verified_cache_hits(), h0 + 1);
+  // Expiry applies to a remembered token, and so does a clock that moves back.
+  clock_.Set((kT0 + 900 + 30) * 1000);
+  ExpectReject(jwt, "expired");
+  clock_.Set(kT0Ms);
+  EXPECT_TRUE(svc_.Verify(jwt).ok());
+  // A refused token is not remembered: once valid, it is verified in full first.
+  PayloadSpec p;
+  p.nbf = kT0 + 31;
+  const std::string early = Good(p);
+  ExpectReject(early, "not yet valid");
+  clock_.Set((kT0 + 60) * 1000);
+  const uint64_t h1 = svc_.verified_cache_hits();
+  EXPECT_TRUE(svc_.Verify(early).ok());
+  EXPECT_EQ(svc_.verified_cache_hits(), h1);
+  EXPECT_TRUE(svc_.Verify(early).ok());
+  EXPECT_EQ(svc_.verified_cache_hits(), h1 + 1);
+  clock_.Set(kT0Ms);
+  ExpectReject(early, "not yet valid");
+}
+
 TEST_F(TokenTest, ZeroLeewayIsExact) {
   TokenConfig cfg;
   cfg.leeway_s = 0;
