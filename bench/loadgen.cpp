@@ -48,6 +48,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <openssl/evp.h>
 #include <simdjson.h>
 
 #include "base/clock.h"
@@ -1096,19 +1097,10 @@ class Conn : public std::enable_shared_from_this<Conn> {
     sock_.set_option(tcp::no_delay(true), ignored);
     // Synchronous writes below return would_block instead of waiting.
     sock_.non_blocking(true, ignored);
-    uint8_t nonce[16];
-    for (auto& b : nonce) b = static_cast<uint8_t>(rng_());
-    static constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string key;
-    for (int i = 0; i < 16; i += 3) {
-      uint32_t v = static_cast<uint32_t>(nonce[i]) << 16;
-      if (i + 1 < 16) v |= static_cast<uint32_t>(nonce[i + 1]) << 8;
-      if (i + 2 < 16) v |= nonce[i + 2];
-      key += kB64[(v >> 18) & 63];
-      key += kB64[(v >> 12) & 63];
-      key += i + 1 < 16 ? kB64[(v >> 6) & 63] : '=';
-      key += i + 2 < 16 ? kB64[v & 63] : '=';
-    }
+    // Sec-WebSocket-Key: base64 of 16 random bytes.
+    unsigned char nonce[16], b64[25];
+    for (auto& b : nonce) b = static_cast<unsigned char>(rng_());
+    std::string key(reinterpret_cast<const char*>(b64), static_cast<size_t>(EVP_EncodeBlock(b64, nonce, 16)));
     std::string req = "GET " + c_.opt->ws_path + " HTTP/1.1\r\nHost: " + c_.hostport +
                       "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                       "Sec-WebSocket-Key: " + key + "\r\nAuthorization: Bearer " + acct_.token +

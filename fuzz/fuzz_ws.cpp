@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "base/utf8.h"
 #include "protocol/ws_codec.h"
 
 using sb::protocol::WsReader;
@@ -36,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       off += used;
       switch (e.kind) {
         case WsReader::Kind::kText:
-          if (!sb::protocol::ValidUtf8(e.payload)) std::abort();
+          if (!sb::IsValidUtf8(e.payload)) std::abort();
           [[fallthrough]];
         case WsReader::Kind::kBinary:
           if (e.payload.size() > max) std::abort();

@@ -5,6 +5,8 @@
 
 #include <cstring>
 
+#include "base/utf8.h"
+
 namespace sb::protocol {
 
 std::string WsAcceptKey(std::string_view client_key) {
@@ -17,48 +19,6 @@ std::string WsAcceptKey(std::string_view client_key) {
   unsigned char out[4 * ((SHA_DIGEST_LENGTH + 2) / 3) + 1];
   int n = EVP_EncodeBlock(out, digest, SHA_DIGEST_LENGTH);
   return std::string(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
-}
-
-bool ValidUtf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const unsigned char* end = p + s.size();
-  while (p < end) {
-    // Eight ASCII bytes at a time: the common case for JSON.
-    if (end - p >= 8) {
-      uint64_t w;
-      std::memcpy(&w, p, 8);
-      if ((w & 0x8080808080808080ull) == 0) {
-        p += 8;
-        continue;
-      }
-    }
-    unsigned char c = *p;
-    if (c < 0x80) {
-      ++p;
-      continue;
-    }
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      need = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      need = 2;
-      if (c == 0xE0) lo = 0xA0;       // overlong
-      else if (c == 0xED) hi = 0x9F;  // surrogates
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      need = 3;
-      if (c == 0xF0) lo = 0x90;       // overlong
-      else if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
-    } else {
-      return false;  // continuation byte as a lead, C0/C1 (overlong), F5-FF
-    }
-    if (static_cast<size_t>(end - p) <= need) return false;
-    if (p[1] < lo || p[1] > hi) return false;
-    for (size_t i = 2; i <= need; ++i)
-      if ((p[i] & 0xC0) != 0x80) return false;
-    p += need + 1;
-  }
-  return true;
 }
 
 size_t WsFrameHeader(uint8_t opcode, uint64_t payload_len, uint8_t out[kWsMaxHeaderBytes]) {
@@ -95,18 +55,12 @@ std::string WsClientFrame(uint8_t opcode, std::string_view payload, uint32_t mas
 }
 
 std::string WsClosePayload(uint16_t code, std::string_view reason) {
-  // 125 bytes at most in a control frame, two of them the code. Cut the reason back
-  // to the start of a code point so that it stays valid UTF-8.
-  if (reason.size() > 123) {
-    size_t n = 123;
-    while (n > 0 && (static_cast<unsigned char>(reason[n]) & 0xC0) == 0x80) --n;
-    reason = reason.substr(0, n);
-  }
+  // 125 bytes at most in a control frame, two of them the code; the reason is cut at
+  // a code point so that it stays valid UTF-8.
   std::string p;
-  p.reserve(2 + reason.size());
   p.push_back(static_cast<char>(code >> 8));
   p.push_back(static_cast<char>(code & 0xFF));
-  p.append(reason);
+  p += TruncateUtf8(reason, 123);
   return p;
 }
 
@@ -211,7 +165,7 @@ WsReader::Event WsReader::Next(char* data, size_t size, size_t* used) {
       e.code = Be16(reinterpret_cast<const unsigned char*>(payload));
       if (!ValidCloseCode(e.code)) return Fail(kWsCloseProtocolError, "invalid close code");
       e.reason = body.substr(2);
-      if (!ValidUtf8(e.reason)) return Fail(kWsCloseInvalidPayload, "close reason is not UTF-8");
+      if (!IsValidUtf8(e.reason)) return Fail(kWsCloseInvalidPayload, "close reason is not UTF-8");
       return e;
     default:
       break;
@@ -235,7 +189,7 @@ WsReader::Event WsReader::Next(char* data, size_t size, size_t* used) {
     message = msg_;
   }
   if (kind_op == kWsText) {
-    if (!ValidUtf8(message)) return Fail(kWsCloseInvalidPayload, "text message is not valid UTF-8");
+    if (!IsValidUtf8(message)) return Fail(kWsCloseInvalidPayload, "text message is not valid UTF-8");
     e.kind = Kind::kText;
   } else {
     e.kind = Kind::kBinary;

@@ -14,10 +14,6 @@ namespace sb::protocol {
 // Sec-WebSocket-Accept for a client's Sec-WebSocket-Key (RFC 6455 §4.2.2).
 std::string WsAcceptKey(std::string_view client_key);
 
-// True when `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates,
-// nothing above U+10FFFF).
-bool ValidUtf8(std::string_view s);
-
 // Opcodes (§5.2).
 inline constexpr uint8_t kWsContinuation = 0x0;
 inline constexpr uint8_t kWsText = 0x1;

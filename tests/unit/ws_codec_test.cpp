@@ -3,6 +3,8 @@
 // real connection is tests/integration/rfc6455_test.cpp.
 #include "protocol/ws_codec.h"
 
+#include "base/utf8.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
@@ -77,16 +79,16 @@ TEST(WsCodec, ClosePayloadIsCutAtACodePoint) {
   std::string p = WsClosePayload(1008, reason);
   EXPECT_EQ(p.size(), 2u + 122u);
   EXPECT_EQ(static_cast<unsigned char>(p[0]) << 8 | static_cast<unsigned char>(p[1]), 1008);
-  EXPECT_TRUE(ValidUtf8(std::string_view(p).substr(2)));
+  EXPECT_TRUE(IsValidUtf8(std::string_view(p).substr(2)));
 }
 
-TEST(WsCodec, Utf8) {
-  EXPECT_TRUE(ValidUtf8(""));
-  EXPECT_TRUE(ValidUtf8("plain ascii that is longer than eight bytes"));
-  EXPECT_TRUE(ValidUtf8("\xc3\xbc \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf \xed\x9f\xbf \xee\x80\x80"));
+TEST(WsCodec, Utf8AsTheReaderChecksIt) {
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_TRUE(IsValidUtf8("plain ascii that is longer than eight bytes"));
+  EXPECT_TRUE(IsValidUtf8("\xc3\xbc \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf \xed\x9f\xbf \xee\x80\x80"));
   for (const char* bad : {"\xff", "\x80", "\xc0\xaf", "\xc1\xbf", "\xe0\x80\xaf", "\xf0\x80\x80\xaf", "\xed\xa0\x80",
                           "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xe2\x82", "abcdefgh\xe2\x82 "}) {
-    EXPECT_FALSE(ValidUtf8(bad)) << bad;
+    EXPECT_FALSE(IsValidUtf8(bad)) << bad;
   }
 }
 
@@ -176,7 +178,7 @@ TEST(WsCodec, RandomBytesNeverCrashOrOverrun) {
     std::vector<Seen> seen = Read(wire, 1 + rng() % 8, 256);
     for (const Seen& s : seen) {
       if (s.kind == WsReader::Kind::kText) {
-        EXPECT_TRUE(ValidUtf8(s.payload));
+        EXPECT_TRUE(IsValidUtf8(s.payload));
       }
     }
   }
