@@ -1426,6 +1426,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
         if (now < pause_until_ns_) ArmAt(pause_until_ns_);
         return;
       }
+      if (p.InWindow(next_sched_ns_)) S().send_lag.RecordSigned(now - next_sched_ns_);
       SendOne(next_sched_ns_);
       next_sched_ns_ += cp.period_ns;
     }
@@ -2613,6 +2614,7 @@ class Runner {
                 static_cast<double>(t.delivered_window) / d);
     std::printf("ack latency:      %s\n", LatLine(t.ack_lat).c_str());
     std::printf("delivery latency: %s\n", LatLine(t.deliv_lat).c_str());
+    if (t.send_lag.Count() > 0) std::printf("send lag (generator late): %s\n", LatLine(t.send_lag).c_str());
     std::printf("errors: %s\n", CountsLine(t.errors).c_str());
     for (const auto& [k, v] : t.error_samples) std::printf("  e.g. %s: %s\n", k.c_str(), v.c_str());
     std::printf("totals: sent %llu, acked %llu, failed %llu, delivered %llu, unacked at end %lld (drain %.2f s)",

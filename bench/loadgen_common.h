@@ -155,6 +155,10 @@ inline std::string FmtNs(double ns) {
 struct ConnStats {
   Histogram ack_lat;
   Histogram deliv_lat;
+  // Open loop: how late the generator sent each message after its scheduled time. The
+  // latencies above count from the scheduled time, so this is the generator's share of
+  // them (a starved generator sends late and reads late).
+  Histogram send_lag;
   Histogram connect_lat;
   Histogram resume_lat;
   uint64_t sent_window = 0;
@@ -182,6 +186,7 @@ struct ConnStats {
 
   void MergeConn(const ConnStats& o) {
     ack_lat.Merge(o.ack_lat);
+    send_lag.Merge(o.send_lag);
     deliv_lat.Merge(o.deliv_lat);
     connect_lat.Merge(o.connect_lat);
     resume_lat.Merge(o.resume_lat);

@@ -94,6 +94,7 @@ inline void TrafficJson(JsonWriter& w, const ConnStats& t, double d, int64_t una
   w.Key("delivered_per_s").Raw(Fmt(static_cast<double>(t.delivered_window) / d, 1));
   LatJson(w, "ack_latency_us", t.ack_lat);
   LatJson(w, "delivery_latency_us", t.deliv_lat);
+  if (t.send_lag.Count() > 0) LatJson(w, "send_lag_us", t.send_lag);
   CountsJson(w, "errors", t.errors);
   w.Key("error_samples").BeginObject();
   for (const auto& [k, v] : t.error_samples) w.Field(k, v);

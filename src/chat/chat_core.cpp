@@ -54,7 +54,7 @@ ChatCore::ChatCore(store::Store& store, std::vector<Executor*> shards, CoreOptio
                    const Clock& clock)
     : store_(store), shards_(std::move(shards)), opts_(std::move(opts)), clock_(clock) {
   for (size_t i = 0; i < shards_.size(); ++i) {
-    state_.push_back(std::make_unique<Shard>(opts_.limits));
+    state_.push_back(std::make_unique<Shard>(opts_.limits, clock_.NowMs()));
     state_.back()->registry = opts_.make_registry ? opts_.make_registry(static_cast<uint32_t>(i))
                                                   : std::make_unique<presence::MemoryRegistry>();
   }
@@ -87,8 +87,10 @@ void ChatCore::Attach(uint32_t shard, Session* s) {
   SessionState& ss = sh.sessions[s->id()];
   ss.tokens = opts_.limits.send_burst;
   ss.bucket_ns = MonoNs();
+  ss.id = s->id();
   ss.last_active_ms = clock_.NowMs();
   ss.attached_ms = ss.last_active_ms;
+  ScheduleCheck(sh, ss);
   sessions_.fetch_add(1);
   protocol::WelcomeInfo w;
   w.user_id = FormatUserId(s->user());
@@ -105,7 +107,10 @@ void ChatCore::Detach(uint32_t shard, Session* s) {
   Shard& sh = *state_[shard];
   if (sh.by_id.erase(s->id()) == 0) return;
   PresenceSessionGone(shard, s);
-  sh.sessions.erase(s->id());
+  if (auto st = sh.sessions.find(s->id()); st != sh.sessions.end()) {
+    sh.checks.Cancel(&st->second);
+    sh.sessions.erase(st);
+  }
   auto it = sh.by_user.find(s->user());
   if (it != sh.by_user.end()) {
     auto& v = it->second;

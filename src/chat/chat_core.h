@@ -86,6 +86,8 @@ struct PresenceView {
 
 using FramePtrT = std::shared_ptr<const std::string>;
 
+struct SessionState;
+
 class ChatCore {
  public:
   // `shards[i]` runs shard i. The store must outlive the core.
@@ -194,6 +196,9 @@ class ChatCore {
 
   // presence.cpp
   void Heartbeat(uint32_t shard, Session* s);
+  // (Re)schedules the session's next check: the end of its first-frame wait or of its
+  // presence TTL, whichever is first (none once both are settled).
+  void ScheduleCheck(Shard& sh, SessionState& ss);
   void PresenceDeviceOnline(uint32_t shard, Session* s);
   void PresenceSessionGone(uint32_t shard, Session* s);
   void OnTyping(uint32_t shard, Session* s, const protocol::Typing& t);

@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/timer_wheel.h"
 #include "chat/chat_core.h"
 #include "presence/registry.h"
 #include "protocol/client_frames.h"
@@ -128,6 +129,8 @@ struct Replay {
 
 // Per connection, on the connection's shard.
 struct SessionState {
+  uint64_t id = 0;             // the session's id (its key in Shard::sessions)
+  WheelHook check;             // in Shard::checks while a first-frame wait or the TTL runs
   double tokens = 0;        // send_message token bucket
   int64_t bucket_ns = 0;
   int64_t last_active_ms = 0;  // any frame counts as a heartbeat
@@ -164,12 +167,16 @@ struct UserPresence {
 };
 
 struct ChatCore::Shard {
-  explicit Shard(const protocol::Limits& l) : parser(l) {}
+  Shard(const protocol::Limits& l, int64_t now_ms) : parser(l), checks(now_ms) {}
   protocol::FrameParser parser;
   std::unordered_map<ConvId, std::unique_ptr<ConvState>> convs;
   std::unordered_map<UserId, std::vector<Session*>> by_user;
   std::unordered_map<uint64_t, Session*> by_id;
   std::unordered_map<uint64_t, SessionState> sessions;
+  // Sessions by the next moment their state could change by itself (first-frame wait
+  // over, presence TTL run out): Tick visits those that came due, not every session.
+  // Declared after `sessions`, whose nodes it links.
+  TimerWheel<SessionState, &SessionState::check> checks;
   // Presence of the users this shard owns (user id % shards): the registry (devices,
   // last seen) and the core's view on top of it.
   std::unique_ptr<presence::Registry> registry;

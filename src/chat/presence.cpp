@@ -13,6 +13,7 @@
 // (see docs/architecture.md, "Seams").
 #include <algorithm>
 #include <future>
+#include <limits>
 
 #include "base/json_writer.h"
 #include "chat/chat_core.h"
@@ -74,8 +75,17 @@ void ChatCore::Heartbeat(uint32_t shard, Session* s) {
   ss.last_active_ms = clock_.NowMs();
   if (!ss.online) {
     ss.online = true;
+    state_[shard]->checks.ScheduleNoLater(&ss, ss.last_active_ms + opts_.presence_ttl_ms);
     PresenceDeviceOnline(shard, s);
   }
+}
+
+void ChatCore::ScheduleCheck(Shard& sh, SessionState& ss) {
+  int64_t due = std::numeric_limits<int64_t>::max();
+  if (ss.awaiting_first_frame) due = ss.attached_ms + opts_.first_frame_wait_ms;
+  if (ss.online) due = std::min(due, ss.last_active_ms + opts_.presence_ttl_ms);
+  if (due == std::numeric_limits<int64_t>::max()) sh.checks.Cancel(&ss);
+  else sh.checks.Schedule(&ss, due);
 }
 
 void ChatCore::PresenceDeviceOnline(uint32_t shard, Session* s) {
@@ -327,23 +337,29 @@ void ChatCore::Tick(uint32_t shard) {
   Shard& sh = *state_[shard];
   int64_t now = clock_.NowMs();
 
-  // Connections that sent nothing since `welcome` start receiving live messages.
-  for (auto& [sid, ss] : sh.sessions) {
-    if (!ss.awaiting_first_frame || now - ss.attached_ms < opts_.first_frame_wait_ms) continue;
-    if (auto it = sh.by_id.find(sid); it != sh.by_id.end()) StartLive(sh, it->second, false);
-  }
-
-  // Devices silent past the TTL go offline (they come back with their next frame).
-  for (auto& [sid, ss] : sh.sessions) {
-    if (!ss.online || now - ss.last_active_ms < opts_.presence_ttl_ms) continue;
+  // Sessions whose check came due: connections that sent nothing since `welcome`
+  // start receiving live messages, and devices silent past the TTL go offline (they
+  // come back with their next frame). A check that finds the device active since is
+  // simply scheduled again.
+  sh.checks.Expire(now, [&](SessionState* ss) {
+    const uint64_t sid = ss->id;
     auto it = sh.by_id.find(sid);
-    if (it == sh.by_id.end()) continue;
-    ss.online = false;
-    UserId user = it->second->user();
-    uint32_t owner = UserOwnerShard(user);
-    uint64_t id = sid;
-    RunOn(shard, owner, [this, owner, user, id] { OwnerDeviceOffline(owner, user, id); });
-  }
+    if (it == sh.by_id.end()) return;  // not attached: nothing to do, nothing to schedule
+    Session* s = it->second;
+    if (ss->awaiting_first_frame && now - ss->attached_ms >= opts_.first_frame_wait_ms) {
+      StartLive(sh, s, false);
+      auto st = sh.sessions.find(sid);
+      if (st == sh.sessions.end()) return;
+      ss = &st->second;
+    }
+    if (ss->online && now - ss->last_active_ms >= opts_.presence_ttl_ms) {
+      ss->online = false;
+      UserId user = s->user();
+      uint32_t owner = UserOwnerShard(user);
+      RunOn(shard, owner, [this, owner, user, sid] { OwnerDeviceOffline(owner, user, sid); });
+    }
+    ScheduleCheck(sh, *ss);
+  });
 
   // Users whose last device left more than the grace ago are announced offline.
   std::erase_if(sh.pending_offline, [&](UserId user) {

@@ -26,6 +26,7 @@
 #include "base/clock.h"
 #include "base/ids.h"
 #include "base/log.h"
+#include "base/timer_wheel.h"
 #include "chat/chat_core.h"
 #include "chat/session.h"
 #include "metrics/metrics.h"
@@ -61,13 +62,14 @@ class ShardExecutor final : public chat::Executor {
   net::io_context& io_;
 };
 
-// What the shard's flush list and once-a-second sweep know of a WebSocket session.
+// What the shard's flush list and deadline wheel know of a WebSocket session.
 class WsConn {
  public:
   virtual void Flush() = 0;
+  // Called when the session's scheduled check comes due: it acts on whatever deadline
+  // passed and schedules its next check (or not, once finished).
   virtual void Tick(int64_t mono_ms, int64_t wall_s) = 0;
-  WsConn* prev = nullptr;  // the shard's list of open sessions
-  WsConn* next = nullptr;
+  WheelHook wheel;  // the shard's deadline wheel
 
  protected:
   ~WsConn() = default;
@@ -93,26 +95,13 @@ struct Shard {
   static constexpr size_t kScratchBytes = 64 * 1024;
   std::unique_ptr<char[]> scratch;
 
-  // Open sessions, for the sweep (intrusive: no allocation per connection).
-  WsConn* conns = nullptr;
-  void Link(WsConn* c) {
-    c->next = conns;
-    if (conns) conns->prev = c;
-    conns = c;
-  }
-  void Unlink(WsConn* c) {
-    if (c->prev) c->prev->next = c->next;
-    else conns = c->next;
-    if (c->next) c->next->prev = c->prev;
-    c->prev = c->next = nullptr;
-  }
+  // Open sessions by the time of their next check (keep-alive ping, idle timeout,
+  // token expiry, closing deadline). Once a second the shard expires what came due:
+  // it visits the sessions whose check is due, not every session.
+  TimerWheel<WsConn, &WsConn::wheel> wheel{MonoMs()};
   void Sweep() {
     int64_t mono = MonoMs(), wall_s = WallMs() / 1000;
-    for (WsConn* c = conns; c;) {
-      WsConn* n = c->next;  // Tick may unlink c (and only c)
-      c->Tick(mono, wall_s);
-      c = n;
-    }
+    wheel.Expire(mono, [&](WsConn* c) { c->Tick(mono, wall_s); });
   }
 
   // Sessions with frames queued during this turn of the event loop: written together
@@ -361,8 +350,8 @@ class WsSession final : public chat::Session,
     m.connections.Add(1);
     m.connections_total.Inc();
     last_rx_ms_ = MonoMs();
-    shard_.Link(this);
     attached_ = true;
+    ScheduleCheck(last_rx_ms_);
     srv_.core->Attach(shard_.index, this);
     if (srv_.draining) Close(ws::close_code::going_away, "server draining", true);
     if (!early.empty() && !Consume(early.data(), early.size())) return;
@@ -404,15 +393,19 @@ class WsSession final : public chat::Session,
     on_drain_ = nullptr;
     if (!flush) DropQueued();
     close_deadline_ms_ = MonoMs() + (flush ? std::max<int64_t>(srv_.opts.handshake_timeout_ms, 2000) : 2000);
+    shard_.wheel.Schedule(this, close_deadline_ms_);
     Push(protocol::kWsClose,
          std::make_shared<const std::string>(protocol::WsClosePayload(static_cast<uint16_t>(code), reason)));
   }
 
-  // The shard's once-a-second sweep: closing deadlines, token expiry, keep-alive.
+  // The shard's deadline wheel: closing deadlines, token expiry, keep-alive. Activity
+  // does not reschedule (that would cost on every frame): a check that comes due
+  // early finds the peer spoke since and schedules the next one.
   void Tick(int64_t mono_ms, int64_t wall_s) override {
     if (finished_) return;
     if (closing_) {
-      if (mono_ms >= close_deadline_ms_) Finish();
+      if (mono_ms >= close_deadline_ms_) return Finish();
+      shard_.wheel.Schedule(this, close_deadline_ms_);
       return;
     }
     // The connection lives no longer than its token: at expiry it is closed with 1008
@@ -427,6 +420,16 @@ class WsSession final : public chat::Session,
       ping_sent_ = true;
       Push(protocol::kWsPing, EmptyPayload());
     }
+    ScheduleCheck(mono_ms, wall_s);
+  }
+
+  // The next moment something could be due: the ping (or, once it is out, the idle
+  // timeout) counted from the last frame, or the token's expiry.
+  void ScheduleCheck(int64_t mono_ms, int64_t wall_s = WallMs() / 1000) {
+    const int64_t idle = srv_.opts.idle_timeout_ms;
+    int64_t due = last_rx_ms_ + (ping_sent_ ? idle : idle / 2);
+    int64_t token_due = mono_ms + (token_exp_s_ - wall_s) * 1000;
+    shard_.wheel.Schedule(this, std::min(due, token_due));
   }
 
   void Flush() override {
@@ -670,6 +673,7 @@ class WsSession final : public chat::Session,
           failing_ = true;
           Close(static_cast<ws::close_code>(ev.code), ev.reason, /*flush=*/true);
           close_deadline_ms_ = std::min(close_deadline_ms_, MonoMs() + 2000);
+          shard_.wheel.Schedule(this, close_deadline_ms_);
           break;
         default:  // a fragment taken, or a pong
           break;
@@ -700,6 +704,7 @@ class WsSession final : public chat::Session,
       on_drain_ = nullptr;
       DropQueued();
       close_deadline_ms_ = MonoMs() + 2000;
+      shard_.wheel.Schedule(this, close_deadline_ms_);
       Push(protocol::kWsClose, code ? std::make_shared<const std::string>(protocol::WsClosePayload(code, ""))
                                     : EmptyPayload());
     }
@@ -722,8 +727,8 @@ class WsSession final : public chat::Session,
     on_drain_ = nullptr;
     beast::error_code ig;
     Sock().close(ig);
+    shard_.wheel.Cancel(this);
     if (attached_) {
-      shard_.Unlink(this);
       srv_.core->Detach(shard_.index, this);
       metrics::Server().connections.Add(-1);
       srv_.ReleaseUserSlot(user_);

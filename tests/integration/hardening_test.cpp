@@ -93,6 +93,66 @@ TEST_F(HardeningTest, SocketClosesWith1008WhenItsTokenExpires) {
   EXPECT_TRUE(fresh.Connect(server_->host(), server_->port(), Opts(u)));
 }
 
+// docs/protocol.md: a connection silent for half of server.idle_timeout_ms is pinged,
+// and closed when the silence lasts the whole timeout (checked once a second). One
+// that answers the pings stays open however long it is otherwise quiet.
+TEST_F(HardeningTest, SilentConnectionsArePingedThenDropped) {
+  StartServer({"--set", "server.idle_timeout_ms=2000"});
+  TestUser u;
+  CreateUser(*api_, "silent", &u);
+  using Clock = std::chrono::steady_clock;
+  auto secs_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+
+  RawWs mute;
+  OpenRawWs(*api_, u, &mute);
+  const auto opened = Clock::now();
+
+  // The mute one: a ping after ~1 s of silence, then the end of the connection.
+  WireFrame f;
+  std::optional<double> ping_at;
+  for (;;) {
+    RawWs::Got g = mute.Next(&f, Millis(6000));
+    if (g != RawWs::Got::kFrame || f.opcode == 0x8) break;  // closed (with or without a frame)
+    if (f.opcode == 0x9 && !ping_at) ping_at = secs_since(opened);
+  }
+  double gone_at = secs_since(opened);
+  ASSERT_TRUE(ping_at.has_value()) << "no ping before the connection ended";
+  EXPECT_GE(*ping_at, 0.9) << "pinged before half the idle timeout";
+  EXPECT_LT(*ping_at, 2.5) << "half the timeout plus at most a second";
+  EXPECT_GE(gone_at, 1.9) << "dropped before the idle timeout";
+  EXPECT_LT(gone_at, 4.5) << "the whole timeout plus at most a second (and slack)";
+
+  // The polite one answers every ping, and it is still there three timeouts later.
+  RawWs polite;
+  OpenRawWs(*api_, u, &polite);
+  int pongs = 0;
+  const auto polite_from = Clock::now();
+  bool polite_closed = false;
+  while (secs_since(polite_from) < 6.0) {
+    RawWs::Got g = polite.Next(&f, Millis(500));
+    if (g == RawWs::Got::kTimeout) continue;
+    if (g == RawWs::Got::kClosed || f.opcode == 0x8) {
+      polite_closed = true;
+      break;
+    }
+    if (f.opcode == 0x9) {
+      ASSERT_TRUE(polite.SendFrame({.opcode = 0xA, .payload = f.payload}));
+      ++pongs;
+    }
+  }
+  EXPECT_FALSE(polite_closed) << "a connection that answers pings was dropped after " << pongs << " pongs";
+  EXPECT_GE(pongs, 2) << "pinged again after each answered ping's silence";
+  ASSERT_TRUE(polite.SendText(R"({"event":"ping"})"));
+  bool ponged = false;
+  while (polite.Next(&f, Millis(3000)) == RawWs::Got::kFrame) {
+    if (f.opcode == 0x1 && Json::Parse(f.payload)["event"].Str() == std::string("pong")) {
+      ponged = true;
+      break;
+    }
+  }
+  EXPECT_TRUE(ponged) << "still served";
+}
+
 TEST_F(HardeningTest, OneAddressCannotOpenConnectionsWithoutLimit) {
   StartServer({"--set", "server.connects_per_ip_per_s=4"});
   TestUser u;

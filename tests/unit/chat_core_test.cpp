@@ -568,6 +568,21 @@ TEST_F(PresenceTest, SilentDeviceExpiresAndComesBackWithAnyFrame) {
   Crank();
   ASSERT_EQ(PresenceOf(b, kAlice).size(), 3u);
   EXPECT_EQ(StrField(PresenceOf(b, kAlice).back(), "status"), "online");
+  // Back online, it is watched again: heard from every 20 s it stays online however
+  // long, and 30 s of silence take it offline once more.
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(20000);
+    Tick();
+    core_->OnFrame(1, &a, R"({"event":"ping"})");
+    Crank();
+  }
+  EXPECT_EQ(PresenceOf(b, kAlice).size(), 3u) << "a device heard from every 20 s stays online";
+  clock_.Advance(30000);
+  Tick();
+  clock_.Advance(5000);
+  Tick();
+  ASSERT_EQ(PresenceOf(b, kAlice).size(), 4u);
+  EXPECT_EQ(StrField(PresenceOf(b, kAlice).back(), "status"), "offline");
   core_->Detach(1, &a);
   core_->Detach(0, &b);
 }
