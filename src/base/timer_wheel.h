@@ -21,40 +21,47 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 
 namespace sb {
 
-// The link of an object in one TimerWheel. Not copyable: a copy would be linked to
-// nothing while its neighbours point at the original.
-struct WheelHook {
+// The link of an object in one TimerWheel: an object that can be scheduled derives
+// from it. Not copyable: a copy would be linked to nothing while its neighbours point
+// at the original.
+class WheelHook {
+ public:
   WheelHook() = default;
   WheelHook(const WheelHook&) = delete;
   WheelHook& operator=(const WheelHook&) = delete;
 
-  bool scheduled() const { return prev != nullptr; }
-  int64_t due_ms() const { return due; }
+  bool scheduled() const { return wheel_prev_ != nullptr; }
+  int64_t due_ms() const { return wheel_due_; }
 
-  WheelHook* prev = nullptr;
-  WheelHook* next = nullptr;
-  int64_t due = 0;
-  void* owner = nullptr;  // the object this hook belongs to
+ private:
+  template <typename T>
+  friend class TimerWheel;
+  WheelHook* wheel_prev_ = nullptr;
+  WheelHook* wheel_next_ = nullptr;
+  int64_t wheel_due_ = 0;
 };
 
-template <typename T, WheelHook T::*Hook>
+template <typename T>
 class TimerWheel {
+  static_assert(std::is_base_of_v<WheelHook, T>, "a scheduled type derives from WheelHook");
+
  public:
   explicit TimerWheel(int64_t now_ms, int64_t tick_ms = 1000, size_t slots = 64)
       : tick_ms_(tick_ms > 0 ? tick_ms : 1),
         nslots_(slots > 0 ? slots : 1),
         slots_(std::make_unique<WheelHook[]>(nslots_)),
         cursor_(TickOf(now_ms)) {
-    for (size_t i = 0; i < nslots_; ++i) slots_[i].prev = slots_[i].next = &slots_[i];
+    for (size_t i = 0; i < nslots_; ++i) slots_[i].wheel_prev_ = slots_[i].wheel_next_ = &slots_[i];
   }
   ~TimerWheel() {
     // Objects outlive the wheel only at shutdown; leave their hooks unlinked.
     for (size_t i = 0; i < nslots_; ++i) {
       WheelHook* s = &slots_[i];
-      while (s->next != s) Unlink(s->next);
+      while (s->wheel_next_ != s) Unlink(s->wheel_next_);
     }
   }
   TimerWheel(const TimerWheel&) = delete;
@@ -62,10 +69,9 @@ class TimerWheel {
 
   // (Re)schedules `obj` at `due_ms`, replacing any earlier schedule.
   void Schedule(T* obj, int64_t due_ms) {
-    WheelHook& h = obj->*Hook;
+    WheelHook& h = *obj;
     if (h.scheduled()) Unlink(&h);
-    h.due = due_ms;
-    h.owner = obj;
+    h.wheel_due_ = due_ms;
     int64_t tick = TickOf(due_ms);
     if (tick < cursor_) tick = cursor_;  // already past: fires at the next Expire
     LinkBefore(&slots_[SlotOf(tick)], &h);
@@ -74,12 +80,12 @@ class TimerWheel {
 
   // Schedules `obj` at `due_ms` unless it is already scheduled at or before it.
   void ScheduleNoLater(T* obj, int64_t due_ms) {
-    const WheelHook& h = obj->*Hook;
-    if (!h.scheduled() || due_ms < h.due) Schedule(obj, due_ms);
+    const WheelHook& h = *obj;
+    if (!h.scheduled() || due_ms < h.wheel_due_) Schedule(obj, due_ms);
   }
 
   void Cancel(T* obj) {
-    WheelHook& h = obj->*Hook;
+    WheelHook& h = *obj;
     if (h.scheduled()) Unlink(&h);
   }
 
@@ -97,25 +103,25 @@ class TimerWheel {
     const int64_t visits = span < static_cast<int64_t>(nslots_) ? span : static_cast<int64_t>(nslots_);
     for (int64_t i = 0; i < visits; ++i) {
       WheelHook* slot = &slots_[SlotOf(cursor_ + i)];
-      if (slot->next == slot) continue;
+      if (slot->wheel_next_ == slot) continue;
       // Move the slot's objects to a local list: what fn schedules meanwhile (even
       // into this slot) waits for a later Expire, and what fn cancels leaves the
       // local list as it would the slot.
       WheelHook pending;
-      pending.prev = pending.next = &pending;
+      pending.wheel_prev_ = pending.wheel_next_ = &pending;
       Splice(slot, &pending);
-      while (pending.next != &pending) {
-        WheelHook* h = pending.next;
-        if (h->due > now_ms) {
+      while (pending.wheel_next_ != &pending) {
+        WheelHook* h = pending.wheel_next_;
+        if (h->wheel_due_ > now_ms) {
           // A later lap of this slot, or later within the current tick: back it goes.
           Unlink(h);
-          int64_t tick = TickOf(h->due);
+          int64_t tick = TickOf(h->wheel_due_);
           LinkBefore(&slots_[SlotOf(tick < cursor_ ? cursor_ : tick)], h);
           ++size_;
           continue;
         }
         Unlink(h);
-        fn(static_cast<T*>(h->owner));
+        fn(static_cast<T*>(h));
       }
     }
     // The current tick stays the cursor: what is due later within it fires next time.
@@ -129,24 +135,24 @@ class TimerWheel {
     return static_cast<size_t>(m < 0 ? m + static_cast<int64_t>(nslots_) : m);
   }
   static void LinkBefore(WheelHook* at, WheelHook* h) {
-    h->prev = at->prev;
-    h->next = at;
-    at->prev->next = h;
-    at->prev = h;
+    h->wheel_prev_ = at->wheel_prev_;
+    h->wheel_next_ = at;
+    at->wheel_prev_->wheel_next_ = h;
+    at->wheel_prev_ = h;
   }
   void Unlink(WheelHook* h) {
-    h->prev->next = h->next;
-    h->next->prev = h->prev;
-    h->prev = h->next = nullptr;
+    h->wheel_prev_->wheel_next_ = h->wheel_next_;
+    h->wheel_next_->wheel_prev_ = h->wheel_prev_;
+    h->wheel_prev_ = h->wheel_next_ = nullptr;
     --size_;
   }
   // Moves every hook of list `from` to the empty list `to` (sizes unchanged).
   static void Splice(WheelHook* from, WheelHook* to) {
-    to->next = from->next;
-    to->prev = from->prev;
-    to->next->prev = to;
-    to->prev->next = to;
-    from->prev = from->next = from;
+    to->wheel_next_ = from->wheel_next_;
+    to->wheel_prev_ = from->wheel_prev_;
+    to->wheel_next_->wheel_prev_ = to;
+    to->wheel_prev_->wheel_next_ = to;
+    from->wheel_prev_ = from->wheel_next_ = from;
   }
 
   const int64_t tick_ms_;

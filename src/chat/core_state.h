@@ -128,9 +128,9 @@ struct Replay {
 };
 
 // Per connection, on the connection's shard.
-struct SessionState {
-  uint64_t id = 0;             // the session's id (its key in Shard::sessions)
-  WheelHook check;             // in Shard::checks while a first-frame wait or the TTL runs
+// Linked in Shard::checks (WheelHook) while a first-frame wait or the presence TTL runs.
+struct SessionState : WheelHook {
+  uint64_t id = 0;  // the session's id (its key in Shard::sessions)
   double tokens = 0;        // send_message token bucket
   int64_t bucket_ns = 0;
   int64_t last_active_ms = 0;  // any frame counts as a heartbeat
@@ -176,7 +176,7 @@ struct ChatCore::Shard {
   // Sessions by the next moment their state could change by itself (first-frame wait
   // over, presence TTL run out): Tick visits those that came due, not every session.
   // Declared after `sessions`, whose nodes it links.
-  TimerWheel<SessionState, &SessionState::check> checks;
+  TimerWheel<SessionState> checks;
   // Presence of the users this shard owns (user id % shards): the registry (devices,
   // last seen) and the core's view on top of it.
   std::unique_ptr<presence::Registry> registry;

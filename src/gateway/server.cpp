@@ -63,13 +63,12 @@ class ShardExecutor final : public chat::Executor {
 };
 
 // What the shard's flush list and deadline wheel know of a WebSocket session.
-class WsConn {
+class WsConn : public WheelHook {
  public:
   virtual void Flush() = 0;
   // Called when the session's scheduled check comes due: it acts on whatever deadline
   // passed and schedules its next check (or not, once finished).
   virtual void Tick(int64_t mono_ms, int64_t wall_s) = 0;
-  WheelHook wheel;  // the shard's deadline wheel
 
  protected:
   ~WsConn() = default;
@@ -98,7 +97,7 @@ struct Shard {
   // Open sessions by the time of their next check (keep-alive ping, idle timeout,
   // token expiry, closing deadline). Once a second the shard expires what came due:
   // it visits the sessions whose check is due, not every session.
-  TimerWheel<WsConn, &WsConn::wheel> wheel{MonoMs()};
+  TimerWheel<WsConn> wheel{MonoMs()};
   void Sweep() {
     int64_t mono = MonoMs(), wall_s = WallMs() / 1000;
     wheel.Expire(mono, [&](WsConn* c) { c->Tick(mono, wall_s); });
@@ -411,23 +410,28 @@ class WsSession final : public chat::Session,
     // The connection lives no longer than its token: at expiry it is closed with 1008
     // and the client reconnects with a refreshed token.
     if (wall_s >= token_exp_s_) return Close(ws::close_code::policy_error, "token expired", true);
+    // Silent for the whole timeout, and pinged at least half of it ago: gone. The
+    // second condition matters when checks run late against a short timeout (the ping
+    // itself may go out late): a peer always gets a ping and time to answer it.
+    const int64_t idle = srv_.opts.idle_timeout_ms;
     int64_t quiet = mono_ms - last_rx_ms_;
-    if (quiet >= srv_.opts.idle_timeout_ms) {
+    if (ping_sent_ && quiet >= idle && mono_ms - ping_sent_ms_ >= idle / 2) {
       LOG_DEBUG("ws_idle_timeout").Kv("session", session_id_);
       return Finish();
     }
-    if (quiet >= srv_.opts.idle_timeout_ms / 2 && !ping_sent_) {
+    if (!ping_sent_ && quiet >= idle / 2) {
       ping_sent_ = true;
+      ping_sent_ms_ = mono_ms;
       Push(protocol::kWsPing, EmptyPayload());
     }
     ScheduleCheck(mono_ms, wall_s);
   }
 
-  // The next moment something could be due: the ping (or, once it is out, the idle
-  // timeout) counted from the last frame, or the token's expiry.
+  // The next moment something could be due: the ping counted from the last frame (or,
+  // once it is out, the idle timeout), or the token's expiry.
   void ScheduleCheck(int64_t mono_ms, int64_t wall_s = WallMs() / 1000) {
     const int64_t idle = srv_.opts.idle_timeout_ms;
-    int64_t due = last_rx_ms_ + (ping_sent_ ? idle : idle / 2);
+    int64_t due = ping_sent_ ? std::max(last_rx_ms_ + idle, ping_sent_ms_ + idle / 2) : last_rx_ms_ + idle / 2;
     int64_t token_due = mono_ms + (token_exp_s_ - wall_s) * 1000;
     shard_.wheel.Schedule(this, std::min(due, token_due));
   }
@@ -673,7 +677,7 @@ class WsSession final : public chat::Session,
           failing_ = true;
           Close(static_cast<ws::close_code>(ev.code), ev.reason, /*flush=*/true);
           close_deadline_ms_ = std::min(close_deadline_ms_, MonoMs() + 2000);
-          shard_.wheel.Schedule(this, close_deadline_ms_);
+          if (!finished_) shard_.wheel.Schedule(this, close_deadline_ms_);
           break;
         default:  // a fragment taken, or a pong
           break;
@@ -771,6 +775,7 @@ class WsSession final : public chat::Session,
   bool close_received_ = false;
   bool failing_ = false;         // closed for a protocol error: input is dropped
   bool ping_sent_ = false;       // keep-alive ping sent since the peer last spoke
+  int64_t ping_sent_ms_ = 0;     // when (monotonic)
   bool finished_ = false;
 };
 

@@ -14,12 +14,11 @@
 namespace sb {
 namespace {
 
-struct Item {
+struct Item : WheelHook {
   explicit Item(int i = 0) : id(i) {}
   int id;
-  WheelHook hook;
 };
-using Wheel = TimerWheel<Item, &Item::hook>;
+using Wheel = TimerWheel<Item>;
 
 std::vector<int> ExpireIds(Wheel& w, int64_t now) {
   std::vector<int> out;
@@ -37,7 +36,7 @@ TEST(TimerWheel, FiresWhatIsDueAndNothingElse) {
   EXPECT_EQ(w.size(), 3u);
   EXPECT_TRUE(ExpireIds(w, 10'499).empty());
   EXPECT_EQ(ExpireIds(w, 10'500), std::vector<int>({1}));
-  EXPECT_FALSE(a.hook.scheduled());
+  EXPECT_FALSE(a.scheduled());
   EXPECT_TRUE(ExpireIds(w, 11'998).empty());  // c is in the current tick but not due yet
   EXPECT_EQ(ExpireIds(w, 11'999), std::vector<int>({3}));
   EXPECT_EQ(ExpireIds(w, 12'000), std::vector<int>({2}));
@@ -79,7 +78,7 @@ TEST(TimerWheel, RescheduleAndCancelReplaceTheEarlierSchedule) {
   EXPECT_EQ(w.size(), 1u);
   EXPECT_TRUE(ExpireIds(w, 4'000).empty());
   w.ScheduleNoLater(&a, 9'000);  // later than its schedule: unchanged
-  EXPECT_EQ(a.hook.due_ms(), 5'000);
+  EXPECT_EQ(a.due_ms(), 5'000);
   w.ScheduleNoLater(&a, 4'500);  // earlier: moved
   EXPECT_EQ(ExpireIds(w, 4'500), std::vector<int>({1}));
 }
@@ -117,7 +116,7 @@ TEST(TimerWheel, DestroyingTheWheelUnlinksWhatIsScheduled) {
     Wheel w(0);
     w.Schedule(&a, 1'000);
   }
-  EXPECT_FALSE(a.hook.scheduled());
+  EXPECT_FALSE(a.scheduled());
 }
 
 // Random schedules, reschedules and cancels against a plain map of deadlines: every
