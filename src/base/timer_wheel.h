@@ -92,8 +92,8 @@ class TimerWheel {
   size_t size() const { return size_; }
 
   // Calls fn(T*) for every object due at or before `now_ms`, each unscheduled first.
-  // fn may schedule or cancel any object (this one included) and may destroy the one
-  // it was given (after cancelling nothing: it is no longer linked).
+  // fn may schedule or cancel any object (the one it was given included), and may
+  // destroy the one it was given, which is no longer linked.
   template <typename F>
   void Expire(int64_t now_ms, F&& fn) {
     const int64_t end = TickOf(now_ms);
