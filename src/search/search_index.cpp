@@ -43,6 +43,8 @@ constexpr const char* kCreateFts =
 // (README, "Query plans") and a row's conversation is its rowid >> 32, with no lookup.
 constexpr int kSeqBits = 32;
 constexpr Seq kMaxIndexableSeq = (Seq{1} << kSeqBits) - 1;
+// DropBefore requests applied per indexer transaction (README, "Retention").
+constexpr size_t kMaxDropsPerTransaction = 10'000;
 constexpr int64_t kMaxCid = std::numeric_limits<int32_t>::max();
 
 int64_t RowidOf(int64_t cid, Seq seq) { return (cid << kSeqBits) | static_cast<int64_t>(seq); }
@@ -265,7 +267,7 @@ struct SearchIndex::Writer {
   Stmt begin, commit, rollback;
   Stmt insert, update, remove;
   Stmt conv_get, conv_insert, conv_update, docs_add;
-  Stmt merge;
+  Stmt merge, drop_range;
 
   struct ConvState {
     int64_t cid = 0;
@@ -275,6 +277,10 @@ struct SearchIndex::Writer {
   // saves a lookup per message). Bounded by clearing: it is a cache.
   std::unordered_map<ConvId, ConvState> convs;
   static constexpr size_t kMaxCachedConvs = 1'000'000;
+  // Per conversation, the first seq history retention kept (DropBefore): a message below
+  // it that was still queued when its rows were deleted is not indexed. Only matters for
+  // messages in flight at the time, so it is bounded like the cache above.
+  std::unordered_map<ConvId, Seq> floors;
   int64_t next_cid = 1;
   bool warned_seq = false;
 
@@ -298,6 +304,7 @@ struct SearchIndex::Writer {
              {&conv_update, "UPDATE convs SET up_to = ?2 WHERE conv = ?1"},
              {&docs_add, "UPDATE meta SET value = value + ?1 WHERE key = 'docs'"},
              {&merge, "INSERT INTO msg(msg, rank) VALUES ('merge', ?1)"},
+             {&drop_range, "DELETE FROM msg WHERE rowid >= ?1 AND rowid < ?2"},
          }) {
       if (Status s = prep(out, sql); !s.ok()) return s;
     }
@@ -358,12 +365,14 @@ struct SearchIndex::Writer {
 
   // Applies a group of batches as one transaction. On failure nothing is applied and
   // the caches are untouched (they are only updated from a committed transaction).
-  Status Apply(const std::vector<std::vector<store::Message>>& group) {
+  Status Apply(const std::vector<std::vector<store::Message>>& group,
+               const std::unordered_map<ConvId, Seq>& drops) {
     if (Status s = Step(begin); !s.ok()) return s;
     std::unordered_map<ConvId, Touched> touched;
     int64_t next = next_cid;
     int64_t docs_delta = 0;
-    Status s = ApplyMessages(group, touched, &next, &docs_delta);
+    Status s = ApplyDrops(drops, &docs_delta);
+    if (s.ok()) s = ApplyMessages(group, drops, touched, &next, &docs_delta);
     if (s.ok()) {
       for (auto& [conv, t] : touched) {
         if (!t.dirty) continue;
@@ -394,6 +403,8 @@ struct SearchIndex::Writer {
       (void)Step(rollback);
       return s;
     }
+    if (floors.size() + drops.size() > kMaxCachedConvs) floors.clear();
+    for (const auto& [conv, first_kept] : drops) floors[conv] = std::max(floors[conv], first_kept);
     if (convs.size() + touched.size() > kMaxCachedConvs) convs.clear();
     for (auto& [conv, t] : touched) {
       // A conversation only looked at (every message skipped) is not new in the table
@@ -406,8 +417,40 @@ struct SearchIndex::Writer {
     return Status::Ok();
   }
 
+  // Rows of the messages retention dropped: (conv, seq below first_kept). A conversation
+  // the index never saw has none.
+  Status ApplyDrops(const std::unordered_map<ConvId, Seq>& drops, int64_t* docs_delta) {
+    for (const auto& [conv, first_kept] : drops) {
+      int64_t cid = 0;
+      if (auto c = convs.find(conv); c != convs.end()) {
+        cid = c->second.cid;
+      } else {
+        Use u(conv_get);
+        sqlite3_bind_int64(*u, 1, ToSql(conv));
+        int rc = sqlite3_step(*u);
+        if (rc == SQLITE_DONE) continue;
+        if (rc != SQLITE_ROW) return SqlError(db.get(), "read conversation");
+        cid = sqlite3_column_int64(*u, 0);
+      }
+      Use u(drop_range);
+      sqlite3_bind_int64(*u, 1, RowidOf(cid, 0));
+      sqlite3_bind_int64(*u, 2, RowidOf(cid, std::min<Seq>(first_kept, kMaxIndexableSeq)));
+      if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "drop retained-out rows");
+      *docs_delta -= sqlite3_changes(db.get());
+    }
+    return Status::Ok();
+  }
+
+  // Below the first seq retention kept: dropped from the store (and its rows from here).
+  bool BelowFloor(ConvId conv, Seq seq, const std::unordered_map<ConvId, Seq>& drops) const {
+    if (auto d = drops.find(conv); d != drops.end() && seq < d->second) return true;
+    auto f = floors.find(conv);
+    return f != floors.end() && seq < f->second;
+  }
+
   Status ApplyMessages(const std::vector<std::vector<store::Message>>& group,
-                       std::unordered_map<ConvId, Touched>& touched, int64_t* next, int64_t* docs_delta) {
+                       const std::unordered_map<ConvId, Seq>& drops, std::unordered_map<ConvId, Touched>& touched,
+                       int64_t* next, int64_t* docs_delta) {
     using store::ContentType;
     for (const auto& batch : group) {
       for (const store::Message& m : batch) {
@@ -428,6 +471,7 @@ struct SearchIndex::Writer {
             // delete committed): nothing to index; the delete that follows in seq
             // order finds no row, which is fine.
             if (m.deleted) break;
+            if (BelowFloor(m.conv, m.seq, drops)) break;  // retention dropped it meanwhile
             if (m.seq > kMaxIndexableSeq) {
               // 2^32 messages in one conversation; refuse rather than alias rowids.
               if (!warned_seq) LOG_WARN("search_seq_out_of_range").Kv("conv", FormatConvId(m.conv));
@@ -600,17 +644,19 @@ void SearchIndex::Run() {
   auto last_work = std::chrono::steady_clock::now() - std::chrono::milliseconds(options_.merge_after_idle_ms);
   for (;;) {
     std::vector<std::vector<store::Message>> group;
+    std::unordered_map<ConvId, Seq> drops;
+    uint64_t drop_calls = 0;
     size_t messages = 0;
     {
       std::unique_lock lk(mu_);
-      auto has_work = [&] { return stop_ || !queue_.empty(); };
+      auto has_work = [&] { return stop_ || !queue_.empty() || !drops_.empty(); };
       if (merge_pending && !write_failed) {
         // Merge only in a lull: wait for work until the lull is long enough.
         work_cv_.wait_until(lk, last_work + std::chrono::milliseconds(options_.merge_after_idle_ms), has_work);
       } else {
         work_cv_.wait(lk, has_work);
       }
-      if (queue_.empty() && stop_) return;  // stop requested and everything applied
+      if (queue_.empty() && drops_.empty() && stop_) return;  // stop requested and everything applied
       if (!queue_.empty() && !stop_ && waiting_idle_ == 0 && queued_messages_ < options_.gather_messages) {
         // Light load: let a few commit batches gather into one transaction.
         work_cv_.wait_for(lk, std::chrono::milliseconds(options_.gather_ms), [&] {
@@ -625,8 +671,19 @@ void SearchIndex::Run() {
         group.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      // Retention drops, a bounded number per transaction: a pass over a million
+      // trimmed conversations must not hold the index's write lock for seconds.
+      if (drops_.size() <= kMaxDropsPerTransaction) {
+        drops.swap(drops_);
+        drop_calls = std::exchange(drop_calls_, 0);  // all of them are done with this one
+      } else {
+        for (auto it = drops_.begin(); drops.size() < kMaxDropsPerTransaction;) {
+          drops.insert(*it);
+          it = drops_.erase(it);
+        }
+      }
     }
-    if (group.empty()) {
+    if (group.empty() && drops.empty()) {
       // Idle: merge a little, then look at the queue again.
       auto worked = writer_->MergeStep();
       if (!worked) LOG_WARN("search_index_merge_failed").Kv("error", worked.status().message());
@@ -647,7 +704,7 @@ void SearchIndex::Run() {
       // deserves a retry; a persistent one stops the index.
       for (int attempt = 0; attempt < 3; ++attempt) {
         if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt * attempt));
-        s = writer_->Apply(group);
+        s = writer_->Apply(group, drops);
         if (s.ok()) {
           applied = true;
           break;
@@ -663,7 +720,7 @@ void SearchIndex::Run() {
       std::lock_guard lk(mu_);
       queued_messages_ -= messages;
       metrics::Server().search_backlog.Add(-static_cast<int64_t>(messages));
-      done_batches_ += group.size();
+      done_batches_ += group.size() + drop_calls;
       merging_ = applied;
       if (applied) {
         indexed_messages_ += messages;
@@ -675,6 +732,22 @@ void SearchIndex::Run() {
     if (newly_failed) LOG_ERROR("search_index_stopped").Kv("reason", "write failed").Kv("error", s.message());
     idle_cv_.notify_all();
   }
+}
+
+void SearchIndex::DropBefore(ConvId conv, Seq first_kept) {
+  if (first_kept <= 1) return;  // nothing dropped
+  {
+    std::lock_guard lk(mu_);
+    ++enqueued_batches_;
+    if (failed_) {
+      ++done_batches_;  // stopped: the next start catches up from what the store holds
+      return;
+    }
+    Seq& f = drops_[conv];
+    f = std::max(f, first_kept);
+    ++drop_calls_;
+  }
+  work_cv_.notify_one();
 }
 
 void SearchIndex::WaitIdle() {

@@ -113,6 +113,13 @@ class SearchIndex {
   Result<std::vector<Hit>> Search(std::string_view query, const std::vector<ConvId>& convs, size_t limit,
                                   size_t offset = 0, Plan plan = Plan::kAuto);
 
+  // History retention dropped conv's messages below `first_kept` from the store: their
+  // rows leave the index too (in the indexer's next transaction), and a message below
+  // it that is still queued is not indexed. Thread-safe; repeating it is harmless (the
+  // retention pass calls it for every trimmed conversation, so a drop lost to a crash
+  // is redone by the next pass).
+  void DropBefore(ConvId conv, Seq first_kept);
+
   // Blocks until everything enqueued before the call is applied (or dropped, once
   // failed).
   void WaitIdle();
@@ -144,6 +151,8 @@ class SearchIndex {
   std::condition_variable work_cv_;  // indexer waits for batches or stop
   std::condition_variable idle_cv_;  // WaitIdle waits for progress
   std::deque<std::vector<store::Message>> queue_;
+  std::unordered_map<ConvId, Seq> drops_;  // DropBefore calls not yet applied
+  uint64_t drop_calls_ = 0;                // how many (each counts as a batch for WaitIdle)
   uint64_t queued_messages_ = 0;
   uint64_t enqueued_batches_ = 0;  // batches handed to Enqueue (kept or dropped)
   uint64_t done_batches_ = 0;      // batches applied or dropped

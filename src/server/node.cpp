@@ -59,8 +59,8 @@ Status CatchUpSearch(store::Store& store, search::SearchIndex& index) {
 // store.retention_interval_s on its own thread; stops with the server.
 class RetentionJob {
  public:
-  RetentionJob(store::Store& store, const Clock& clock, const Config& cfg)
-      : store_(store), clock_(clock) {
+  RetentionJob(store::Store& store, const Clock& clock, const Config& cfg, store::TrimmedFn trimmed)
+      : store_(store), clock_(clock), trimmed_(std::move(trimmed)) {
     age_ms_ = store::ParseRetentionAge(cfg.retention).value_or(0);
     bucket_ = store::ParseRetentionBucket(cfg.retention_bucket).value_or(store::RetentionBucket::kMonth);
     interval_ = std::chrono::seconds(cfg.retention_interval_s);
@@ -85,7 +85,7 @@ class RetentionJob {
       lk.unlock();
       int64_t cutoff = store::RetentionCutoff(clock_.NowMs(), age_ms_, bucket_);
       int64_t t0 = MonoNs();
-      auto r = store::RunRetention(store_, cutoff);
+      auto r = store::RunRetention(store_, cutoff, trimmed_);
       if (!r.ok()) {
         LOG_ERROR("retention_failed").Kv("error", r.status().message());
       } else if (r->dropped > 0) {
@@ -103,6 +103,7 @@ class RetentionJob {
 
   store::Store& store_;
   const Clock& clock_;
+  store::TrimmedFn trimmed_;  // the search index drops what the store dropped
   int64_t age_ms_ = 0;
   store::RetentionBucket bucket_ = store::RetentionBucket::kMonth;
   std::chrono::seconds interval_{3600};
@@ -261,7 +262,8 @@ int RunServe(const Config& cfg) {
     return port.status().code() == Code::kBadRequest ? 2 : 1;
   }
   core.Start();
-  RetentionJob retention(*store, clock, cfg);
+  RetentionJob retention(*store, clock, cfg,
+                         [&index](ConvId conv, Seq first_kept) { index->DropBefore(conv, first_kept); });
   LOG_INFO("starting")
       .Kv("node", co.node_id)
       .Kv("data_dir", cfg.data_dir)

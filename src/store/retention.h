@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -44,9 +45,15 @@ struct RetentionStats {
   uint64_t dropped = 0;        // messages dropped
 };
 
+// Told, for every conversation whose history no longer starts at seq 1, the first seq
+// kept: derived data (the search index) drops what the store dropped. Called on every
+// pass, not only when this pass dropped something, so a derived copy that missed a drop
+// (a crash before it applied it) converges at the next pass.
+using TrimmedFn = std::function<void(ConvId conv, Seq first_kept)>;
+
 // One pass over every conversation: drops the messages with server_ms < cutoff_ms,
 // keeping seq order (the first kept message is the first one at or after the cut-off).
 // Stops at the first store error.
-Result<RetentionStats> RunRetention(Store& store, int64_t cutoff_ms);
+Result<RetentionStats> RunRetention(Store& store, int64_t cutoff_ms, const TrimmedFn& trimmed = nullptr);
 
 }  // namespace sb::store

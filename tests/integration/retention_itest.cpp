@@ -3,6 +3,7 @@
 // a resume whose cursor lies below what was kept names the conversation in
 // resume_done.truncated (Guarantee 6: no silent gaps).
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <chrono>
 #include <thread>
@@ -15,6 +16,23 @@ namespace {
 
 using namespace std::string_literals;
 using client::HttpResponse;
+
+// Rows of the full-text index whose text matches `word`, read from the server's
+// search.db beside it (WAL: a reader never disturbs the indexer); -1 on an error.
+int64_t IndexedRows(const std::string& data_dir, const std::string& word) {
+  sqlite3* db = nullptr;
+  int64_t n = -1;
+  if (sqlite3_open_v2((data_dir + "/search.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM msg WHERE msg MATCH ?1", -1, &st, nullptr) == SQLITE_OK) {
+      sqlite3_bind_text(st, 1, word.c_str(), -1, SQLITE_TRANSIENT);
+      if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return n;
+}
 
 class RetentionTest : public ::testing::Test {
  protected:
@@ -62,6 +80,13 @@ TEST_F(RetentionTest, OldHistoryIsDroppedAndResumeSaysSo) {
   HttpResponse s = api.Search(b.access_token, "zebra");
   ASSERT_EQ(s.status, 200) << s.Describe();
   EXPECT_TRUE(s.json()["results"].Items().empty()) << s.Describe();
+  // And not only hidden: their rows leave the full-text index too.
+  int64_t rows = IndexedRows(server_.data_dir(), "zebra");
+  for (int i = 0; i < 100 && rows != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    rows = IndexedRows(server_.data_dir(), "zebra");
+  }
+  EXPECT_EQ(rows, 0) << "the dropped messages' words are still in search.db";
 
   // The sequence goes on after the dropped messages.
   ASSERT_NO_FATAL_FAILURE(SendAndAck(aw, conv, "fresh", &ack));

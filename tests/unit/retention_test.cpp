@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <map>
 
 namespace sb::store {
 namespace {
@@ -135,6 +136,30 @@ TEST_F(RetentionStoreTest, DropsWholeBucketsAndKeepsTheSequenceGoing) {
   EXPECT_TRUE(store_->ReadAfter(1, 0, 10)->empty());
   EXPECT_TRUE(store_->DropHistoryBefore(1, 50).ok()) << "never moves back";
   EXPECT_EQ(*store_->FirstRetained(1), 101u);
+}
+
+// Derived data (the search index) is told the first kept seq of every trimmed
+// conversation on every pass, so a copy that missed a drop converges.
+TEST_F(RetentionStoreTest, TellsWhatWasTrimmedOnEveryPass) {
+  Conv(1);
+  Conv(2);
+  Conv(3);
+  const int64_t jan1 = 1767225600000;
+  Fill(1, 100, jan1 - kDay, kDay);
+  Fill(2, 10, jan1 + 200 * kDay, 1000);
+  const int64_t cutoff = jan1 + 59 * kDay;
+  std::map<ConvId, Seq> told;
+  auto record = [&](ConvId c, Seq first_kept) { told[c] = first_kept; };
+  ASSERT_TRUE(RunRetention(*store_, cutoff, record).ok());
+  EXPECT_EQ(told, (std::map<ConvId, Seq>{{1, 60}})) << "only the trimmed conversation";
+  told.clear();
+  auto r = RunRetention(*store_, cutoff, record);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->dropped, 0u);
+  EXPECT_EQ(told, (std::map<ConvId, Seq>{{1, 60}})) << "again on a pass that drops nothing";
+  told.clear();
+  ASSERT_TRUE(RunRetention(*store_, jan1 + 365 * kDay, record).ok());
+  EXPECT_EQ(told, (std::map<ConvId, Seq>{{1, 101}, {2, 11}})) << "emptied conversations too";
 }
 
 }  // namespace

@@ -192,6 +192,37 @@ TEST_F(SearchIndexTest, DeleteRemoves) {
   EXPECT_TRUE(index_->GetStats().failed == false);
 }
 
+// History retention dropped a conversation's oldest messages from the store: their
+// rows go from the index as well, whatever was indexed or still queued.
+TEST_F(SearchIndexTest, RetentionDropsTakeTheRowsAlong) {
+  Feed({Text(kA, 1, "ancient harbour"), Text(kA, 2, "ancient lighthouse"), Text(kA, 3, "ancient market"),
+        Text(kA, 4, "recent harbour"), Text(kB, 1, "ancient harbour elsewhere")});
+  index_->DropBefore(kA, 3);
+  index_->WaitIdle();
+  EXPECT_EQ(Find("ancient", {kA}), (Ids{{kA, 3}})) << "seqs 1 and 2 went, 3 stays";
+  EXPECT_EQ(Find("harbour", {kA, kB}).size(), 2u) << "kA's 4 and kB's 1: another conversation is untouched";
+  // Again, and for a conversation the index never saw: harmless.
+  index_->DropBefore(kA, 3);
+  index_->DropBefore(kC, 10);
+  index_->DropBefore(kA, 1);  // "nothing dropped"
+  index_->WaitIdle();
+  EXPECT_EQ(Find("ancient", {kA}), (Ids{{kA, 3}}));
+  // A message below the floor that reaches the indexer after the drop (it was queued
+  // behind it) is not indexed; one above it is.
+  index_->DropBefore(kA, 6);
+  Feed({Text(kA, 5, "straggler words"), Text(kA, 6, "fresh words")});
+  EXPECT_EQ(Find("words", {kA}), (Ids{{kA, 6}}));
+  EXPECT_TRUE(Find("ancient", {kA}).empty());
+  // A pass over more trimmed conversations than one transaction takes (10,000): applied
+  // in several, and WaitIdle waits for all of them.
+  for (ConvId c = 1; c <= 10'500; ++c) index_->DropBefore(c, 3);
+  index_->DropBefore(kA, 7);
+  index_->WaitIdle();
+  EXPECT_TRUE(Find("words", {kA}).empty());
+  EXPECT_EQ(Find("harbour", {kB}), (Ids{{kB, 1}}));
+  EXPECT_FALSE(index_->GetStats().failed);
+}
+
 TEST_F(SearchIndexTest, CatchUpFromTheStoreMatchesTheLivePath) {
   // What the store returns after the edit and the delete committed: the edited target
   // already carries its new text, the deleted one is a tombstone.
