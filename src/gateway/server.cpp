@@ -227,6 +227,22 @@ bool SameOrigin(std::string_view origin, std::string_view host) {
 
 std::string_view Sv(beast::string_view s) { return {s.data(), s.size()}; }
 
+// The address a request's limits go by: the peer's, or behind a trusted reverse proxy
+// the client's from X-Forwarded-For (several such headers count as one list).
+std::string ClientAddress(const TrustedProxies& trusted, const tcp::socket& sock, const http::fields& f) {
+  beast::error_code ec;
+  auto ep = sock.remote_endpoint(ec);
+  if (ec) return "";
+  std::string peer = ep.address().to_string();
+  if (trusted.empty()) return peer;
+  std::string xff;
+  for (auto [it, end] = f.equal_range("X-Forwarded-For"); it != end; ++it) {
+    if (!xff.empty()) xff += ',';
+    xff += Sv(it->value());
+  }
+  return trusted.ClientOf(peer, xff);
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -285,6 +301,15 @@ struct Server::Impl {
     if (tokens < 1) return false;
     tokens -= 1;
     return true;
+  }
+  // An upgrade through a trusted proxy: the per-address connection limit, applied to
+  // the client address it forwards. False for direct connections (limited at accept).
+  bool ProxiedConnectRefused(Shard& sh, const tcp::socket& sock, const http::fields& f) {
+    if (opts.trusted_proxies.empty()) return false;
+    beast::error_code ec;
+    auto ep = sock.remote_endpoint(ec);
+    if (ec || !opts.trusted_proxies.Contains(ep.address().to_string())) return false;
+    return !AdmitConnection(sh, ClientAddress(opts.trusted_proxies, sock, f));
   }
   net::awaitable<void> Ticker(Shard& sh);
   // `deadline_armed`: the first request's read shares a deadline set by the caller
@@ -795,7 +820,8 @@ http::response<http::string_body> ToBeast(const api::HttpResponse& r, unsigned v
   return res;
 }
 
-api::HttpRequest FromBeast(const http::request<http::string_body>& req, const tcp::socket& sock) {
+api::HttpRequest FromBeast(const http::request<http::string_body>& req, const tcp::socket& sock,
+                           const TrustedProxies& trusted) {
   api::HttpRequest r;
   r.method = std::string(Sv(req.method_string()));
   std::string_view target = Sv(req.target());
@@ -805,9 +831,7 @@ api::HttpRequest FromBeast(const http::request<http::string_body>& req, const tc
   r.authorization = std::string(Sv(req[http::field::authorization]));
   r.content_type = std::string(Sv(req[http::field::content_type]));
   r.body = req.body();
-  beast::error_code ec;
-  auto ep = sock.remote_endpoint(ec);
-  if (!ec) r.remote = ep.address().to_string();
+  r.remote = ClientAddress(trusted, sock, req);
   return r;
 }
 
@@ -903,6 +927,9 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, Stream stream, bool de
         refuse = ErrorResponse(BadRequest("Sec-WebSocket-Key must be base64 of 16 bytes"));
       } else if (draining) {
         refuse = ErrorResponse(Unavailable("server draining"));
+      } else if (ProxiedConnectRefused(sh, lowest.socket(), req)) {
+        metrics::Server().connections_refused.Inc();
+        refuse = ErrorResponse(RateLimited("too many new connections from this address"));
       } else if (!OriginAllowed(Sv(req[http::field::origin]), Sv(req[http::field::host]))) {
         // Cross-site WebSocket hijacking: a page on another site cannot use the
         // visitor's token through the browser.
@@ -963,7 +990,7 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, Stream stream, bool de
       co_return;
     }
 
-    api::HttpRequest areq = FromBeast(req, lowest.socket());
+    api::HttpRequest areq = FromBeast(req, lowest.socket(), opts.trusted_proxies);
     // REST handlers may block (argon2id, store reads): run them on the pool and come
     // back to this shard for the write.
     api::HttpResponse ares = co_await net::co_spawn(
@@ -1281,7 +1308,10 @@ net::awaitable<void> Server::Impl::Accept(Shard& sh) {
     }
     beast::error_code ig;
     auto ep = sock.remote_endpoint(ig);
-    if (!ig && !AdmitConnection(sh, ep.address().to_string())) {
+    // A trusted reverse proxy carries many clients: their limit is applied per
+    // client address at the upgrade (ProxiedConnectRefused), not to the proxy here.
+    if (!ig && !opts.trusted_proxies.Contains(ep.address().to_string()) &&
+        !AdmitConnection(sh, ep.address().to_string())) {
       // Too many new connections from one address: refuse cheaply, before any TLS or
       // HTTP work (reconnect storms from one NAT are spread by client backoff).
       metrics::Server().connections_refused.Inc();

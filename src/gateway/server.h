@@ -17,6 +17,7 @@
 #include "api/rest_api.h"
 #include "auth/revocations.h"
 #include "auth/tokens.h"
+#include "base/client_address.h"
 #include "base/status.h"
 #include "chat/executor.h"
 #include "protocol/limits.h"
@@ -57,6 +58,9 @@ struct ServerOptions {
   // New connections accepted per client IP per second (token bucket, burst 2x), per
   // shard; 0 disables.
   double connects_per_ip_per_s = 50;
+  // Connections from these addresses are reverse proxies: the client address (for the
+  // limit above and for REST's per-address limits) is taken from X-Forwarded-For.
+  TrustedProxies trusted_proxies;
   // Open WebSocket connections per user (all devices); more are refused with 429.
   size_t max_connections_per_user = 32;
   TlsOptions tls;

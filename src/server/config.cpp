@@ -1,5 +1,6 @@
 #include "server/config.h"
 
+#include "base/client_address.h"
 #include "store/retention.h"
 
 #include <toml++/toml.h>
@@ -65,6 +66,7 @@ const std::vector<Entry>& Entries() {
       {"server.drain_timeout_ms", "on SIGTERM, longest wait for in-flight commits", SB_NUM(drain_timeout_ms, int64_t, 0, 600000)},
       {"server.allowed_origins", "browser origins allowed to open the WebSocket, comma-separated (\"*\": any; empty: same origin only)", SB_STR(allowed_origins)},
       {"server.connects_per_ip_per_s", "new connections per client address per second (0: unlimited)", SB_DBL(connects_per_ip_per_s, 0, 1e9)},
+      {"server.trusted_proxies", "reverse proxies whose X-Forwarded-For gives the client address, comma-separated addresses or CIDR ranges (empty: the header is ignored)", SB_STR(trusted_proxies)},
       {"server.max_connections_per_user", "open WebSocket connections per user, all devices together (more: 429)", SB_NUM(max_connections_per_user, size_t, 1, 1000000)},
       {"server.max_concurrent_uploads", "attachment uploads in progress at once, all users together (more: 503 unavailable)", SB_NUM(max_concurrent_uploads, size_t, 1, 100000)},
       {"server.upload_timeout_ms", "longest an attachment upload body (or download) may take once its head was read", SB_NUM(upload_timeout_ms, int64_t, 1000, 86400000)},
@@ -181,6 +183,7 @@ Status Validate(const Config& c) {
   if (!store::ParseRetentionBucket(c.retention_bucket))
     return BadRequest("store.retention_bucket must be second, minute, hour, day, week or month");
   if (c.listen.rfind(':') == std::string::npos) return BadRequest("server.listen must be HOST:PORT");
+  if (auto t = TrustedProxies::Parse(c.trusted_proxies); !t.ok()) return t.status();
   if (c.tls_cert_file.empty() != c.tls_key_file.empty())
     return BadRequest("tls.cert_file and tls.key_file must be set together (or neither, for plain HTTP)");
   if (c.tls_min_version != "1.2" && c.tls_min_version != "1.3")

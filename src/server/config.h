@@ -26,6 +26,7 @@ struct Config {
   int64_t drain_timeout_ms = 10000;
   std::string allowed_origins;  // comma-separated; empty: same origin only
   double connects_per_ip_per_s = 50;
+  std::string trusted_proxies;  // comma-separated addresses / CIDR ranges; empty: none
   size_t max_connections_per_user = 32;
   size_t max_concurrent_uploads = 16;  // attachment uploads in progress, all users (more: 503)
   int64_t upload_timeout_ms = 300000;  // longest an attachment body may take to arrive or leave

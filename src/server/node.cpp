@@ -210,6 +210,7 @@ int RunServe(const Config& cfg) {
   go.max_header_bytes = cfg.max_header_bytes;
   go.drain_timeout_ms = cfg.drain_timeout_ms;
   go.connects_per_ip_per_s = cfg.connects_per_ip_per_s;
+  go.trusted_proxies = TrustedProxies::Parse(cfg.trusted_proxies).value();  // validated with the config
   go.max_connections_per_user = cfg.max_connections_per_user;
   go.upload_timeout_ms = cfg.upload_timeout_ms;
   go.tls.cert_file = cfg.tls_cert_file;

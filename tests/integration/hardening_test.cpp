@@ -180,6 +180,63 @@ TEST_F(HardeningTest, OneAddressCannotOpenConnectionsWithoutLimit) {
   EXPECT_EQ(api_->Request("GET", "/healthz").status, 200);
 }
 
+// Behind a reverse proxy listed in server.trusted_proxies the per-address limits apply to
+// the client address it forwards (X-Forwarded-For), not to the proxy; a peer that is not
+// listed cannot pick its address with that header. Here the "proxy" is the test itself
+// on 127.0.0.1.
+TEST_F(HardeningTest, TrustedProxiesForwardTheClientAddress) {
+  // A proxied client over its limit is refused at the upgrade, with 429; a direct one
+  // already at accept (the socket is closed, no HTTP answer).
+  auto connects = [&](const TestUser& u, auto forwarded_for, bool proxied = true) {
+    int ok = 0;
+    std::vector<std::unique_ptr<WsClient>> open;
+    for (int i = 0; i < 30; ++i) {
+      auto ws = std::make_unique<WsClient>();
+      WsConnectOptions o = Opts(u);
+      o.timeout = Millis(2000);
+      o.extra_headers.emplace_back("X-Forwarded-For", forwarded_for(i));
+      if (ws->Connect(server_->host(), server_->port(), o)) {
+        ++ok;
+        open.push_back(std::move(ws));
+      } else if (proxied) {
+        EXPECT_EQ(ws->upgrade_status(), 429) << ws->upgrade_body();
+      }
+    }
+    return ok;
+  };
+  auto same = [](int) { return std::string("198.51.100.7"); };
+  auto spread = [](int i) { return "198.51.100.7, 203.0.113." + std::to_string(i + 1); };
+
+  StartServer({"--set", "server.connects_per_ip_per_s=4", "--set", "server.trusted_proxies=10.0.0.0/8, 127.0.0.1"});
+  TestUser u;
+  CreateUser(*api_, "proxied", &u);
+  EXPECT_EQ(connects(u, spread), 30) << "thirty clients behind one proxy are not one address";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  int one = connects(u, same);
+  EXPECT_GE(one, 4) << "the burst allowance is honoured";
+  EXPECT_LE(one, 20) << "one client behind the proxy is still limited";
+
+  // Logins: the per-address attempt limit follows the forwarded address too.
+  server_.reset();
+  StartServer({"--set", "limits.login_attempts_per_ip_per_min=3", "--set", "server.trusted_proxies=127.0.0.1"});
+  TestUser a;
+  CreateUser(*api_, "proxiedlogin", &a);  // registration and login: 2 attempts from 127.0.0.1
+  auto login_from = [&](const std::string& xff) {
+    std::string body = R"({"username":")" + a.username + R"(","password":"wrong-password"})";
+    return api_->Request("POST", "/v1/sessions", body, {}, {{"X-Forwarded-For", xff}}).status;
+  };
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(login_from("192.0.2.50"), 401);
+  EXPECT_EQ(login_from("192.0.2.50"), 429) << "this client's attempts are used up";
+  EXPECT_EQ(login_from("192.0.2.51"), 401) << "another client behind the same proxy is not";
+
+  // Not trusted (the default): the header changes nothing, every client is 127.0.0.1.
+  server_.reset();
+  StartServer({"--set", "server.connects_per_ip_per_s=4"});
+  TestUser v;
+  CreateUser(*api_, "unproxied", &v);
+  EXPECT_LE(connects(v, spread, false), 20) << "a client cannot escape its limit by naming other addresses";
+}
+
 }  // namespace
 }  // namespace sb::test
 

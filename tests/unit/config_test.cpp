@@ -18,6 +18,13 @@ TEST(Config, SetKeyParsesAndValidates) {
   EXPECT_EQ(SetConfigKey(c, "nope.nothing", "1").code(), Code::kBadRequest);
   EXPECT_TRUE(SetConfigKey(c, "store.fsync", "sometimes").ok());
   EXPECT_FALSE(Validate(c).ok());
+  c = Config{};
+  EXPECT_TRUE(SetConfigKey(c, "server.trusted_proxies", "10.0.0.0/8, ::1").ok());
+  EXPECT_TRUE(Validate(c).ok());
+  EXPECT_TRUE(SetConfigKey(c, "server.trusted_proxies", "10.0.0.0/8, proxy.internal").ok());
+  Status s = Validate(c);
+  EXPECT_EQ(s.code(), Code::kBadRequest);
+  EXPECT_NE(s.message().find("proxy.internal"), std::string::npos) << s.message();
 }
 
 TEST(Config, FileThenEnvironmentThenFlags) {
