@@ -210,7 +210,12 @@ int RunServe(const Config& cfg) {
   go.max_header_bytes = cfg.max_header_bytes;
   go.drain_timeout_ms = cfg.drain_timeout_ms;
   go.connects_per_ip_per_s = cfg.connects_per_ip_per_s;
-  go.trusted_proxies = TrustedProxies::Parse(cfg.trusted_proxies).value();  // validated with the config
+  if (auto tp = TrustedProxies::Parse(cfg.trusted_proxies); tp.ok()) {
+    go.trusted_proxies = std::move(*tp);
+  } else {
+    LOG_ERROR("bad_config").Kv("error", tp.status().message());
+    return 2;
+  }
   go.max_connections_per_user = cfg.max_connections_per_user;
   go.upload_timeout_ms = cfg.upload_timeout_ms;
   go.tls.cert_file = cfg.tls_cert_file;
