@@ -227,20 +227,24 @@ bool SameOrigin(std::string_view origin, std::string_view host) {
 
 std::string_view Sv(beast::string_view s) { return {s.data(), s.size()}; }
 
-// The address a request's limits go by: the peer's, or behind a trusted reverse proxy
-// the client's from X-Forwarded-For (several such headers count as one list).
-std::string ClientAddress(const TrustedProxies& trusted, const tcp::socket& sock, const http::fields& f) {
-  beast::error_code ec;
-  auto ep = sock.remote_endpoint(ec);
-  if (ec) return "";
-  std::string peer = ep.address().to_string();
-  if (trusted.empty()) return peer;
+// X-Forwarded-For as one list (several such headers join with commas).
+std::string ForwardedFor(const http::fields& f) {
   std::string xff;
   for (auto [it, end] = f.equal_range("X-Forwarded-For"); it != end; ++it) {
     if (!xff.empty()) xff += ',';
     xff += Sv(it->value());
   }
-  return trusted.ClientOf(peer, xff);
+  return xff;
+}
+
+// The address a request's limits go by: the peer's, or behind a trusted reverse proxy
+// the client's from X-Forwarded-For.
+std::string ClientAddress(const TrustedProxies& trusted, const tcp::socket& sock, const http::fields& f) {
+  beast::error_code ec;
+  auto ep = sock.remote_endpoint(ec);
+  if (ec) return "";
+  std::string peer = ep.address().to_string();
+  return trusted.empty() ? peer : trusted.ClientOf(peer, ForwardedFor(f));
 }
 
 }  // namespace
@@ -308,8 +312,10 @@ struct Server::Impl {
     if (opts.trusted_proxies.empty()) return false;
     beast::error_code ec;
     auto ep = sock.remote_endpoint(ec);
-    if (ec || !opts.trusted_proxies.Contains(ep.address().to_string())) return false;
-    return !AdmitConnection(sh, ClientAddress(opts.trusted_proxies, sock, f));
+    if (ec) return false;
+    std::string peer = ep.address().to_string();
+    if (!opts.trusted_proxies.Contains(peer)) return false;
+    return !AdmitConnection(sh, opts.trusted_proxies.ClientOf(peer, ForwardedFor(f)));
   }
   net::awaitable<void> Ticker(Shard& sh);
   // `deadline_armed`: the first request's read shares a deadline set by the caller
@@ -1308,10 +1314,10 @@ net::awaitable<void> Server::Impl::Accept(Shard& sh) {
     }
     beast::error_code ig;
     auto ep = sock.remote_endpoint(ig);
+    std::string peer = ig ? std::string() : ep.address().to_string();
     // A trusted reverse proxy carries many clients: their limit is applied per
     // client address at the upgrade (ProxiedConnectRefused), not to the proxy here.
-    if (!ig && !opts.trusted_proxies.Contains(ep.address().to_string()) &&
-        !AdmitConnection(sh, ep.address().to_string())) {
+    if (!ig && !opts.trusted_proxies.Contains(peer) && !AdmitConnection(sh, peer)) {
       // Too many new connections from one address: refuse cheaply, before any TLS or
       // HTTP work (reconnect storms from one NAT are spread by client backoff).
       metrics::Server().connections_refused.Inc();

@@ -66,6 +66,39 @@ int64_t BucketStart(int64_t ms, RetentionBucket b) {
   return ms;
 }
 
+namespace {
+
+// Drops conv's messages with server_ms < cutoff_ms, given the first seq it still holds;
+// returns the first seq kept afterwards.
+Result<Seq> TrimConversation(Store& store, ConvId conv, Seq first, int64_t cutoff_ms, RetentionStats& stats) {
+  auto last = store.LastSeq(conv);
+  if (!last.ok()) return last.status();
+  if (*last < first) return first;  // nothing stored
+  auto server_ms = [&](Seq seq) -> Result<int64_t> {
+    auto m = store.GetMessage(conv, seq);
+    if (!m.ok()) return m.status();
+    return m->server_ms;
+  };
+  auto oldest = server_ms(first);
+  if (!oldest.ok()) return oldest.status();
+  if (*oldest >= cutoff_ms) return first;  // the common case: one read
+  // The first seq in (first, last + 1] whose message is at or after the cut-off.
+  Seq lo = first + 1, hi = *last + 1;
+  while (lo < hi) {
+    Seq mid = lo + (hi - lo) / 2;
+    auto t = server_ms(mid);
+    if (!t.ok()) return t.status();
+    if (*t >= cutoff_ms) hi = mid;
+    else lo = mid + 1;
+  }
+  if (Status s = store.DropHistoryBefore(conv, lo); !s.ok()) return s;
+  ++stats.trimmed;
+  stats.dropped += lo - first;
+  return lo;
+}
+
+}  // namespace
+
 Result<RetentionStats> RunRetention(Store& store, int64_t cutoff_ms, const TrimmedFn& trimmed) {
   RetentionStats stats;
   auto ids = store.AllConversationIds();
@@ -74,34 +107,9 @@ Result<RetentionStats> RunRetention(Store& store, int64_t cutoff_ms, const Trimm
     ++stats.conversations;
     auto first = store.FirstRetained(conv);
     if (!first.ok()) return first.status();
-    // The first seq kept once this conversation is done (earlier passes included).
-    auto kept = [&](Seq seq) -> Result<Seq> {
-      auto last = store.LastSeq(conv);
-      if (!last.ok()) return last.status();
-      if (*last < seq) return seq;  // nothing stored
-      auto server_ms = [&](Seq s) -> Result<int64_t> {
-        auto m = store.GetMessage(conv, s);
-        if (!m.ok()) return m.status();
-        return m->server_ms;
-      };
-      auto oldest = server_ms(seq);
-      if (!oldest.ok()) return oldest.status();
-      if (*oldest >= cutoff_ms) return seq;  // the common case: one read
-      // The first seq in (seq, last + 1] whose message is at or after the cut-off.
-      Seq lo = seq + 1, hi = *last + 1;
-      while (lo < hi) {
-        Seq mid = lo + (hi - lo) / 2;
-        auto t = server_ms(mid);
-        if (!t.ok()) return t.status();
-        if (*t >= cutoff_ms) hi = mid;
-        else lo = mid + 1;
-      }
-      if (Status s = store.DropHistoryBefore(conv, lo); !s.ok()) return s;
-      ++stats.trimmed;
-      stats.dropped += lo - seq;
-      return lo;
-    }(*first);
+    auto kept = TrimConversation(store, conv, *first, cutoff_ms, stats);
     if (!kept.ok()) return kept.status();
+    // Every pass, not only when this one dropped something (retention.h).
     if (trimmed && *kept > 1) trimmed(conv, *kept);
   }
   return stats;
