@@ -4,6 +4,7 @@
 //                           [--layout a|b|both] [--page-reads K]
 //                           [--rocks-compression lz4|none] [--rocks-prefix-bloom on|off]
 //                           [--rocks-block-kb KB] [--rocks-l0-trigger N]
+//                           [--rocks-insert-hints on|off]
 //                           [--cache-mb MB] [--verbose 0|1]
 //
 // Layout A is RocksStore through the Store interface; layout B is SQLite (WAL,
@@ -59,6 +60,7 @@ constexpr uint32_t kSmallPerConv = 60;
                "                   [--layout a|b|both] [--page-reads K]\n"
                "                   [--rocks-compression lz4|none] [--rocks-prefix-bloom on|off]\n"
                "                   [--rocks-block-kb KB] [--rocks-l0-trigger N]\n"
+               "                   [--rocks-insert-hints on|off]\n"
                "                   [--cache-mb MB] [--verbose 0|1] [--write append|commit]\n");
   std::exit(code);
 }
@@ -100,6 +102,10 @@ Flags ParseFlags(int argc, char** argv) {
       std::string c = v;
       if (c != "on" && c != "off") Usage("--rocks-prefix-bloom is on or off");
       f.tuning.message_prefix_bloom = c == "on";
+    } else if (a == "--rocks-insert-hints") {
+      std::string c = v;
+      if (c != "on" && c != "off") Usage("--rocks-insert-hints is on or off");
+      f.tuning.message_insert_hints = c == "on";
     } else if (a == "--rocks-l0-trigger") {
       f.tuning.message_l0_trigger = static_cast<int>(ParseCount("--rocks-l0-trigger", v));
     } else if (a == "--rocks-block-kb") {
@@ -579,10 +585,11 @@ void PrintTable(const std::vector<LayoutResult>& results, const Flags& f, double
   std::printf("\nstore_bench: %" PRIu64 " messages, %u conversations, batch %u, content %.0f B avg, "
               "sync on every commit, %ld CPUs\n",
               f.messages, f.convs, f.batch, avg_content, sysconf(_SC_NPROCESSORS_ONLN));
-  std::printf("A = RocksStore (message CF: %s, prefix bloom %s, %zu KiB blocks, L0 trigger %d); "
+  std::printf("A = RocksStore (message CF: %s, prefix bloom %s, insert hints %s, %zu KiB blocks, L0 trigger %d); "
               "B = SQLite %s (WAL, synchronous=FULL); cache %zu MiB each\n\n",
               f.tuning.compress_messages ? "lz4" : "no compression",
-              f.tuning.message_prefix_bloom ? "on" : "off", f.tuning.message_block_bytes >> 10,
+              f.tuning.message_prefix_bloom ? "on" : "off", f.tuning.message_insert_hints ? "on" : "off",
+              f.tuning.message_block_bytes >> 10,
               f.tuning.message_l0_trigger, sqlite3_libversion(), f.cache_mb);
   constexpr int kLabel = 46, kCell = 22;
   std::printf("%-*s", kLabel, "");

@@ -25,6 +25,7 @@ struct RocksTuning {
   bool compress_messages = true;      // LZ4 on the messages column family: -25% disk, no cost seen
   bool message_prefix_bloom = false;  // bloom on the 9-byte 'm'+conv prefix: no gain measured
   size_t message_block_bytes = 16 << 10;  // vs 4 KiB: -7% disk (better LZ4), same page cost
+  bool message_insert_hints = true;  // per-conversation insert hint in the messages memtable
   int message_l0_trigger = 4;  // L0 files that start a compaction; 2 read ~15% faster, not adopted
 };
 
