@@ -420,6 +420,9 @@ void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs,
   const size_t n = shards_.size();
   std::vector<std::vector<Ack>> acks(n);
   std::vector<std::vector<Delivery>> deliveries(n);
+  // Every shard gets every message's delivery; sized once rather than regrown (the
+  // regrowth was the shards' largest allocation site at 35,000 msg/s).
+  for (auto& d : deliveries) d.reserve(msgs.size());
 
   for (store::Message& m : msgs) {
     auto cit = sh.convs.find(m.conv);
@@ -446,7 +449,9 @@ void ChatCore::OnCommitted(uint32_t owner, std::vector<store::Message>&& msgs,
       for (const auto& w : node.mapped().waiters) {
         FramePtr& f = w.duplicate ? dup_ack : ack;
         if (!f) f = Frame(protocol::AckFrame(m, w.duplicate));
-        acks[w.shard].push_back({w.session, f, w.recv_ns});
+        std::vector<Ack>& to = acks[w.shard];
+        if (to.empty()) to.reserve(msgs.size());  // only shards that get acks allocate
+        to.push_back({w.session, f, w.recv_ns});
         if (!w.duplicate) exclude = w.session;
         else met.messages_duplicate.Inc();
       }

@@ -22,7 +22,10 @@ void WriteMessageFields(JsonWriter& w, const store::Message& m) {
 }
 
 std::string MessageFrame(const store::Message& m) {
-  JsonWriter w(256 + m.content.size());
+  // The fixed part (names, ids, timestamps) is ~290 bytes; sized so that the one
+  // allocation holds the whole frame unless the content needs much escaping.
+  JsonWriter w(320 + m.content.size() + m.client_msg_id.size() + m.media_url.size() +
+               m.target_message_id.size() + m.reply_to.size() + m.content.size() / 16);
   w.BeginObject().Field("event", "message");
   WriteMessageFields(w, m);
   w.EndObject();
@@ -30,7 +33,7 @@ std::string MessageFrame(const store::Message& m) {
 }
 
 std::string AckFrame(const store::Message& m, bool duplicate) {
-  JsonWriter w(200);
+  JsonWriter w(224 + m.client_msg_id.size());  // ~205 bytes besides the client's id
   w.BeginObject()
       .Field("event", "message_ack")
       .Field("client_msg_id", m.client_msg_id)
