@@ -397,7 +397,7 @@ std::string JustAbove(std::string key_of_max) {
 // Only keys of real messages (seq >= 1) are in the domain. RocksDB 7.8 keeps one hint
 // table per memtable for both its point skiplist and its range-tombstone skiplist, so
 // a range deletion that took the hint path would splice into the wrong list (Debian's
-// build, which keeps assertions, aborts there; a build without them would corrupt the
+// build, which keeps assertions, aborts there; a build without them could corrupt the
 // memtable). DropHistoryBefore's tombstones start at seq 0, out of the domain, and so
 // do those already in a WAL written before hints were used.
 class MessageInsertHint final : public rocksdb::SliceTransform {
