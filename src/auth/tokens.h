@@ -110,6 +110,8 @@ class TokenService {
   // not the Ed25519 signature (~45 us), so a reconnect storm or a REST client pays the
   // signature once per token. The key ring never changes, so a signature valid once
   // stays valid; revocation is checked by the callers, after Verify, every time.
+  // Tokens this service issued are remembered from the start (IssueAccess signed them,
+  // and every other check ran on them), so their first use costs no signature either.
   Result<Claims> Verify(std::string_view jwt) const;
   static constexpr size_t kVerifiedCacheMax = 65536;
   // Verifications answered from that memory, since start (for tests and metrics).
@@ -119,7 +121,10 @@ class TokenService {
   const KeyRing& keys() const { return *keys_; }
 
  private:
-  Result<Claims> VerifyFully(std::string_view jwt) const;
+  // Every check Verify makes; the Ed25519 signature only if verify_signature (false
+  // only for a token this service has just signed).
+  Result<Claims> Check(std::string_view jwt, bool verify_signature) const;
+  void Remember(std::string_view jwt, Claims claims) const;
   Status CheckTimes(const Claims& c) const;
 
   std::shared_ptr<const KeyRing> keys_;

@@ -142,8 +142,11 @@ TEST_F(TokenTest, IssueVerifyRoundTrip) {
   Claims issued;
   const std::string jwt = svc_.IssueAccess(0xabcdef, "phone-7", &issued);
   EXPECT_EQ(std::count(jwt.begin(), jwt.end(), '.'), 2);
-  auto r = svc_.Verify(jwt);
+  // Verified by a service that did not issue it, so in full, signature included.
+  TokenService verifier(ring_, TokenConfig{}, clock_);
+  auto r = verifier.Verify(jwt);
   ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(verifier.verified_cache_hits(), 0u);
   EXPECT_EQ(r->user, 0xabcdefu);
   EXPECT_EQ(r->device_id, "phone-7");
   EXPECT_EQ(r->kid, Kid());
@@ -190,7 +193,9 @@ TEST_F(TokenTest, ExpiryHonoursLeeway) {
 }
 
 TEST_F(TokenTest, AVerifiedTokenIsRememberedButItsTimesAreRechecked) {
-  const std::string jwt = svc_.IssueAccess(7, "phone");
+  // Issued by another service (another node) with the same keys: new to svc_.
+  TokenService issuer(ring_, TokenConfig{}, clock_);
+  const std::string jwt = issuer.IssueAccess(7, "phone");
   const uint64_t h0 = svc_.verified_cache_hits();
   auto first = svc_.Verify(jwt);
   ASSERT_TRUE(first.ok());
@@ -225,6 +230,40 @@ TEST_F(TokenTest, AVerifiedTokenIsRememberedButItsTimesAreRechecked) {
   EXPECT_EQ(svc_.verified_cache_hits(), h1 + 1);
   clock_.Set(kT0Ms);
   ExpectReject(early, "not yet valid");
+}
+
+// IssueAccess remembers what it signed, after the same checks as any token, so the
+// client's first connect costs no signature; the claims are those a full
+// verification finds, and the token's times still apply.
+TEST_F(TokenTest, ATokenThisServiceIssuedIsRememberedFromTheStart) {
+  Claims issued;
+  const std::string jwt = svc_.IssueAccess(9, "laptop", &issued);
+  const uint64_t h0 = svc_.verified_cache_hits();
+  auto first = svc_.Verify(jwt);
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  EXPECT_EQ(svc_.verified_cache_hits(), h0 + 1) << "no signature check on first use";
+  // A service that did not issue it verifies it in full and finds the same claims.
+  TokenService other(ring_, TokenConfig{}, clock_);
+  auto full = other.Verify(jwt);
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  EXPECT_EQ(other.verified_cache_hits(), 0u);
+  EXPECT_EQ(first->user, full->user);
+  EXPECT_EQ(first->device_id, full->device_id);
+  EXPECT_EQ(first->session_id, full->session_id);
+  EXPECT_EQ(first->kid, full->kid);
+  EXPECT_EQ(first->iat, full->iat);
+  EXPECT_EQ(first->nbf, full->nbf);
+  EXPECT_EQ(first->exp, full->exp);
+  EXPECT_EQ(first->session_id, issued.session_id);
+  // Its times are still checked.
+  clock_.Set((kT0 + 900 + 30) * 1000);
+  ExpectReject(jwt, "expired");
+  clock_.Set(kT0Ms);
+  // What a presented token would fail is not remembered at issue either: a device id
+  // that is not UTF-8 makes a token every Verify refuses, this service's included.
+  const std::string bad = svc_.IssueAccess(9, std::string("\xff\xfe"));
+  EXPECT_FALSE(svc_.Verify(bad).ok());
+  EXPECT_FALSE(other.Verify(bad).ok());
 }
 
 TEST_F(TokenTest, ZeroLeewayIsExact) {
