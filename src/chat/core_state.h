@@ -181,8 +181,12 @@ struct ChatCore::Shard {
   // last seen) and the core's view on top of it.
   std::unique_ptr<presence::Registry> registry;
   std::unordered_map<UserId, UserPresence> presence;
-  // Users of this shard whose last device left, waiting for the grace to pass.
-  std::vector<UserId> pending_offline;
+  // Users of this shard whose last device left, waiting for the grace to pass:
+  // (when it left, user), oldest first. The grace is one constant, so entries come due
+  // in this order and a tick looks only at those that did (a mass disconnect must not
+  // make every tick of the next seconds walk all of them). A user who came back, or
+  // left again later, is skipped when its entry comes due.
+  std::deque<std::pair<int64_t, UserId>> pending_offline;
   // Conversations of this shard with someone typing (for expiry sweeps).
   std::vector<ConvId> typing_convs;
   BulkLane bulk;

@@ -185,7 +185,7 @@ void ChatCore::OwnerDeviceOffline(uint32_t owner, UserId user, uint64_t session)
     up.told_online = false;
     AnnouncePresence(owner, user);
   } else {
-    sh.pending_offline.push_back(user);
+    sh.pending_offline.emplace_back(now, user);
   }
 }
 
@@ -362,16 +362,17 @@ void ChatCore::Tick(uint32_t shard) {
   });
 
   // Users whose last device left more than the grace ago are announced offline.
-  std::erase_if(sh.pending_offline, [&](UserId user) {
+  while (!sh.pending_offline.empty() && now - sh.pending_offline.front().first >= opts_.presence_grace_ms) {
+    const auto [left_ms, user] = sh.pending_offline.front();
+    sh.pending_offline.pop_front();
     auto it = sh.presence.find(user);
-    if (it == sh.presence.end()) return true;
+    if (it == sh.presence.end()) continue;
     UserPresence& up = it->second;
-    if (sh.registry->Get(user).devices > 0 || !up.told_online) return true;  // came back, or already told
-    if (now - up.offline_since_ms < opts_.presence_grace_ms) return false;
+    if (sh.registry->Get(user).devices > 0 || !up.told_online) continue;  // came back, or already told
+    if (up.offline_since_ms != left_ms) continue;  // came back and left again: that later entry decides
     up.told_online = false;
     AnnouncePresence(shard, user);
-    return true;
-  });
+  }
 
   // `started` without `stopped` expires.
   std::erase_if(sh.typing_convs, [&](ConvId c) {

@@ -609,6 +609,43 @@ TEST_F(PresenceTest, ReconnectWithinGraceAnnouncesNothing) {
   core_->Detach(0, &b);
 }
 
+// Left, back, left again within the grace: the grace counts from the last departure,
+// and offline is announced once, with that departure as last seen.
+TEST_F(PresenceTest, GraceCountsFromTheLastDeparture) {
+  FakeSession a(1, kAlice, "phone"), b(2, kBob, "phone");
+  core_->Attach(1, &a);
+  core_->Attach(0, &b);
+  Crank();
+  Subscribe(b, 0, kAlice);
+  const size_t before = PresenceOf(b, kAlice).size();
+  core_->Detach(1, &a);
+  Crank();
+  clock_.Advance(3000);
+  Tick();
+  core_->Attach(1, &a);
+  Crank();
+  clock_.Advance(1000);
+  const int64_t left_again = clock_.NowMs();
+  core_->Detach(1, &a);
+  Crank();
+  clock_.Advance(1000);  // 5 s after the first departure
+  Tick();
+  EXPECT_EQ(PresenceOf(b, kAlice).size(), before) << "the first departure's grace no longer counts";
+  clock_.Advance(3999);
+  Tick();
+  EXPECT_EQ(PresenceOf(b, kAlice).size(), before);
+  clock_.Advance(1);  // 5 s after the second
+  Tick();
+  auto p = PresenceOf(b, kAlice);
+  ASSERT_EQ(p.size(), before + 1);
+  EXPECT_EQ(StrField(p.back(), "status"), "offline");
+  EXPECT_EQ(int64_t(Field(p.back(), "last_seen_ms")), left_again);
+  clock_.Advance(10000);
+  Tick();
+  EXPECT_EQ(PresenceOf(b, kAlice).size(), before + 1) << "announced once";
+  core_->Detach(0, &b);
+}
+
 TEST_F(PresenceTest, StrangersLearnNothing) {
   FakeSession a(1, kAlice, "phone"), m(4, kMallory, "x");
   core_->Attach(1, &a);
