@@ -464,6 +464,18 @@ TokenService::TokenService(std::shared_ptr<const KeyRing> keys, TokenConfig cfg,
   if (cfg_.leeway_s < 0) cfg_.leeway_s = 0;
 }
 
+namespace {
+
+std::string TokenDigest(std::string_view jwt) {
+  EnsureSodium();
+  std::string digest(crypto_generichash_BYTES, '\0');
+  crypto_generichash(reinterpret_cast<unsigned char*>(digest.data()), digest.size(),
+                     reinterpret_cast<const unsigned char*>(jwt.data()), jwt.size(), nullptr, 0);
+  return digest;
+}
+
+}  // namespace
+
 std::string TokenService::IssueAccess(UserId user, std::string_view device_id) const {
   return IssueAccess(user, device_id, nullptr);
 }
@@ -501,7 +513,7 @@ std::string TokenService::IssueAccess(UserId user, std::string_view device_id, C
   // known good: remember the token now, after every other check a presented token
   // gets, and the client's first connect with it costs no curve work.
   if (Result<Claims> checked = Check(jwt, /*verify_signature=*/false); checked.ok())
-    Remember(jwt, std::move(checked).value());
+    Remember(TokenDigest(jwt), std::move(checked).value());
 
   if (claims_out) {
     claims_out->user = user;
@@ -515,22 +527,10 @@ std::string TokenService::IssueAccess(UserId user, std::string_view device_id, C
   return jwt;
 }
 
-namespace {
-
-std::string TokenDigest(std::string_view jwt) {
-  EnsureSodium();
-  std::string digest(crypto_generichash_BYTES, '\0');
-  crypto_generichash(reinterpret_cast<unsigned char*>(digest.data()), digest.size(),
-                     reinterpret_cast<const unsigned char*>(jwt.data()), jwt.size(), nullptr, 0);
-  return digest;
-}
-
-}  // namespace
-
 Result<Claims> TokenService::Verify(std::string_view jwt) const {
   if (jwt.empty() || jwt.size() > kMaxTokenBytes) return Check(jwt, true);
+  std::string digest = TokenDigest(jwt);
   {
-    const std::string digest = TokenDigest(jwt);
     std::lock_guard lk(verified_mu_);
     auto it = verified_.find(digest);
     if (it != verified_.end()) {
@@ -540,12 +540,11 @@ Result<Claims> TokenService::Verify(std::string_view jwt) const {
     }
   }
   Result<Claims> r = Check(jwt, true);
-  if (r.ok()) Remember(jwt, *r);
+  if (r.ok()) Remember(std::move(digest), *r);
   return r;
 }
 
-void TokenService::Remember(std::string_view jwt, Claims claims) const {
-  std::string digest = TokenDigest(jwt);
+void TokenService::Remember(std::string digest, Claims claims) const {
   std::lock_guard lk(verified_mu_);
   // Bounded: when full, start over (entries are cheap to rebuild: one verification).
   if (verified_.size() >= kVerifiedCacheMax) verified_.clear();

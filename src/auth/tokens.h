@@ -124,7 +124,8 @@ class TokenService {
   // Every check Verify makes; the Ed25519 signature only if verify_signature (false
   // only for a token this service has just signed).
   Result<Claims> Check(std::string_view jwt, bool verify_signature) const;
-  void Remember(std::string_view jwt, Claims claims) const;
+  // Keeps `claims` under the token's BLAKE2b-256 digest (bounded, see Verify).
+  void Remember(std::string digest, Claims claims) const;
   Status CheckTimes(const Claims& c) const;
 
   std::shared_ptr<const KeyRing> keys_;

@@ -502,6 +502,13 @@ class PresenceTest : public ChatCoreTest {
     core_->OnFrame(shard, &s, R"({"event":"presence_subscribe","user_ids":[")" + FormatUserId(target) + "\"]}");
     Crank();
   }
+  // Alice's device `a` on shard 1, Bob's `b` on shard 0 watching Alice.
+  void BobWatchesAlice(FakeSession& a, FakeSession& b) {
+    core_->Attach(1, &a);
+    core_->Attach(0, &b);
+    Crank();
+    Subscribe(b, 0, kAlice);
+  }
   std::vector<std::string> PresenceOf(const FakeSession& s, UserId u) {
     std::vector<std::string> out;
     for (auto& f : s.Events("presence"))
@@ -550,10 +557,7 @@ TEST_F(PresenceTest, OnlineOfflineAndLastSeen) {
 
 TEST_F(PresenceTest, SilentDeviceExpiresAndComesBackWithAnyFrame) {
   FakeSession a(1, kAlice, "phone"), b(2, kBob, "phone");
-  core_->Attach(1, &a);
-  core_->Attach(0, &b);
-  Crank();
-  Subscribe(b, 0, kAlice);
+  BobWatchesAlice(a, b);
   ASSERT_EQ(StrField(PresenceOf(b, kAlice).back(), "status"), "online");
   clock_.Advance(29999);
   Tick();
@@ -589,10 +593,7 @@ TEST_F(PresenceTest, SilentDeviceExpiresAndComesBackWithAnyFrame) {
 
 TEST_F(PresenceTest, ReconnectWithinGraceAnnouncesNothing) {
   FakeSession a(1, kAlice, "phone"), b(2, kBob, "phone");
-  core_->Attach(1, &a);
-  core_->Attach(0, &b);
-  Crank();
-  Subscribe(b, 0, kAlice);
+  BobWatchesAlice(a, b);
   size_t before = b.frames.size();
   for (int i = 0; i < 20; ++i) {  // a flapping phone
     core_->Detach(1, &a);
@@ -613,10 +614,7 @@ TEST_F(PresenceTest, ReconnectWithinGraceAnnouncesNothing) {
 // and offline is announced once, with that departure as last seen.
 TEST_F(PresenceTest, GraceCountsFromTheLastDeparture) {
   FakeSession a(1, kAlice, "phone"), b(2, kBob, "phone");
-  core_->Attach(1, &a);
-  core_->Attach(0, &b);
-  Crank();
-  Subscribe(b, 0, kAlice);
+  BobWatchesAlice(a, b);
   const size_t before = PresenceOf(b, kAlice).size();
   core_->Detach(1, &a);
   Crank();
@@ -670,10 +668,7 @@ TEST_F(PresenceTest, StrangersLearnNothing) {
 TEST_F(PresenceTest, HiddenLastSeenIsNeverShown) {
   ASSERT_TRUE(store_->PutUserSettings(kAlice, store::UserSettings{true}).ok());
   FakeSession a(1, kAlice, "phone"), b(2, kBob, "phone");
-  core_->Attach(1, &a);
-  core_->Attach(0, &b);
-  Crank();
-  Subscribe(b, 0, kAlice);
+  BobWatchesAlice(a, b);
   core_->Detach(1, &a);
   Crank();
   clock_.Advance(6000);
