@@ -59,7 +59,7 @@ ChatCore::ChatCore(store::Store& store, std::vector<Executor*> shards, CoreOptio
                                                   : std::make_unique<presence::MemoryRegistry>();
   }
   commits_ = std::make_unique<CommitQueue>(
-      store_, opts_.max_commit_batch,
+      store_, opts_.max_commit_batch, opts_.commit_interval_us,
       [this](uint32_t shard, std::vector<store::Message>&& msgs, std::vector<ReceiptChange>&& rcpts) {
         auto batch = std::make_shared<std::vector<store::Message>>(std::move(msgs));
         auto rc = std::make_shared<std::vector<ReceiptChange>>(std::move(rcpts));

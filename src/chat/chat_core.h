@@ -39,6 +39,8 @@ struct CoreOptions {
   std::string node_id = "node-1";
   int64_t dedup_window_ms = store::kDedupWindowMs;
   size_t max_commit_batch = 2048;
+  // Shortest time between the starts of two group commits (CommitQueue), us.
+  int64_t commit_interval_us = 1000;
   // Messages waiting for the commit thread before sends are refused ("unavailable").
   size_t max_commit_queue = 200000;
   // Conversations kept in a shard's memory (state reloads from the store on demand).

@@ -152,7 +152,9 @@ struct SessionState : WheelHook {
   int64_t attached_ms = 0;
   std::vector<std::tuple<ConvId, Seq, std::shared_ptr<const std::string>>> early;
   uint64_t replayed = 0;
-  size_t replay_convs = 0;
+  // The running resume's conversations, listed once when it starts: its receipts are
+  // replayed for these when the messages are done.
+  std::vector<ConvId> resume_convs;
   std::vector<ConvId> truncated;  // this resume's conversations with dropped history
 };
 

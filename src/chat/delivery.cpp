@@ -358,7 +358,6 @@ void ChatCore::OnResume(uint32_t shard, Session* s, const protocol::Resume& r) {
   ss.resuming = true;
   ss.replayed = 0;
   ss.truncated.clear();
-  ss.replay_convs = convs->size();
   ss.replay_queue.assign(convs->rbegin(), convs->rend());  // popped from the back
   for (ConvId c : *convs) {
     Replay& rp = ss.replay[c];
@@ -372,6 +371,7 @@ void ChatCore::OnResume(uint32_t shard, Session* s, const protocol::Resume& r) {
     rp.sent_upto = rp.done ? std::max(rp.sent_upto, from) : from;
     rp.done = false;
   }
+  ss.resume_convs = std::move(*convs);
   StartLive(sh, s, true);
   ContinueReplay(shard, s->id());
 }
@@ -418,13 +418,14 @@ void ChatCore::ContinueReplay(uint32_t shard, uint64_t session_id) {
     ss.replay_queue.pop_back();
   }
 
-  auto convs = store_.ListConversationsOf(s->user());
-  if (convs.ok()) ReplayReceipts(shard, s, *convs);
+  const std::vector<ConvId> convs = std::move(ss.resume_convs);
+  ss.resume_convs = {};
+  ReplayReceipts(shard, s, convs);
   JsonWriter w(128);
   w.BeginObject()
       .Field("event", "resume_done")
       .Field("replayed", ss.replayed)
-      .Field("conversations", static_cast<uint64_t>(ss.replay_convs))
+      .Field("conversations", static_cast<uint64_t>(convs.size()))
       .Key("truncated")
       .BeginArray();
   for (ConvId c : ss.truncated) w.String(FormatConvId(c));
@@ -441,6 +442,8 @@ void ChatCore::ReplayReceipts(uint32_t shard, Session* s, const std::vector<Conv
   for (ConvId c : convs) {
     auto conv = store_.GetConversation(c);
     if (!conv.ok()) continue;
+    // The list was taken when the resume started: one the user left since gets nothing.
+    if (!std::binary_search(conv->members.begin(), conv->members.end(), s->user())) continue;
     auto rs = store_.GetReceipts(c);
     if (!rs.ok()) continue;
     Shard& sh = *state_[shard];

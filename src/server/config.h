@@ -39,6 +39,7 @@ struct Config {
 
   std::string data_dir = "./data";
   std::string fsync = "always";  // always | none
+  int64_t commit_interval_us = 1000;  // shortest time between two group commits' starts
   size_t cache_mb = 256;
   std::string retention = "5y";          // history kept (store/retention.h); "0": forever
   std::string retention_bucket = "month";

@@ -239,6 +239,7 @@ int RunServe(const Config& cfg) {
   co.limits = cfg.limits;
   co.node_id = cfg.node_id;
   co.after_commit = [idx = index.get()](const std::vector<store::Message>& msgs) { idx->Enqueue(msgs); };
+  co.commit_interval_us = cfg.commit_interval_us;
   co.presence_ttl_ms = cfg.presence_ttl_ms;
   co.presence_grace_ms = cfg.presence_grace_ms;
   co.typing_ttl_ms = cfg.typing_ttl_ms;

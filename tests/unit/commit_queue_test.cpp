@@ -1,0 +1,140 @@
+// The group-commit queue's pacing (chat/commit_queue.h): what arrives within the
+// interval after a commit started shares the next commit; a full batch, or a stop,
+// does not wait the interval out. Runs the real embedded store in a temp dir.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <vector>
+
+#include "base/clock.h"
+#include "chat/commit_queue.h"
+#include "store/store.h"
+
+namespace sb::chat {
+namespace {
+
+class CommitQueueTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/sb_commitq_test_XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    store::StoreOptions so;
+    so.dir = dir_ + "/store";
+    so.sync = store::SyncPolicy::kNone;
+    auto opened = store::OpenEmbeddedStore(so);
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    store_ = std::move(opened).value();
+  }
+  void TearDown() override {
+    queue_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void Make(size_t max_batch, int64_t interval_us) {
+    queue_ = std::make_unique<CommitQueue>(
+        *store_, max_batch, interval_us,
+        [this](uint32_t, std::vector<store::Message>&& msgs, std::vector<ReceiptChange>&&) {
+          std::lock_guard lk(mu_);
+          std::vector<Seq> seqs;
+          for (const auto& m : msgs) seqs.push_back(m.seq);
+          commits_.push_back(std::move(seqs));
+          commit_ns_.push_back(MonoNs());
+          cv_.notify_all();
+        });
+    queue_->Start();
+  }
+
+  void Push(Seq seq) {
+    store::Message m;
+    m.conv = 7;
+    m.seq = seq;
+    m.sender = 1;
+    m.client_msg_id = "c" + std::to_string(seq);
+    m.content = "hello";
+    m.server_ms = 1;
+    ASSERT_TRUE(queue_->Push(0, std::move(m), 1000));
+  }
+
+  // Waits (at most 20 s) until `n` commits were handed back.
+  void WaitCommits(size_t n) {
+    std::unique_lock lk(mu_);
+    ASSERT_TRUE(cv_.wait_for(lk, std::chrono::seconds(20), [&] { return commits_.size() >= n; }))
+        << "only " << commits_.size() << " commits";
+  }
+
+  std::vector<std::vector<Seq>> Commits() {
+    std::lock_guard lk(mu_);
+    return commits_;
+  }
+
+  std::string dir_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<CommitQueue> queue_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::vector<Seq>> commits_;
+  std::vector<int64_t> commit_ns_;
+};
+
+TEST_F(CommitQueueTest, WhatArrivesWithinTheIntervalSharesTheNextCommit) {
+  Make(/*max_batch=*/2048, /*interval_us=*/300'000);
+  const int64_t t0 = MonoNs();
+  Push(1);
+  WaitCommits(1);  // the first commit does not wait: nothing was committed before
+  for (Seq s = 2; s <= 5; ++s) Push(s);
+  WaitCommits(2);
+  std::vector<std::vector<Seq>> want = {{1}, {2, 3, 4, 5}};
+  EXPECT_EQ(Commits(), want);
+  std::lock_guard lk(mu_);
+  // The second commit started no earlier than 300 ms after the first one started.
+  EXPECT_GE(commit_ns_[1] - t0, 300'000'000);
+  // Both are in the store.
+  auto page = store_->ReadAfter(7, 0, 10);
+  ASSERT_TRUE(page.ok()) << page.status().message();
+  EXPECT_EQ(page->size(), 5u);
+}
+
+TEST_F(CommitQueueTest, WithoutPacingEachCommitTakesWhatWaits) {
+  Make(/*max_batch=*/2048, /*interval_us=*/0);
+  Push(1);
+  WaitCommits(1);
+  Push(2);
+  WaitCommits(2);
+  Push(3);
+  WaitCommits(3);
+  std::vector<std::vector<Seq>> want = {{1}, {2}, {3}};
+  EXPECT_EQ(Commits(), want);
+}
+
+TEST_F(CommitQueueTest, AFullBatchDoesNotWaitTheIntervalOut) {
+  Make(/*max_batch=*/4, /*interval_us=*/60'000'000);  // a minute
+  const int64_t t0 = MonoNs();
+  Push(1);
+  WaitCommits(1);
+  for (Seq s = 2; s <= 5; ++s) Push(s);
+  WaitCommits(2);
+  std::vector<std::vector<Seq>> want = {{1}, {2, 3, 4, 5}};
+  EXPECT_EQ(Commits(), want);
+  EXPECT_LT(MonoNs() - t0, 30'000'000'000);  // well before the minute
+}
+
+TEST_F(CommitQueueTest, StopCommitsWhatWaitsWithoutWaitingTheIntervalOut) {
+  Make(/*max_batch=*/2048, /*interval_us=*/60'000'000);
+  const int64_t t0 = MonoNs();
+  Push(1);
+  WaitCommits(1);
+  Push(2);
+  Push(3);
+  queue_->Stop();
+  std::vector<std::vector<Seq>> want = {{1}, {2, 3}};
+  EXPECT_EQ(Commits(), want);
+  EXPECT_LT(MonoNs() - t0, 30'000'000'000);
+}
+
+}  // namespace
+}  // namespace sb::chat
