@@ -483,6 +483,33 @@ TEST_F(DeliveryTest, SenderWhoWasAwayGetsMissedReceiptsOnResume) {
   core_->Detach(0, &a2);
 }
 
+TEST_F(DeliveryTest, AConversationLeftDuringTheResumeGetsNoReceiptReplay) {
+  FakeSession a(1, kAlice, "phone");
+  core_->Attach(0, &a);
+  SendN(a, 0, 300, "x");  // more than one replay page (256)
+  core_->Detach(0, &a);
+  FakeSession b(2, kBob, "phone");
+  core_->Attach(1, &b);
+  core_->OnFrame(1, &b, Receipt("READ", 300));
+  ASSERT_TRUE(Until([&] { return store_->GetReceipts(1001).ok() && !store_->GetReceipts(1001)->empty(); }));
+  for (int i = 0; i < 3; ++i) ex_[0].RunAll(), ex_[1].RunAll();
+  FakeSession a2(3, kAlice, "phone");
+  core_->Attach(0, &a2);
+  core_->OnFrame(0, &a2, Resume(0));
+  // The first page went out; the rest waits on the shard. Alice leaves meanwhile.
+  ASSERT_TRUE(a2.Events("resume_done").empty());
+  ASSERT_EQ(Seqs(a2).size(), 256u);
+  auto left = store_->UpdateConversation(1001, [](store::Conversation& c) {
+    c.members.erase(std::remove(c.members.begin(), c.members.end(), kAlice), c.members.end());
+    return Status::Ok();
+  });
+  ASSERT_TRUE(left.ok()) << left.status().message();
+  ASSERT_TRUE(Until([&] { return a2.Events("resume_done").size() == 1; }));
+  EXPECT_TRUE(a2.Events("message_receipt").empty()) << a2.Events("message_receipt")[0];
+  core_->Detach(1, &b);
+  core_->Detach(0, &a2);
+}
+
 // ---- presence and typing (clock driven by hand, no sleeps) ------------------------
 
 class PresenceTest : public ChatCoreTest {
