@@ -530,9 +530,19 @@ std::string TokenService::IssueAccess(UserId user, std::string_view device_id, C
 Result<Claims> TokenService::Verify(std::string_view jwt) const {
   if (jwt.empty() || jwt.size() > kMaxTokenBytes) return Check(jwt, true);
   std::string digest = TokenDigest(jwt);
+  VerifiedMap dropped;  // freed after the lock is released
   {
     std::lock_guard lk(verified_mu_);
     auto it = verified_.find(digest);
+    if (it == verified_.end()) {
+      auto old = verified_old_.find(digest);
+      if (old != verified_old_.end()) {
+        // In use again: back into the current generation (the node moves, no copy).
+        auto node = verified_old_.extract(old);
+        RotateIfFullLocked(dropped);
+        it = verified_.insert(std::move(node)).position;
+      }
+    }
     if (it != verified_.end()) {
       if (Status st = CheckTimes(it->second); !st.ok()) return st;
       ++verified_hits_;
@@ -545,10 +555,18 @@ Result<Claims> TokenService::Verify(std::string_view jwt) const {
 }
 
 void TokenService::Remember(std::string digest, Claims claims) const {
+  VerifiedMap dropped;
   std::lock_guard lk(verified_mu_);
-  // Bounded: when full, start over (entries are cheap to rebuild: one verification).
-  if (verified_.size() >= kVerifiedCacheMax) verified_.clear();
+  RotateIfFullLocked(dropped);
   verified_.insert_or_assign(std::move(digest), std::move(claims));
+  // (`dropped` is declared first, so it is freed after the lock is released.)
+}
+
+void TokenService::RotateIfFullLocked(VerifiedMap& dropped) const {
+  const size_t generation = std::max<size_t>(1, cfg_.verified_tokens_max / 2);
+  if (verified_.size() < generation) return;
+  dropped.swap(verified_old_);
+  verified_old_.swap(verified_);
 }
 
 uint64_t TokenService::verified_cache_hits() const {

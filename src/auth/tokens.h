@@ -30,6 +30,8 @@ struct TokenConfig {
   int64_t access_ttl_s = 900;          // 15 min
   int64_t refresh_ttl_s = 30 * 86400;  // 30 days
   int64_t leeway_s = 30;               // clock skew allowed on exp / nbf / iat
+  // Tokens remembered as verified (see TokenService::Verify), ~350 bytes each.
+  size_t verified_tokens_max = 131072;
 };
 
 struct Claims {
@@ -106,14 +108,17 @@ class TokenService {
   // Thread-safe, no disk, no DB, no exceptions, any input.
   //
   // A token that verified once is remembered (by its BLAKE2b-256 digest, up to
-  // kVerifiedCacheMax of them): presenting it again re-checks only the time claims,
+  // cfg.verified_tokens_max of them): presenting it again re-checks only the time claims,
   // not the Ed25519 signature (~45 us), so a reconnect storm or a REST client pays the
   // signature once per token. The key ring never changes, so a signature valid once
   // stays valid; revocation is checked by the callers, after Verify, every time.
   // Tokens this service issued are remembered from the start (IssueAccess signed them,
   // and every other check ran on them), so their first use costs no signature either.
+  // The memory is two generations of half the bound each: when the current one is
+  // full it becomes the previous one and the previous one is dropped; a token found
+  // in the previous one moves back to the current one. A token in use is kept; one
+  // unused for a generation (expired ones, those of clients gone) is forgotten.
   Result<Claims> Verify(std::string_view jwt) const;
-  static constexpr size_t kVerifiedCacheMax = 65536;
   // Verifications answered from that memory, since start (for tests and metrics).
   uint64_t verified_cache_hits() const;
 
@@ -124,15 +129,20 @@ class TokenService {
   // Every check Verify makes; the Ed25519 signature only if verify_signature (false
   // only for a token this service has just signed).
   Result<Claims> Check(std::string_view jwt, bool verify_signature) const;
+  using VerifiedMap = std::unordered_map<std::string, Claims>;  // digest -> claims
   // Keeps `claims` under the token's BLAKE2b-256 digest (bounded, see Verify).
   void Remember(std::string digest, Claims claims) const;
+  // With verified_mu_ held: makes room in the current generation. What has to be
+  // freed is swapped into `dropped`, for the caller to free after unlocking.
+  void RotateIfFullLocked(VerifiedMap& dropped) const;
   Status CheckTimes(const Claims& c) const;
 
   std::shared_ptr<const KeyRing> keys_;
   TokenConfig cfg_;
   const Clock& clock_;
   mutable std::mutex verified_mu_;
-  mutable std::unordered_map<std::string, Claims> verified_;  // digest -> claims
+  mutable VerifiedMap verified_;      // the current generation
+  mutable VerifiedMap verified_old_;  // the previous one
   mutable uint64_t verified_hits_ = 0;
 };
 

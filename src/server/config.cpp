@@ -86,6 +86,7 @@ const std::vector<Entry>& Entries() {
       {"auth.audience", "JWT aud", SB_STR(token.audience)},
       {"auth.access_ttl_s", "access token lifetime, seconds", SB_NUM(token.access_ttl_s, int64_t, 10, 86400 * 7)},
       {"auth.refresh_ttl_s", "refresh token lifetime, seconds", SB_NUM(token.refresh_ttl_s, int64_t, 60, 86400 * 365)},
+      {"auth.verified_tokens_max", "access tokens remembered as verified, so that presenting one again skips the signature check (~350 bytes each; tokens in use are kept, unused ones forgotten first)", SB_NUM(token.verified_tokens_max, size_t, 1024, 1u << 26)},
       {"auth.leeway_s", "clock skew allowed on exp/nbf, seconds", SB_NUM(token.leeway_s, int64_t, 0, 300)},
       {"auth.password_ops", "argon2id passes", SB_NUM(password.ops, uint64_t, 1, 64)},
       {"auth.password_mem_kib", "argon2id memory, KiB", SB_NUM(password.mem_kib, size_t, 8, 4u << 20)},

@@ -232,6 +232,35 @@ TEST_F(TokenTest, AVerifiedTokenIsRememberedButItsTimesAreRechecked) {
   ExpectReject(early, "not yet valid");
 }
 
+TEST_F(TokenTest, AFullMemoryKeepsTheTokensInUseAndForgetsTheOthers) {
+  // A memory of 4 tokens: two generations of 2. Tokens from another service, so none
+  // is remembered before its first presentation here.
+  TokenConfig small;
+  small.verified_tokens_max = 4;
+  TokenService svc(ring_, small, clock_);
+  TokenService issuer(ring_, TokenConfig{}, clock_);
+  std::vector<std::string> t;
+  for (int i = 0; i < 5; ++i) t.push_back(issuer.IssueAccess(10 + i, "phone"));
+  auto hit = [&](const std::string& jwt) {
+    const uint64_t h = svc.verified_cache_hits();
+    EXPECT_TRUE(svc.Verify(jwt).ok());
+    return svc.verified_cache_hits() == h + 1;
+  };
+  EXPECT_FALSE(hit(t[0]));  // verified in full, remembered
+  EXPECT_TRUE(hit(t[0]));
+  EXPECT_FALSE(hit(t[1]));  // the current generation is full: {0, 1}
+  EXPECT_FALSE(hit(t[2]));  // {0, 1} become the previous one; current {2}
+  EXPECT_TRUE(hit(t[0]));   // found in the previous one, moved back: current {2, 0}
+  EXPECT_FALSE(hit(t[3]));  // {2, 0} previous, current {3}; 1 is forgotten
+  EXPECT_TRUE(hit(t[0]));   // still remembered: in use
+  EXPECT_TRUE(hit(t[2]));
+  EXPECT_FALSE(hit(t[1]));  // verified in full again
+  // A forgotten token is no weaker for it: a forged one is refused either way.
+  std::string forged = t[4];
+  forged.back() = forged.back() == 'A' ? 'Q' : 'A';
+  EXPECT_FALSE(svc.Verify(forged).ok());
+}
+
 // IssueAccess remembers what it signed, after the same checks as any token, so the
 // client's first connect costs no signature; the claims are those a full
 // verification finds, and the token's times still apply.
