@@ -69,6 +69,7 @@ void CommitQueue::Run() {
   std::vector<std::vector<ReceiptChange>> rcpt_by_shard;
   auto& m = metrics::Server();
   int64_t last_start_ns = 0;
+  size_t last_taken = 0;
   for (;;) {
     {
       std::unique_lock lk(mu_);
@@ -79,7 +80,11 @@ void CommitQueue::Run() {
       // long anyway and nothing waits; lightly loaded, what arrives meanwhile shares
       // one write and one fsync instead of each taking its own (an fsync costs
       // ~60-90 us of CPU here, and a wake-up of each shard follows every commit).
-      if (min_interval_ns_ > 0 && !stop_ && queue_.size() < max_batch_) {
+      // Only when there is company, though: the last commit carried more than one
+      // item, or more than one waits. A lone writer waiting for each ack (one item
+      // per commit) would only be slowed down, with nothing to share the fsync.
+      if (min_interval_ns_ > 0 && !stop_ && queue_.size() < max_batch_ &&
+          (last_taken >= 2 || queue_.size() >= 2)) {
         const int64_t due = last_start_ns + min_interval_ns_;
         const int64_t now = MonoNs();
         if (now < due)
@@ -96,6 +101,7 @@ void CommitQueue::Run() {
                      std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(max_batch_)));
         queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(max_batch_));
       }
+      last_taken = taken.size();
     }
     batch.messages.clear();
     batch.rewrites.clear();

@@ -1,8 +1,8 @@
 // Group commit. Shards hand sequenced messages (and receipt/cursor changes) to one
 // commit thread, which writes whatever has accumulated as one atomic store batch (one
 // fsync for the lot), then hands each item back to the shard that pushed it. Commits
-// are paced: at most one per `min_interval_us`, so a lightly loaded server does not
-// spend an fsync (and a wake-up of every shard) on each message.
+// are paced: at most one per `min_interval_us` once commits are shared, so a lightly
+// loaded server does not spend an fsync (and a wake-up of every shard) on each message.
 //
 // Ordering: items pushed by one shard are committed and handed back in push order,
 // so a conversation's messages (all pushed by its owning shard, in seq order) reach
@@ -46,7 +46,8 @@ class CommitQueue {
   using AfterCommit = std::function<void(const std::vector<store::Message>&)>;
 
   // `min_interval_us`: the shortest time between the starts of two commits (0: none);
-  // a commit waits out the rest of it for more items unless `max_batch` are waiting.
+  // a commit waits out the rest of it for more items unless `max_batch` are waiting,
+  // or it would be alone (the last commit had one item and one waits).
   CommitQueue(store::Store& store, size_t max_batch, int64_t min_interval_us, Done done,
               AfterCommit after = nullptr);
   ~CommitQueue();

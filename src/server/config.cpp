@@ -77,7 +77,7 @@ const std::vector<Entry>& Entries() {
       {"tls.ciphersuites", "TLS 1.3 cipher suites, OpenSSL syntax (empty: OpenSSL's default)", SB_STR(tls_ciphersuites)},
       {"store.data_dir", "directory of the embedded store and the signing keys", SB_STR(data_dir)},
       {"store.fsync", "always: fsync each group commit before acking (survives power loss); none: survives a process crash only", SB_STR(fsync)},
-      {"store.commit_interval_us", "shortest time between the starts of two group commits, microseconds: a commit waits this long for company unless a full batch is waiting (0: commit as soon as the last one is done)", SB_NUM(commit_interval_us, int64_t, 0, 100000)},
+      {"store.commit_interval_us", "shortest time between the starts of two group commits, microseconds: once commits are shared, a commit waits this long for company unless a full batch is waiting (0: commit as soon as the last one is done)", SB_NUM(commit_interval_us, int64_t, 0, 100000)},
       {"store.cache_mb", "store read cache, MiB", SB_NUM(cache_mb, size_t, 8, 1u << 20)},
       {"store.retention", "history older than this is dropped in whole buckets: 0 (keep forever) or N with a unit s|m|h|d|y (5y)", SB_STR(retention)},
       {"store.retention_bucket", "what retention drops at once: second|minute|hour|day|week|month (calendar, UTC)", SB_STR(retention_bucket)},
