@@ -374,14 +374,21 @@ class WsSession final : public chat::Session,
   const std::string& session_id() const override { return session_id_; }
 
   // Attaches to the chat core and starts reading; `early` holds bytes the client sent
-  // right behind its upgrade request.
-  void Start(std::string early) {
+  // right behind its upgrade request. `answer`, if not empty, is the HTTP 101 answer,
+  // not yet written: it goes first, in the same write as `welcome`.
+  void Start(std::string early, std::string answer = {}) {
     auto& m = metrics::Server();
     m.connections.Add(1);
     m.connections_total.Inc();
     last_rx_ms_ = MonoMs();
     attached_ = true;
     ScheduleCheck(last_rx_ms_);
+    if (!answer.empty()) {
+      q_.push_back(Out{std::make_shared<const std::string>(std::move(answer)), {}, 0, kRawBytes});
+      answer_unsent_ = true;
+      dirty_ = true;
+      shard_.MarkDirty(this->shared_from_this());
+    }
     srv_.core->Attach(shard_.index, this);
     if (srv_.draining) Close(ws::close_code::going_away, "server draining", true);
     if (!early.empty() && !Consume(early.data(), early.size())) return;
@@ -475,6 +482,10 @@ class WsSession final : public chat::Session,
   }
 
  private:
+  // Not a WebSocket opcode (those are 4 bits): bytes written as they are, no frame
+  // header (the HTTP 101 answer ahead of the first frames).
+  static constexpr uint8_t kRawBytes = 0xF0;
+
   struct Out {
     std::shared_ptr<const std::string> payload;
     uint8_t hdr[protocol::kWsMaxHeaderBytes];
@@ -505,9 +516,9 @@ class WsSession final : public chat::Session,
     }
   }
 
-  // Frames at the head of the queue that must stay: partly written, or handed to an
-  // asynchronous write that has not completed.
-  size_t Busy() const { return std::max<size_t>(in_flight_, head_sent_ > 0 ? 1 : 0); }
+  // Frames at the head of the queue that must stay: partly written, handed to an
+  // asynchronous write that has not completed, or the HTTP answer that must go first.
+  size_t Busy() const { return std::max<size_t>(in_flight_, head_sent_ > 0 || answer_unsent_ ? 1 : 0); }
 
   void DropQueued() {
     size_t keep = q_head_ + Busy();
@@ -594,6 +605,8 @@ class WsSession final : public chat::Session,
         m.frames_out.Inc();
       } else if (o.opcode == protocol::kWsClose) {
         close_sent_ = true;
+      } else if (o.opcode == kRawBytes) {
+        answer_unsent_ = false;
       }
       o.payload.reset();
       ++q_head_;
@@ -786,6 +799,7 @@ class WsSession final : public chat::Session,
   std::string session_id_;
   protocol::WsReader reader_;
   std::string rx_;  // the start of a frame not yet complete
+  bool answer_unsent_ = false;  // the HTTP 101 answer is queued, not yet fully written
   std::vector<Out> q_;
   size_t q_head_ = 0;     // q_[q_head_] is the next frame to write
   size_t head_sent_ = 0;  // bytes of it already written
@@ -970,28 +984,37 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, Stream stream, bool de
         co_return;
       }
       // §4.2.2: no subprotocol and no extension is selected.
-      http::response<http::empty_body> res{http::status::switching_protocols, req.version()};
-      res.set(http::field::server, "switchboard");
-      res.set(http::field::upgrade, "websocket");
-      res.set(http::field::connection, "Upgrade");
-      res.set(http::field::sec_websocket_accept, protocol::WsAcceptKey(Sv(req[http::field::sec_websocket_key])));
-      lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
-      auto [uec, un] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
-      if (uec) {
-        ReleaseUserSlot(claims->user);
-        co_return;
-      }
-      lowest.expires_never();
+      const std::string accept = protocol::WsAcceptKey(Sv(req[http::field::sec_websocket_key]));
       // Bytes the client sent right behind its request belong to the WebSocket.
       std::string early(static_cast<const char*>(buf.cdata().data()), buf.size());
       // The session lives on in its own handlers and this coroutine ends here, so its
       // frame (HTTP parser, handshake buffer) is not kept for the life of the connection.
       if constexpr (kIsTls<Stream>) {
+        http::response<http::empty_body> res{http::status::switching_protocols, req.version()};
+        res.set(http::field::server, "switchboard");
+        res.set(http::field::upgrade, "websocket");
+        res.set(http::field::connection, "Upgrade");
+        res.set(http::field::sec_websocket_accept, accept);
+        lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
+        auto [uec, un] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+        if (uec) {
+          ReleaseUserSlot(claims->user);
+          co_return;
+        }
+        lowest.expires_never();
         std::make_shared<WsSession<TlsStream>>(*this, sh, std::move(stream), std::move(*claims))
             ->Start(std::move(early));
       } else {
+        // Plain TCP: the answer is queued ahead of `welcome` and both leave in one
+        // sendmsg (one syscall and one TCP segment less per connect). From here the
+        // session's write path and deadlines apply, as for any frame.
+        std::string answer = "HTTP/1.1 101 Switching Protocols\r\nServer: switchboard\r\nUpgrade: websocket\r\n"
+                             "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
+        answer += accept;
+        answer += "\r\n\r\n";
+        lowest.expires_never();
         std::make_shared<WsSession<tcp::socket>>(*this, sh, lowest.release_socket(), std::move(*claims))
-            ->Start(std::move(early));
+            ->Start(std::move(early), std::move(answer));
       }
       co_return;
     }

@@ -758,6 +758,45 @@ TEST_F(Rfc6455RefusalBodyTest, HandshakeRefusalsCarryTheJsonErrorBody) {
   }
 }
 
+// Frames a client sends in the same write as its upgrade request (allowed: the
+// connection is a WebSocket from the end of the request on). The answers they get,
+// a pong first of all (control frames go ahead of queued data), must never overtake
+// the 101: the server queues that answer with the first frames and writes them as one.
+TEST_F(Rfc6455RefusalBodyTest, FramesSentWithTheUpgradeRequestAreAnsweredAfterThe101) {
+  TestUser u;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(Api(), "rfcearly", &u));
+  RestClient api = Api();
+  UpgradeSpec spec;
+  spec.token = u.access_token;
+  std::string key;
+  std::string bytes = UpgradeRequest(spec, api.host(), api.port(), &key);
+  bytes += EncodeFrame({.opcode = 0x9, .payload = "early"});  // ping
+  bytes += EncodeFrame({.opcode = 0x1, .payload = R"({"event":"ping"})"});
+  RawWs ws;
+  ASSERT_TRUE(ws.Open(api.host(), api.port(), bytes)) << ws.upgrade().Describe();
+  EXPECT_EQ(ws.upgrade().status, 101);
+  EXPECT_EQ(ws.upgrade().Header("Sec-WebSocket-Accept"), WebSocketAccept(key));
+  bool welcome = false, pong = false, event_pong = false;
+  for (int i = 0; i < 3; ++i) {
+    WireFrame f;
+    ASSERT_EQ(ws.Next(&f), RawWs::Got::kFrame) << "frame " << i;
+    if (f.opcode == 0xA) {
+      EXPECT_EQ(f.payload, "early");
+      pong = true;
+    } else {
+      ASSERT_EQ(f.opcode, 0x1) << f.Describe();
+      std::string ev = Json::Parse(f.payload)["event"].Str().value_or("");
+      if (ev == "welcome") {
+        EXPECT_FALSE(event_pong) << "welcome comes before any other event";
+        welcome = true;
+      } else if (ev == "pong") {
+        event_pong = true;
+      }
+    }
+  }
+  EXPECT_TRUE(welcome && pong && event_pong);
+}
+
 // The accept value computation itself, against the example in RFC 6455 §1.3, so that a
 // wrong helper cannot make the table pass.
 TEST(Rfc6455AcceptKey, MatchesTheRfcExample) {
