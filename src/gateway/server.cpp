@@ -591,6 +591,7 @@ class WsSession final : public chat::Session,
   // `n` more bytes of the queue went out. False when the session finished meanwhile.
   bool Advance(size_t n) {
     auto& m = metrics::Server();
+    bool answer_done = false;
     while (n > 0) {
       Out& o = q_[q_head_];
       size_t left = o.size() - head_sent_;
@@ -607,14 +608,16 @@ class WsSession final : public chat::Session,
         close_sent_ = true;
       } else if (o.opcode == kRawBytes) {
         answer_unsent_ = false;
+        answer_done = true;
       }
       o.payload.reset();
       ++q_head_;
     }
     if (q_head_ == q_.size()) {
       q_head_ = 0;
-      // An idle connection keeps a small queue, not the peak of a replay.
-      if (q_.capacity() > 16) std::vector<Out>().swap(q_);
+      // An idle connection keeps a small queue, not the peak of a replay (nor the
+      // room the HTTP answer took next to the first frames).
+      if (q_.capacity() > 16 || answer_done) std::vector<Out>().swap(q_);
       else q_.clear();
     } else if (q_head_ >= 256 && q_head_ * 2 >= q_.size()) {
       q_.erase(q_.begin(), q_.begin() + static_cast<std::ptrdiff_t>(q_head_));

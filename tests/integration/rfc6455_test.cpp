@@ -762,7 +762,9 @@ TEST_F(Rfc6455RefusalBodyTest, HandshakeRefusalsCarryTheJsonErrorBody) {
 // connection is a WebSocket from the end of the request on). The answers they get,
 // a pong first of all (control frames go ahead of queued data), must never overtake
 // the 101: the server queues that answer with the first frames and writes them as one.
-TEST_F(Rfc6455RefusalBodyTest, FramesSentWithTheUpgradeRequestAreAnsweredAfterThe101) {
+class Rfc6455EarlyFramesTest : public SharedServerTest {};
+
+TEST_F(Rfc6455EarlyFramesTest, FramesSentWithTheUpgradeRequestAreAnsweredAfterThe101) {
   TestUser u;
   ASSERT_NO_FATAL_FAILURE(CreateUser(Api(), "rfcearly", &u));
   RestClient api = Api();
