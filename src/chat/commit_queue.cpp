@@ -40,22 +40,30 @@ void CommitQueue::Stop() {
 
 bool CommitQueue::Push(uint32_t owner_shard, store::Message&& m, size_t max_queued,
                        std::optional<store::Message> rewrite) {
+  bool wake;
   {
     std::lock_guard lk(mu_);
     if (queue_.size() >= max_queued) return false;
     queue_.push_back(Item{owner_shard, false, std::move(m), {}, std::move(rewrite)});
+    wake = WakesCommitter();
   }
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
   return true;
 }
 
 void CommitQueue::PushReceipt(uint32_t owner_shard, ReceiptChange&& r) {
+  bool wake;
   {
     std::lock_guard lk(mu_);
     queue_.push_back(Item{owner_shard, true, {}, std::move(r), std::nullopt});
+    wake = WakesCommitter();
   }
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
 }
+
+// The commit thread waits for the first item, or (pacing) for a full batch: only
+// those pushes can end its wait. The others would wake it for nothing, once per item.
+bool CommitQueue::WakesCommitter() const { return queue_.size() == 1 || queue_.size() == max_batch_; }
 
 size_t CommitQueue::Queued() const {
   std::lock_guard lk(mu_);

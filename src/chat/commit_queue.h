@@ -67,6 +67,8 @@ class CommitQueue {
 
  private:
   void Run();
+  // With mu_ held, after a push: whether the commit thread may be waiting for it.
+  bool WakesCommitter() const;
 
   struct Item {
     uint32_t shard;
