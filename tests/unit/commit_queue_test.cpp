@@ -1,39 +1,26 @@
 // The group-commit queue's pacing (chat/commit_queue.h): what arrives within the
 // interval after a shared commit started shares the next commit; a full batch, a
-// stop, or a writer alone does not wait the interval out. Runs the real embedded store in a temp dir.
+// stop, or a writer alone does not wait the interval out. Runs the real embedded
+// store in a temp dir.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <chrono>
 #include <condition_variable>
-#include <filesystem>
 #include <mutex>
 #include <vector>
 
 #include "base/clock.h"
 #include "chat/commit_queue.h"
 #include "store/store.h"
+#include "temp_store.h"
 
 namespace sb::chat {
 namespace {
 
 class CommitQueueTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/sb_commitq_test_XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    store::StoreOptions so;
-    so.dir = dir_ + "/store";
-    so.sync = store::SyncPolicy::kNone;
-    auto opened = store::OpenEmbeddedStore(so);
-    ASSERT_TRUE(opened.ok()) << opened.status().message();
-    store_ = std::move(opened).value();
-  }
-  void TearDown() override {
-    queue_.reset();
-    store_.reset();
-    std::filesystem::remove_all(dir_);
-  }
+  void SetUp() override { ASSERT_TRUE(store_.ok()) << store_.error(); }
+  void TearDown() override { queue_.reset(); }
 
   void Make(size_t max_batch, int64_t interval_us, bool start = true) {
     queue_ = std::make_unique<CommitQueue>(
@@ -72,8 +59,7 @@ class CommitQueueTest : public ::testing::Test {
     return commits_;
   }
 
-  std::string dir_;
-  std::unique_ptr<store::Store> store_;
+  test::TempStore store_{"sb_commitq_test"};
   std::unique_ptr<CommitQueue> queue_;
   std::mutex mu_;
   std::condition_variable cv_;
