@@ -386,8 +386,7 @@ class WsSession final : public chat::Session,
     if (!answer.empty()) {
       q_.push_back(Out{std::make_shared<const std::string>(std::move(answer)), {}, 0, kRawBytes});
       answer_unsent_ = true;
-      dirty_ = true;
-      shard_.MarkDirty(this->shared_from_this());
+      ScheduleFlush();
     }
     srv_.core->Attach(shard_.index, this);
     if (srv_.draining) Close(ws::close_code::going_away, "server draining", true);
@@ -510,10 +509,15 @@ class WsSession final : public chat::Session,
     } else {
       q_.insert(q_.begin() + static_cast<std::ptrdiff_t>(q_head_ + Busy()), std::move(o));
     }
-    if (!dirty_ && !writing_) {
-      dirty_ = true;
-      shard_.MarkDirty(this->shared_from_this());
-    }
+    ScheduleFlush();
+  }
+
+  // Queued frames leave at the end of this turn of the event loop (once per turn,
+  // and not while an asynchronous write is pending: its completion flushes).
+  void ScheduleFlush() {
+    if (dirty_ || writing_) return;
+    dirty_ = true;
+    shard_.MarkDirty(this->shared_from_this());
   }
 
   // Frames at the head of the queue that must stay: partly written, handed to an
