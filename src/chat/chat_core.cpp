@@ -63,7 +63,10 @@ ChatCore::ChatCore(store::Store& store, std::vector<Executor*> shards, CoreOptio
       [this](uint32_t shard, std::vector<store::Message>&& msgs, std::vector<ReceiptChange>&& rcpts) {
         auto batch = std::make_shared<std::vector<store::Message>>(std::move(msgs));
         auto rc = std::make_shared<std::vector<ReceiptChange>>(std::move(rcpts));
-        shards_[shard]->Post([this, shard, batch, rc] { OnCommitted(shard, std::move(*batch), std::move(*rc)); });
+        shards_[shard]->Post([this, shard, batch, rc, done_ns = MonoNs()] {
+          metrics::Server().commit_return_wait_seconds.Observe(static_cast<double>(MonoNs() - done_ns) / 1e9);
+          OnCommitted(shard, std::move(*batch), std::move(*rc));
+        });
       },
       opts_.after_commit);
 }
@@ -277,6 +280,7 @@ ChatCore::ConvState* ChatCore::LoadConv(Shard& sh, ConvId conv, Status* err) {
 
 void ChatCore::HandleSend(uint32_t owner, std::shared_ptr<SendRequest> req) {
   Shard& sh = *state_[owner];
+  metrics::Server().send_owner_wait_seconds.Observe(static_cast<double>(MonoNs() - req->recv_ns) / 1e9);
   auto& pm = req->msg;
   auto fail = [&](Status st) {
     metrics::Server().frame_errors.Inc();

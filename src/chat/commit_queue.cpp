@@ -41,10 +41,11 @@ void CommitQueue::Stop() {
 bool CommitQueue::Push(uint32_t owner_shard, store::Message&& m, size_t max_queued,
                        std::optional<store::Message> rewrite) {
   bool wake;
+  const int64_t now = MonoNs();
   {
     std::lock_guard lk(mu_);
     if (queue_.size() >= max_queued) return false;
-    queue_.push_back(Item{owner_shard, false, std::move(m), {}, std::move(rewrite)});
+    queue_.push_back(Item{owner_shard, false, now, std::move(m), {}, std::move(rewrite)});
     wake = WakesCommitter();
   }
   if (wake) cv_.notify_one();
@@ -53,9 +54,10 @@ bool CommitQueue::Push(uint32_t owner_shard, store::Message&& m, size_t max_queu
 
 void CommitQueue::PushReceipt(uint32_t owner_shard, ReceiptChange&& r) {
   bool wake;
+  const int64_t now = MonoNs();
   {
     std::lock_guard lk(mu_);
-    queue_.push_back(Item{owner_shard, true, {}, std::move(r), std::nullopt});
+    queue_.push_back(Item{owner_shard, true, now, {}, std::move(r), std::nullopt});
     wake = WakesCommitter();
   }
   if (wake) cv_.notify_one();
@@ -111,6 +113,8 @@ void CommitQueue::Run() {
       }
       last_taken = taken.size();
     }
+    for (const Item& it : taken)
+      m.commit_queue_wait_seconds.Observe(static_cast<double>(last_start_ns - it.queued_ns) / 1e9);
     batch.messages.clear();
     batch.rewrites.clear();
     batch.receipts.clear();

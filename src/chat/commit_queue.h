@@ -73,6 +73,7 @@ class CommitQueue {
   struct Item {
     uint32_t shard;
     bool is_receipt;
+    int64_t queued_ns;  // MonoNs() at the push
     store::Message msg;
     ReceiptChange receipt;
     std::optional<store::Message> rewrite;

@@ -134,6 +134,15 @@ std::string ServerMetrics::Render() const {
   RenderHistogram(out, "switchboard_ack_latency_seconds",
                   "From a send_message frame's arrival to its message_ack being queued.",
                   ack_latency_seconds);
+  RenderHistogram(out, "switchboard_send_owner_wait_seconds",
+                  "From a send_message frame's arrival to its conversation's shard taking it up.",
+                  send_owner_wait_seconds);
+  RenderHistogram(out, "switchboard_commit_queue_wait_seconds",
+                  "From a message or receipt change being queued to its group commit starting.",
+                  commit_queue_wait_seconds);
+  RenderHistogram(out, "switchboard_commit_return_wait_seconds",
+                  "From a group commit's end to its conversation's shard handling the result.",
+                  commit_return_wait_seconds);
   RenderHistogram(out, "switchboard_store_commit_seconds", "Duration of one group commit.",
                   store_commit_seconds);
   RenderHistogram(out, "switchboard_store_commit_batch_size", "Messages per group commit.",

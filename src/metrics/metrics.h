@@ -73,6 +73,15 @@ struct ServerMetrics {
   Counter typing_relayed;
   Histogram ack_latency_seconds{{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                  0.05, 0.1, 0.25, 0.5, 1, 2.5}};
+  // Where a message's time goes inside the server (their sum is about the ack latency):
+  // the hop to its conversation's shard, the wait for a group commit, and the hop back
+  // from the commit thread to that shard once the commit is durable.
+  Histogram send_owner_wait_seconds{{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                     0.01, 0.025, 0.05, 0.1, 0.25, 1}};
+  Histogram commit_queue_wait_seconds{{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                       0.01, 0.025, 0.05, 0.1, 0.25, 1}};
+  Histogram commit_return_wait_seconds{{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                        0.01, 0.025, 0.05, 0.1, 0.25, 1}};
   Histogram store_commit_seconds{{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                   0.05, 0.1, 0.25, 1}};
   Histogram store_commit_batch_size{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096}};

@@ -58,5 +58,38 @@ TEST_F(OpsTest, MetricsCountConnectionsAndAcks) {
   EXPECT_GE(metrics["switchboard_messages_acked_total"], 1) << "one message was acknowledged";
 }
 
+// The stage histograms split a message's time inside the server: each send is counted
+// once on its way to the conversation's shard, and that hop lies inside its ack latency.
+TEST_F(OpsTest, MetricsSplitAMessagesTimeIntoStages) {
+  RestClient api = Api();
+  TestUser a, b;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "stga", &a));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "stgb", &b));
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, a, b, &conv));
+  WsClient ws;
+  ASSERT_NO_FATAL_FAILURE(ConnectWs(api, a, &ws));
+
+  HttpResponse before = api.Request("GET", "/metrics");
+  ASSERT_EQ(before.status, 200) << before.Describe();
+  std::map<std::string, double> m0 = ParseMetrics(before.body);
+  Json ack;
+  ASSERT_NO_FATAL_FAILURE(SendAndAck(ws, conv, "time me", &ack));
+  HttpResponse after = api.Request("GET", "/metrics");
+  ASSERT_EQ(after.status, 200) << after.Describe();
+  std::map<std::string, double> m1 = ParseMetrics(after.body);
+
+  auto delta = [&](const std::string& name) { return m1[name] - m0[name]; };
+  for (const char* h : {"switchboard_send_owner_wait_seconds", "switchboard_commit_queue_wait_seconds",
+                        "switchboard_commit_return_wait_seconds"})
+    ASSERT_TRUE(m1.count(std::string(h) + "_count")) << h << " missing:\n" << after.body;
+  EXPECT_EQ(delta("switchboard_send_owner_wait_seconds_count"), 1) << "one send reached its shard";
+  EXPECT_GE(delta("switchboard_commit_queue_wait_seconds_count"), 1) << "the message waited for a commit";
+  EXPECT_GE(delta("switchboard_commit_return_wait_seconds_count"), 1) << "a commit came back to the shard";
+  EXPECT_EQ(delta("switchboard_ack_latency_seconds_count"), 1);
+  EXPECT_LE(delta("switchboard_send_owner_wait_seconds_sum"), delta("switchboard_ack_latency_seconds_sum") + 1e-6)
+      << "the hop to the shard is part of the ack latency";
+}
+
 }  // namespace
 }  // namespace sb::test
