@@ -452,6 +452,21 @@ struct SearchIndex::Writer {
                        const std::unordered_map<ConvId, Seq>& drops, std::unordered_map<ConvId, Touched>& touched,
                        int64_t* next, int64_t* docs_delta) {
     using store::ContentType;
+    // What each message does to the index is decided in commit order (each
+    // conversation's messages come in seq order, which the up_to check needs); the
+    // rows are then written in rowid order. FTS5 flushes its pending terms to a new
+    // segment whenever a write's rowid is below the previous one's, and commit order
+    // interleaves conversations: written in that order, almost every row became its own
+    // segment, and 1,000 active conversations indexed at less than half the rate of one.
+    // Each operation touches one row of its own conversation, so operations on
+    // different rows commute, and a stable sort keeps those on one row in commit order.
+    enum class Kind { kInsert, kEdit, kDelete };
+    struct Op {
+      int64_t rowid;
+      Kind kind;
+      const store::Message* m;
+    };
+    std::vector<Op> ops;
     for (const auto& batch : group) {
       for (const store::Message& m : batch) {
         auto tr = Conv(touched, m.conv, next);
@@ -481,37 +496,52 @@ struct SearchIndex::Writer {
             // Media with no caption gets an empty row all the same, so that a later
             // edit that adds one finds a message to update (edits never create rows:
             // see below).
-            Use u(insert);
-            sqlite3_bind_int64(*u, 1, RowidOf(t.state.cid, m.seq));
-            sqlite3_bind_text(*u, 2, m.content.data(), static_cast<int>(m.content.size()), SQLITE_STATIC);
-            if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "index message");
-            ++*docs_delta;
+            ops.push_back({RowidOf(t.state.cid, m.seq), Kind::kInsert, &m});
             break;
           }
-          case ContentType::kEdit: {
-            // Only an earlier message of the same conversation that is in the index
-            // can be edited: a target in another conversation must never put text
-            // there, and an edit of a deleted message, a reaction, or an unknown seq
-            // updates no row, so it cannot resurrect or invent a hit.
-            auto ref = ParseMessageId(m.target_message_id);
-            if (!ref || ref->conv != m.conv || ref->seq >= m.seq || ref->seq > kMaxIndexableSeq) break;
-            Use u(update);
-            sqlite3_bind_int64(*u, 1, RowidOf(t.state.cid, ref->seq));
-            sqlite3_bind_text(*u, 2, m.content.data(), static_cast<int>(m.content.size()), SQLITE_STATIC);
-            if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "apply edit");
-            break;
-          }
+          case ContentType::kEdit:
           case ContentType::kDelete: {
+            // Only an earlier message of the same conversation that is in the index
+            // can be edited or deleted: a target in another conversation must never
+            // put text there, and an edit of a deleted message, a reaction, or an
+            // unknown seq updates no row, so it cannot resurrect or invent a hit.
             auto ref = ParseMessageId(m.target_message_id);
             if (!ref || ref->conv != m.conv || ref->seq >= m.seq || ref->seq > kMaxIndexableSeq) break;
-            Use u(remove);
-            sqlite3_bind_int64(*u, 1, RowidOf(t.state.cid, ref->seq));
-            if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "apply delete");
-            *docs_delta -= sqlite3_changes(db.get());
+            ops.push_back({RowidOf(t.state.cid, ref->seq),
+                           m.content_type == ContentType::kEdit ? Kind::kEdit : Kind::kDelete, &m});
             break;
           }
           case ContentType::kReaction:
             break;
+        }
+      }
+    }
+    std::stable_sort(ops.begin(), ops.end(), [](const Op& a, const Op& b) { return a.rowid < b.rowid; });
+
+    for (const Op& op : ops) {
+      const store::Message& m = *op.m;
+      switch (op.kind) {
+        case Kind::kInsert: {
+          Use u(insert);
+          sqlite3_bind_int64(*u, 1, op.rowid);
+          sqlite3_bind_text(*u, 2, m.content.data(), static_cast<int>(m.content.size()), SQLITE_STATIC);
+          if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "index message");
+          ++*docs_delta;
+          break;
+        }
+        case Kind::kEdit: {
+          Use u(update);
+          sqlite3_bind_int64(*u, 1, op.rowid);
+          sqlite3_bind_text(*u, 2, m.content.data(), static_cast<int>(m.content.size()), SQLITE_STATIC);
+          if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "apply edit");
+          break;
+        }
+        case Kind::kDelete: {
+          Use u(remove);
+          sqlite3_bind_int64(*u, 1, op.rowid);
+          if (sqlite3_step(*u) != SQLITE_DONE) return SqlError(db.get(), "apply delete");
+          *docs_delta -= sqlite3_changes(db.get());
+          break;
         }
       }
     }

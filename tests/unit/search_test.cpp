@@ -169,6 +169,28 @@ TEST_F(SearchIndexTest, EditReplacesText) {
   EXPECT_EQ(Find("final", {kA}), (Ids{{kA, 5}}));
 }
 
+// The writer applies one transaction's rows in rowid order, not commit order: every
+// conversation's own operations must still take effect in their seq order (two edits of
+// one message, a delete after an insert), and a message fed again is still skipped.
+TEST_F(SearchIndexTest, OneTransactionInterleavingConversationsKeepsEachOnesOrder) {
+  Feed({Text(kB, 1, "bravo one"), Text(kA, 1, "alpha one"), Text(kC, 1, "charlie one"),
+        Text(kA, 2, "alpha two"), Edit(kB, 2, kB, 1, "bravo edited"), Edit(kA, 3, kA, 1, "alpha first edit"),
+        Text(kC, 2, "charlie two"), Edit(kA, 4, kA, 1, "alpha second edit"), Delete(kA, 5, kA, 2),
+        Text(kB, 3, "bravo three"), Text(kA, 3, "stale refeed")});
+  EXPECT_EQ(Find("one", {kA, kB, kC}), (Ids{{kC, 1}}));
+  using IdSet = std::set<std::pair<ConvId, Seq>>;
+  auto bravo = Find("bravo", {kB});
+  EXPECT_EQ(IdSet(bravo.begin(), bravo.end()), (IdSet{{kB, 1}, {kB, 3}}));
+  EXPECT_EQ(Find("edited", {kB}), (Ids{{kB, 1}}));
+  EXPECT_EQ(Find("second", {kA}), (Ids{{kA, 1}}));
+  EXPECT_TRUE(Find("first", {kA}).empty()) << "the later edit wins";
+  EXPECT_EQ(Find("two", {kA, kC}), (Ids{{kC, 2}})) << "alpha two was deleted";
+  EXPECT_TRUE(Find("stale", {kA}).empty()) << "seq 3 was already applied";
+  auto up = index_->IndexedUpTo();
+  ASSERT_TRUE(up.ok()) << up.status().message();
+  EXPECT_EQ(IdSet(up->begin(), up->end()), (IdSet{{kA, 5}, {kB, 3}, {kC, 2}}));
+}
+
 TEST_F(SearchIndexTest, EditAddsACaptionToMedia) {
   Feed({Msg(kA, 1, ContentType::kImage, "")});
   Feed({Edit(kA, 2, kA, 1, "sunset over the bay")});
