@@ -44,6 +44,7 @@ struct Config {
   std::string retention = "5y";          // history kept (store/retention.h); "0": forever
   std::string retention_bucket = "month";
   int64_t retention_interval_s = 3600;   // how often the retention pass runs
+  int64_t search_index_delay_ms = 500;   // the search indexer gathers this long before writing
 
   auth::TokenConfig token;
   auth::PasswordParams password;

@@ -142,7 +142,9 @@ int RunServe(const Config& cfg) {
 
   // Full-text search: a derived index (SQLite FTS5) beside the store. It may lag the
   // store after a crash; catch it up before anything new is committed.
-  auto idx = search::SearchIndex::Open(cfg.data_dir + "/search.db");
+  search::SearchIndex::Options search_opts;
+  search_opts.gather_ms = cfg.search_index_delay_ms;
+  auto idx = search::SearchIndex::Open(cfg.data_dir + "/search.db", search_opts);
   if (!idx.ok()) {
     LOG_ERROR("search_open_failed").Kv("error", idx.status().message());
     return 1;

@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "server_process.h"
 #include "test_support.h"
 
 namespace sb::test {
@@ -67,6 +68,37 @@ TEST_F(SearchTest, FindsOnlyTheCallersMessagesAndFollowsEditsAndDeletes) {
   EXPECT_TRUE(h.json()["messages"][0]["edited_ms"].Int().has_value());
   EXPECT_EQ(h.json()["messages"][1]["deleted"].Bool(), true);
   EXPECT_EQ(h.json()["messages"][1]["content"].Str(), "");
+}
+
+// search.index_delay_ms holds committed messages back from the index: with a minute,
+// a message is not searchable a second after its ack. A graceful stop writes what was
+// held (the indexer drains its queue), so after a restart it is found.
+TEST(SearchDelayTest, TheIndexDelayHoldsMessagesBackUntilItEnds) {
+  ServerProcess server(ServerProcess::Options{{"--set", "search.index_delay_ms=60000"}});
+  ASSERT_TRUE(server.Start()) << server.error();
+  RestClient api(server.host(), server.port());
+  TestUser a, b;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "sda", &a));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "sdb", &b));
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, a, b, &conv));
+  {
+    WsClient ws;
+    ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, a, &ws));
+    Json ack;
+    ASSERT_NO_FATAL_FAILURE(SendAndAck(ws, conv, "held back walrus", &ack));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto r = api.Search(b.access_token, "walrus");
+  ASSERT_EQ(r.status, 200) << r.Describe();
+  EXPECT_EQ(r.json()["results"].Size(), 0u) << "searchable before the delay ended: " << r.body;
+
+  ASSERT_EQ(server.Stop(), std::optional<int>(0)) << server.LogTail(20);
+  ASSERT_TRUE(server.Restart()) << server.error();
+  RestClient api2(server.host(), server.port());
+  auto found = api2.Search(b.access_token, "walrus");  // the signing keys live in the data dir
+  ASSERT_EQ(found.status, 200) << found.Describe();
+  EXPECT_EQ(found.json()["results"].Size(), 1u) << found.body;
 }
 
 }  // namespace
