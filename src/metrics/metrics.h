@@ -48,6 +48,11 @@ class Histogram {
   std::atomic<uint64_t> count_{0};
 };
 
+// Bucket bounds of the send-path stage histograms, seconds: 50 us to 1 s.
+inline std::vector<double> StageBoundsSeconds() {
+  return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+}
+
 // The metrics this server exports. One instance per process.
 struct ServerMetrics {
   Gauge connections;
@@ -76,12 +81,9 @@ struct ServerMetrics {
   // Where a message's time goes inside the server (their sum is about the ack latency):
   // the hop to its conversation's shard, the wait for a group commit, and the hop back
   // from the commit thread to that shard once the commit is durable.
-  Histogram send_owner_wait_seconds{{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                     0.01, 0.025, 0.05, 0.1, 0.25, 1}};
-  Histogram commit_queue_wait_seconds{{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                       0.01, 0.025, 0.05, 0.1, 0.25, 1}};
-  Histogram commit_return_wait_seconds{{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                        0.01, 0.025, 0.05, 0.1, 0.25, 1}};
+  Histogram send_owner_wait_seconds{StageBoundsSeconds()};
+  Histogram commit_queue_wait_seconds{StageBoundsSeconds()};
+  Histogram commit_return_wait_seconds{StageBoundsSeconds()};
   Histogram store_commit_seconds{{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                   0.05, 0.1, 0.25, 1}};
   Histogram store_commit_batch_size{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096}};

@@ -82,7 +82,7 @@ const std::vector<Entry>& Entries() {
       {"store.retention", "history older than this is dropped in whole buckets: 0 (keep forever) or N with a unit s|m|h|d|y (5y)", SB_STR(retention)},
       {"store.retention_bucket", "what retention drops at once: second|minute|hour|day|week|month (calendar, UTC)", SB_STR(retention_bucket)},
       {"store.retention_interval_s", "seconds between retention passes", SB_NUM(retention_interval_s, int64_t, 1, 86400 * 7)},
-      {"search.index_delay_ms", "longest the search indexer gathers committed messages before writing them, milliseconds: a message becomes searchable up to this much later; each write touches one index page per conversation, so longer is cheaper (0: write each batch at once)", SB_NUM(search_index_delay_ms, int64_t, 0, 60000)},
+      {"search.index_delay_ms", "longest the search indexer gathers committed messages before writing them, milliseconds: a message becomes searchable up to this much later; each write touches about two index pages per active conversation however few messages it brings, so longer is cheaper (0: write each batch at once)", SB_NUM(search_index_delay_ms, int64_t, 0, 60000)},
       {"auth.issuer", "JWT iss", SB_STR(token.issuer)},
       {"auth.audience", "JWT aud", SB_STR(token.audience)},
       {"auth.access_ttl_s", "access token lifetime, seconds", SB_NUM(token.access_ttl_s, int64_t, 10, 86400 * 7)},
