@@ -21,6 +21,12 @@ PKGS=(
 if [[ "${SB_WITH_BENCH:-0}" == 1 ]]; then
   PKGS+=(libbenchmark-dev)
 fi
+# The browser test (tests/browser): Debian's Chromium, and Node.js with npm unless the
+# machine already has a node (then its npm is used).
+if [[ "${SB_WITH_BROWSER:-0}" == 1 ]]; then
+  PKGS+=(chromium)
+  command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -45,4 +51,15 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if [[ -n "$policy" ]]; then rm -f "$policy"; trap - EXIT; fi
+fi
+
+# playwright-core for the browser test, at the version package-lock.json pins (it
+# drives the Chromium above and downloads no browser of its own).
+if [[ "${SB_WITH_BROWSER:-0}" == 1 ]]; then
+  browser_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  stamp="$browser_dir/node_modules/.package-lock.json"
+  if [[ ! -f "$stamp" || "$browser_dir/package-lock.json" -nt "$stamp" ]]; then
+    echo "deps: npm ci in tests/browser" >&2
+    (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
 fi

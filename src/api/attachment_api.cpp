@@ -1,5 +1,8 @@
 #include "api/attachment_api.h"
 
+#include <algorithm>
+#include <optional>
+
 #include "attachments/attachment_id.h"
 #include "base/json_writer.h"
 #include "base/log.h"
@@ -93,8 +96,94 @@ Result<AttachmentApi::Download> AttachmentApi::OpenDownload(UserId user, std::st
   // Never a document of this origin: no script, no plugins, even if opened directly.
   d.headers.emplace_back("Content-Security-Policy", "default-src 'none'; sandbox");
   if (!attachments::IsInlineImage(ct)) d.headers.emplace_back("Content-Disposition", "attachment");
-  d.headers.emplace_back("ETag", "\"" + attachments::DigestHex(opened->meta.id) + "\"");
+  d.etag = "\"" + attachments::DigestHex(opened->meta.id) + "\"";
+  d.headers.emplace_back("ETag", d.etag);
+  d.headers.emplace_back("Accept-Ranges", "bytes");
   return d;
+}
+
+namespace {
+
+std::string_view TrimOws(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Digits only, no sign, no overflow.
+std::optional<uint64_t> ParseDecimal(std::string_view s) {
+  if (s.empty() || s.size() > 19) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return v;
+}
+
+// If-None-Match: "*" or a list of entity tags, weak ones compared weakly (§13.1.2).
+bool NoneMatchNames(std::string_view header, std::string_view etag) {
+  size_t pos = 0;
+  while (pos <= header.size()) {
+    size_t comma = header.find(',', pos);
+    if (comma == std::string_view::npos) comma = header.size();
+    std::string_view tag = TrimOws(header.substr(pos, comma - pos));
+    if (tag == "*") return true;
+    if (tag.substr(0, 2) == "W/") tag.remove_prefix(2);
+    if (!tag.empty() && tag == etag) return true;
+    pos = comma + 1;
+  }
+  return false;
+}
+
+}  // namespace
+
+AttachmentApi::Plan AttachmentApi::PlanDownload(std::string_view range, std::string_view if_range,
+                                                std::string_view if_none_match, std::string_view etag,
+                                                uint64_t size) {
+  Plan p;
+  if (!if_none_match.empty() && NoneMatchNames(if_none_match, etag)) {
+    p.kind = Plan::kNotModified;
+    return p;
+  }
+  range = TrimOws(range);
+  constexpr std::string_view kUnit = "bytes=";
+  if (range.size() <= kUnit.size()) return p;
+  for (size_t i = 0; i < kUnit.size(); ++i)  // the unit is case-insensitive
+    if ((range[i] | 0x20) != kUnit[i] && range[i] != kUnit[i]) return p;
+  if (!if_range.empty() && TrimOws(if_range) != etag) return p;  // changed, or a date
+  std::string_view spec = TrimOws(range.substr(kUnit.size()));
+  if (spec.find(',') != std::string_view::npos) return p;  // several ranges: all of it
+  size_t dash = spec.find('-');
+  if (dash == std::string_view::npos) return p;
+  std::string_view a = TrimOws(spec.substr(0, dash)), b = TrimOws(spec.substr(dash + 1));
+  if (a.empty()) {  // the last N bytes
+    auto n = ParseDecimal(b);
+    if (!n) return p;
+    if (*n == 0 || size == 0) {
+      p.kind = Plan::kUnsatisfiable;
+      return p;
+    }
+    p.kind = Plan::kPartial;
+    p.first = size - std::min(*n, size);
+    p.last = size - 1;
+    return p;
+  }
+  auto first = ParseDecimal(a);
+  if (!first) return p;
+  std::optional<uint64_t> last;
+  if (!b.empty()) {
+    last = ParseDecimal(b);
+    if (!last || *last < *first) return p;  // invalid: ignored, all of it
+  }
+  if (*first >= size) {
+    p.kind = Plan::kUnsatisfiable;
+    return p;
+  }
+  p.kind = Plan::kPartial;
+  p.first = *first;
+  p.last = std::min(last.value_or(size - 1), size - 1);
+  return p;
 }
 
 }  // namespace sb::api

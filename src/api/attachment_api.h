@@ -57,6 +57,7 @@ class AttachmentApi {
     attachments::BlobFile file;
     // Content-Type and the rest of the response head (without Content-Length).
     std::vector<std::pair<std::string, std::string>> headers;
+    std::string etag;  // as sent: the digest in double quotes
   };
   // Blocking (store reads, open). kNotFound for a malformed id, an unknown one and one
   // the user may not read, alike.
@@ -66,6 +67,20 @@ class AttachmentApi {
 
   // The contract's JSON error answer for `s`.
   static HttpResponse ErrorAnswer(const Status& s);
+
+  // What a download answers, from its conditional and range headers (RFC 9110 §13,
+  // §14): kNotModified (304) when If-None-Match names the ETag (or is "*"); kPartial
+  // (206) with the bytes [first, last] for one satisfiable `bytes=` range;
+  // kUnsatisfiable (416) for one that starts past the end; kWhole (200) otherwise:
+  // no Range, another unit, several ranges, bad syntax, or an If-Range that is not
+  // the current ETag (strong comparison; a date never matches, as no Last-Modified
+  // is sent).
+  struct Plan {
+    enum Kind { kWhole, kPartial, kUnsatisfiable, kNotModified } kind = kWhole;
+    uint64_t first = 0, last = 0;  // kPartial: inclusive
+  };
+  static Plan PlanDownload(std::string_view range, std::string_view if_range, std::string_view if_none_match,
+                           std::string_view etag, uint64_t size);
 
  private:
   attachments::AttachmentStore& files_;

@@ -291,6 +291,17 @@ struct Server::Impl {
       if (o == "*" || o == origin) return true;
     return false;
   }
+  // CORS, for REST and attachments (the upgrade has its own check above): the origin a
+  // response may be read by, when a page on another origin listed in
+  // server.allowed_origins calls. Empty: no CORS headers, so the browser keeps the
+  // answer from any page of another origin (a same-origin page needs none).
+  std::string CorsOrigin(const http::fields& h) const {
+    std::string_view origin = Sv(h[http::field::origin]);
+    if (origin.empty()) return {};
+    for (const auto& o : opts.allowed_origins)
+      if (o == "*" || o == origin) return std::string(origin);
+    return {};
+  }
   // Token bucket per client address; false when it connects too fast.
   bool AdmitConnection(Shard& sh, const std::string& ip) {
     if (opts.connects_per_ip_per_s <= 0) return true;
@@ -333,7 +344,8 @@ struct Server::Impl {
   // is read and dropped for a moment (bounded), so that the close does not reset the
   // connection before the client has read the answer.
   template <class Stream>
-  net::awaitable<void> RefuseAndClose(Stream& stream, const api::HttpResponse& r, unsigned version);
+  net::awaitable<void> RefuseAndClose(Stream& stream, const api::HttpResponse& r, unsigned version,
+                                      std::string_view cors = {});
   net::awaitable<void> TlsSession(Shard& sh, tcp::socket sock, TlsContextPtr ctx);
   void ReloadTls();
   void StartDrain();
@@ -500,10 +512,14 @@ class WsSession final : public chat::Session,
 
   // Control frames go ahead of queued data (after a frame already being written):
   // a pong must not wait behind a long replay.
+  // Frames that count toward queued_bytes_ (limits.send_queue_max_bytes): those that
+  // queue at the tail. Pings and pongs jump the queue and are not counted.
+  static bool InQueueBytes(uint8_t opcode) { return opcode == protocol::kWsText || opcode == protocol::kWsClose; }
+
   void Push(uint8_t opcode, std::shared_ptr<const std::string> payload) {
     Out o{std::move(payload), {}, 0, opcode};
     o.hdr_len = static_cast<uint8_t>(protocol::WsFrameHeader(opcode, o.payload->size(), o.hdr));
-    if (opcode == protocol::kWsText || opcode == protocol::kWsClose) {
+    if (InQueueBytes(opcode)) {
       queued_bytes_ += o.payload->size();
       q_.push_back(std::move(o));
     } else {
@@ -527,7 +543,7 @@ class WsSession final : public chat::Session,
   void DropQueued() {
     size_t keep = q_head_ + Busy();
     for (size_t i = keep; i < q_.size(); ++i)
-      if (q_[i].opcode == protocol::kWsText) queued_bytes_ -= q_[i].payload->size();
+      if (InQueueBytes(q_[i].opcode)) queued_bytes_ -= q_[i].payload->size();
     q_.erase(q_.begin() + static_cast<std::ptrdiff_t>(keep), q_.end());
   }
 
@@ -605,8 +621,8 @@ class WsSession final : public chat::Session,
       }
       n -= left;
       head_sent_ = 0;
+      if (InQueueBytes(o.opcode)) queued_bytes_ -= o.payload->size();
       if (o.opcode == protocol::kWsText) {
-        queued_bytes_ -= o.payload->size();
         m.frames_out.Inc();
       } else if (o.opcode == protocol::kWsClose) {
         close_sent_ = true;
@@ -836,14 +852,31 @@ class WsSession final : public chat::Session,
 
 namespace {
 
-http::response<http::string_body> ToBeast(const api::HttpResponse& r, unsigned version, bool keep_alive) {
+// The CORS headers of an answer to a page of `cors` (HttpSession's CorsOrigin). No
+// credentials: the API authenticates with bearer tokens, never cookies.
+template <class Fields>
+void SetCors(Fields& res, std::string_view cors) {
+  if (cors.empty()) return;
+  res.set(http::field::access_control_allow_origin, cors);
+  res.set(http::field::vary, "Origin");
+  res.set(http::field::access_control_expose_headers,
+          "Retry-After, ETag, Content-Disposition, Content-Range, Accept-Ranges");
+}
+
+http::response<http::string_body> ToBeast(const api::HttpResponse& r, unsigned version, bool keep_alive,
+                                          std::string_view cors = {}) {
   http::response<http::string_body> res{static_cast<http::status>(r.status), version};
   res.set(http::field::server, "switchboard");
   res.set(http::field::content_type, r.content_type);
   for (auto& [k, v] : r.headers) res.set(k, v);
+  SetCors(res, cors);
   res.keep_alive(keep_alive);
   res.body() = r.body;
   res.prepare_payload();
+  if (r.status == 204) {  // no body, so no Content-Length or Content-Type either (RFC 9110)
+    res.erase(http::field::content_length);
+    res.erase(http::field::content_type);
+  }
   return res;
 }
 
@@ -866,6 +899,20 @@ api::HttpResponse ErrorResponse(const Status& s) {
   api::HttpResponse r;
   r.status = HttpStatusFor(s.code());
   r.body = protocol::ErrorBody(s);
+  return r;
+}
+
+// The answer to a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method)
+// on any path: what a page of an allowed origin may send. The browser cancels the
+// real request on a refusal.
+api::HttpResponse Preflight(bool allowed) {
+  if (!allowed) return ErrorResponse(Forbidden("origin not allowed: see server.allowed_origins"));
+  api::HttpResponse r;
+  r.status = 204;
+  r.content_type = "text/plain";
+  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE");
+  r.headers.emplace_back("Access-Control-Allow-Headers", "Authorization, Content-Type, Range, If-Range, If-None-Match");
+  r.headers.emplace_back("Access-Control-Max-Age", "600");
   return r;
 }
 
@@ -1026,14 +1073,21 @@ net::awaitable<void> Server::Impl::HttpSession(Shard& sh, Stream stream, bool de
       co_return;
     }
 
-    api::HttpRequest areq = FromBeast(req, lowest.socket(), opts.trusted_proxies);
-    // REST handlers may block (argon2id, store reads): run them on the pool and come
-    // back to this shard for the write.
-    api::HttpResponse ares = co_await net::co_spawn(
-        pool, [this, &areq]() -> net::awaitable<api::HttpResponse> { co_return rest.Handle(areq); },
-        net::use_awaitable);
+    const std::string cors = CorsOrigin(req);
+    api::HttpResponse ares;
+    if (req.method() == http::verb::options && !req[http::field::origin].empty() &&
+        !req[http::field::access_control_request_method].empty()) {
+      ares = Preflight(!cors.empty());
+    } else {
+      api::HttpRequest areq = FromBeast(req, lowest.socket(), opts.trusted_proxies);
+      // REST handlers may block (argon2id, store reads): run them on the pool and come
+      // back to this shard for the write.
+      ares = co_await net::co_spawn(
+          pool, [this, &areq]() -> net::awaitable<api::HttpResponse> { co_return rest.Handle(areq); },
+          net::use_awaitable);
+    }
     bool keep_alive = req.keep_alive() && !draining;
-    auto res = ToBeast(ares, req.version(), keep_alive);
+    auto res = ToBeast(ares, req.version(), keep_alive, cors);
     lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
     auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
     if (wec || !keep_alive) {
@@ -1063,9 +1117,10 @@ bool QuietError(const beast::error_code& ec) {
 }  // namespace
 
 template <class Stream>
-net::awaitable<void> Server::Impl::RefuseAndClose(Stream& stream, const api::HttpResponse& r, unsigned version) {
+net::awaitable<void> Server::Impl::RefuseAndClose(Stream& stream, const api::HttpResponse& r, unsigned version,
+                                                  std::string_view cors) {
   auto& lowest = beast::get_lowest_layer(stream);
-  auto res = ToBeast(r, version, false);
+  auto res = ToBeast(r, version, false, cors);
   lowest.expires_after(std::chrono::seconds(5));
   auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
   if constexpr (kIsTls<Stream>) {
@@ -1090,15 +1145,16 @@ net::awaitable<bool> Server::Impl::UploadAttachment(Stream& stream, beast::flat_
                                                     http::request_parser<http::empty_body>& head) {
   auto& lowest = beast::get_lowest_layer(stream);
   const unsigned version = head.get().version();
+  const std::string cors = CorsOrigin(head.get());
   // The token is checked on the head: a caller without one gets 401 before any body
   // byte is read.
   auto user = att_api->Authenticate(Sv(head.get()[http::field::authorization]));
   if (!user.ok()) {
-    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(user.status()), version);
+    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(user.status()), version, cors);
     co_return false;
   }
   if (draining) {
-    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(Unavailable("server draining")), version);
+    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(Unavailable("server draining")), version, cors);
     co_return false;
   }
   // Content type, declared length and a free upload slot, still before the body.
@@ -1106,7 +1162,7 @@ net::awaitable<bool> Server::Impl::UploadAttachment(Stream& stream, beast::flat_
   if (head.content_length()) declared = *head.content_length();
   auto begun = att_api->BeginUpload(*user, Sv(head.get()[http::field::content_type]), declared);
   if (!begun.ok()) {
-    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(begun.status()), version);
+    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(begun.status()), version, cors);
     co_return false;
   }
   api::AttachmentApi::Upload upload = std::move(*begun);
@@ -1138,7 +1194,7 @@ net::awaitable<bool> Server::Impl::UploadAttachment(Stream& stream, beast::flat_
           net::use_awaitable);
       if (!st.ok()) {  // over the limit (413) or a disk error (503)
         upload.file.reset();  // the temp file goes now, not after the lingering close
-        co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(st), version);
+        co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(st), version, cors);
         co_return false;
       }
     }
@@ -1149,10 +1205,10 @@ net::awaitable<bool> Server::Impl::UploadAttachment(Stream& stream, beast::flat_
             stream,
             api::AttachmentApi::ErrorAnswer(
                 TooLarge("attachments are limited to " + std::to_string(att_api->max_bytes()) + " bytes")),
-            version);
+            version, cors);
       } else if (!QuietError(rec)) {
         co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(BadRequest("malformed HTTP request")),
-                                version);
+                                version, cors);
       } else {
         LOG_DEBUG("attachment_upload_cut").Kv("error", rec.message());
         beast::error_code ig;
@@ -1168,7 +1224,7 @@ net::awaitable<bool> Server::Impl::UploadAttachment(Stream& stream, beast::flat_
       net::use_awaitable);
   upload.file.reset();  // frees the upload slot before the answer is written
   bool keep_alive = body.get().keep_alive() && !draining;
-  auto res = ToBeast(ares, version, keep_alive);
+  auto res = ToBeast(ares, version, keep_alive, cors);
   lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
   auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
   if (wec || !keep_alive) {
@@ -1187,13 +1243,14 @@ net::awaitable<bool> Server::Impl::DownloadAttachment(Stream& stream, http::requ
   auto& lowest = beast::get_lowest_layer(stream);
   const auto& req = head.get();
   const unsigned version = req.version();
+  const std::string cors = CorsOrigin(req);
   if (!head.is_done()) {  // a GET with a body: not ours to guess what it means
-    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(BadRequest("GET with a body")), version);
+    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(BadRequest("GET with a body")), version, cors);
     co_return false;
   }
   bool keep_alive = req.keep_alive() && !draining;
   auto answer = [&](const api::HttpResponse& r) -> net::awaitable<bool> {
-    auto res = ToBeast(r, version, keep_alive);
+    auto res = ToBeast(r, version, keep_alive, cors);
     lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
     auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
     if (wec || !keep_alive) {
@@ -1219,21 +1276,44 @@ net::awaitable<bool> Server::Impl::DownloadAttachment(Stream& stream, http::requ
   if (!dl.ok()) co_return co_await answer(api::AttachmentApi::ErrorAnswer(dl.status()));
 
   const uint64_t size = dl->file.size();
-  http::response<http::buffer_body> res{http::status::ok, version};
+  const auto plan = api::AttachmentApi::PlanDownload(Sv(req[http::field::range]), Sv(req[http::field::if_range]),
+                                                     Sv(req[http::field::if_none_match]), dl->etag, size);
+  using Plan = api::AttachmentApi::Plan;
+  if (plan.kind == Plan::kUnsatisfiable) {
+    api::HttpResponse r = api::AttachmentApi::ErrorAnswer(BadRequest("range not satisfiable"));
+    r.status = 416;
+    r.headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
+    co_return co_await answer(r);
+  }
+  // The bytes [off, end) go out: all of them, or the one range asked for.
+  uint64_t off = plan.kind == Plan::kPartial ? plan.first : 0;
+  const uint64_t end = plan.kind == Plan::kPartial ? plan.last + 1 : plan.kind == Plan::kNotModified ? 0 : size;
+  http::response<http::buffer_body> res{plan.kind == Plan::kPartial       ? http::status::partial_content
+                                        : plan.kind == Plan::kNotModified ? http::status::not_modified
+                                                                          : http::status::ok,
+                                        version};
   res.set(http::field::server, "switchboard");
   for (auto& [k, v] : dl->headers) res.set(k, v);
-  res.content_length(size);
+  SetCors(res, cors);
+  if (plan.kind == Plan::kPartial)
+    res.set(http::field::content_range,
+            "bytes " + std::to_string(plan.first) + "-" + std::to_string(plan.last) + "/" + std::to_string(size));
+  if (plan.kind == Plan::kNotModified) {
+    res.erase(http::field::content_type);  // a 304 carries no content
+    res.erase(http::field::content_disposition);
+  } else {
+    res.content_length(end - off);
+  }
   res.keep_alive(keep_alive);
   res.body().data = nullptr;
-  res.body().more = true;
+  res.body().more = off < end;
   http::response_serializer<http::buffer_body> sr{res};
   lowest.expires_after(std::chrono::milliseconds(opts.upload_timeout_ms));
   auto [hec, hn] = co_await http::async_write_header(stream, sr, net::as_tuple(net::use_awaitable));
   if (hec) co_return false;
   std::unique_ptr<char[]> chunk(new char[kAttachmentChunk]);
-  uint64_t off = 0;
-  while (off < size) {
-    size_t want = static_cast<size_t>(std::min<uint64_t>(kAttachmentChunk, size - off));
+  while (off < end) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(kAttachmentChunk, end - off));
     std::optional<Result<size_t>> read = co_await net::co_spawn(
         pool,
         [&dl, &chunk, off, want]() -> net::awaitable<std::optional<Result<size_t>>> {
@@ -1252,7 +1332,7 @@ net::awaitable<bool> Server::Impl::DownloadAttachment(Stream& stream, http::requ
     off += *got;
     res.body().data = chunk.get();
     res.body().size = *got;
-    res.body().more = off < size;
+    res.body().more = off < end;
     auto [wec, wn] = co_await http::async_write(stream, sr, net::as_tuple(net::use_awaitable));
     if (wec == http::error::need_buffer) wec = {};
     if (wec) co_return false;

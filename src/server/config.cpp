@@ -64,7 +64,7 @@ const std::vector<Entry>& Entries() {
       {"server.idle_timeout_ms", "a socket silent this long is pinged, then closed", SB_NUM(idle_timeout_ms, int64_t, 1000, 3600000)},
       {"server.max_header_bytes", "largest HTTP request head", SB_NUM(max_header_bytes, size_t, 1024, 1u << 20)},
       {"server.drain_timeout_ms", "on SIGTERM, longest wait for in-flight commits", SB_NUM(drain_timeout_ms, int64_t, 0, 600000)},
-      {"server.allowed_origins", "browser origins allowed to open the WebSocket, comma-separated (\"*\": any; empty: same origin only)", SB_STR(allowed_origins)},
+      {"server.allowed_origins", "browser origins allowed to open the WebSocket and read REST answers (CORS), comma-separated (\"*\": any; empty: same origin only)", SB_STR(allowed_origins)},
       {"server.connects_per_ip_per_s", "new connections per client address per second (0: unlimited)", SB_DBL(connects_per_ip_per_s, 0, 1e9)},
       {"server.trusted_proxies", "reverse proxies whose X-Forwarded-For gives the client address, comma-separated addresses or CIDR ranges (empty: the header is ignored)", SB_STR(trusted_proxies)},
       {"server.max_connections_per_user", "open WebSocket connections per user, all devices together (more: 429)", SB_NUM(max_connections_per_user, size_t, 1, 1000000)},

@@ -65,6 +65,81 @@ TEST_F(HardeningTest, ConfiguredOriginsAreAllowed) {
       << "with a list, same-origin is not implied";
 }
 
+// CORS for REST and attachments follows the same list: a page of a listed origin may
+// read the answers (preflights answered, Access-Control-Allow-Origin on every answer,
+// errors and attachment bytes included); any other origin gets no CORS header and a
+// refused preflight, so the browser keeps the answers from it. tests/browser runs the
+// same in Chromium.
+TEST_F(HardeningTest, CorsFollowsTheAllowedOrigins) {
+  StartServer({"--set", "server.allowed_origins=https://app.example.com"});
+  TestUser u;
+  CreateUser(*api_, "cors", &u);
+  const std::string app = "https://app.example.com";
+  auto preflight = [&](const std::string& origin, const std::string& target) {
+    return api_->Request("OPTIONS", target, {}, {},
+                         {{"Origin", origin}, {"Access-Control-Request-Method", "POST"},
+                          {"Access-Control-Request-Headers", "authorization, content-type"}});
+  };
+  for (const char* target : {"/v1/sessions", "/v1/conversations", "/v1/attachments"}) {
+    auto ok = preflight(app, target);
+    EXPECT_EQ(ok.status, 204) << target << " " << ok.Describe();
+    EXPECT_EQ(ok.Header("Access-Control-Allow-Origin"), app) << target;
+    EXPECT_NE(ok.Header("Access-Control-Allow-Methods").find("POST"), std::string::npos) << target;
+    EXPECT_NE(ok.Header("Access-Control-Allow-Headers").find("Authorization"), std::string::npos) << target;
+    EXPECT_EQ(ok.Header("Vary"), "Origin");
+    EXPECT_EQ(ok.Header("Content-Length"), "") << "a 204 has no body";
+    auto no = preflight("https://evil.example", target);
+    EXPECT_EQ(no.status, 403) << target << " " << no.Describe();
+    EXPECT_EQ(no.ErrorCode(), "forbidden");
+    EXPECT_EQ(no.Header("Access-Control-Allow-Origin"), "") << target;
+  }
+
+  // Answers, successes and errors alike, name the listed origin and only it.
+  auto list = api_->Request("GET", "/v1/conversations", {}, u.access_token, {{"Origin", app}});
+  EXPECT_EQ(list.status, 200) << list.Describe();
+  EXPECT_EQ(list.Header("Access-Control-Allow-Origin"), app);
+  EXPECT_NE(list.Header("Access-Control-Expose-Headers").find("Retry-After"), std::string::npos);
+  auto denied = api_->Request("GET", "/v1/conversations", {}, "not-a-token", {{"Origin", app}});
+  EXPECT_EQ(denied.status, 401);
+  EXPECT_EQ(denied.Header("Access-Control-Allow-Origin"), app) << "the page can read why it was refused";
+  auto evil = api_->Request("GET", "/v1/conversations", {}, u.access_token, {{"Origin", "https://evil.example"}});
+  EXPECT_EQ(evil.status, 200) << "the server answers; the browser hides it";
+  EXPECT_EQ(evil.Header("Access-Control-Allow-Origin"), "");
+  auto native = api_->Request("GET", "/v1/conversations", {}, u.access_token);
+  EXPECT_EQ(native.Header("Access-Control-Allow-Origin"), "") << "no Origin: not a browser";
+
+  // Attachments stream outside the REST path: same headers on upload and download.
+  auto up = api_->Request("POST", "/v1/attachments", "GIF89a-cors-bytes", u.access_token,
+                          {{"Origin", app}, {"Content-Type", "image/gif"}});
+  ASSERT_EQ(up.status, 201) << up.Describe();
+  EXPECT_EQ(up.Header("Access-Control-Allow-Origin"), app);
+  const std::string media = *up.json()["media_url"].Str();
+  auto down = api_->Request("GET", media, {}, u.access_token, {{"Origin", app}});
+  EXPECT_EQ(down.status, 200) << down.Describe();
+  EXPECT_EQ(down.body, "GIF89a-cors-bytes");
+  EXPECT_EQ(down.Header("Access-Control-Allow-Origin"), app);
+  auto down_evil = api_->Request("GET", media, {}, u.access_token, {{"Origin", "https://evil.example"}});
+  EXPECT_EQ(down_evil.Header("Access-Control-Allow-Origin"), "");
+  auto up_denied = api_->Request("POST", "/v1/attachments", "x", "not-a-token", {{"Origin", app}});
+  EXPECT_EQ(up_denied.status, 401);
+  EXPECT_EQ(up_denied.Header("Access-Control-Allow-Origin"), app);
+}
+
+// Without a list, REST sends no CORS headers at all: a web client must then be served
+// from the API's own origin (same-origin calls need none).
+TEST_F(HardeningTest, NoCorsWithoutAllowedOrigins) {
+  StartServer({});
+  TestUser u;
+  CreateUser(*api_, "nocors", &u);
+  const std::string self = "http://127.0.0.1:" + std::to_string(server_->port());
+  auto pre = api_->Request("OPTIONS", "/v1/sessions", {}, {},
+                           {{"Origin", "https://app.example.com"}, {"Access-Control-Request-Method", "POST"}});
+  EXPECT_EQ(pre.status, 403) << pre.Describe();
+  auto list = api_->Request("GET", "/v1/conversations", {}, u.access_token, {{"Origin", self}});
+  EXPECT_EQ(list.status, 200);
+  EXPECT_EQ(list.Header("Access-Control-Allow-Origin"), "");
+}
+
 TEST_F(HardeningTest, SocketClosesWith1008WhenItsTokenExpires) {
   StartServer({"--set", "auth.access_ttl_s=10", "--set", "auth.leeway_s=0"});
   TestUser u;
