@@ -135,6 +135,7 @@ struct Options {
   // storm
   int storm_messages = 20;
   double storm_jitter_ms = 0;
+  bool storm_cursors = false;
   // queries
   int http_clients = 16;
   int prep_messages = 200;
@@ -213,6 +214,11 @@ scenario storm (N clients in N/2 direct conversations):
                          (default 20)
   --storm-jitter-ms J    each client reconnects after a random delay in [0, J)
                          (default 0: all at once)
+  --storm-cursors on|off on: each client resumes with the cursors it holds, as
+                         docs/protocol.md's client rules say, so nothing it already
+                         has is replayed (a restart of up-to-date clients); off
+                         (default): `resume` with no cursors, every unacknowledged
+                         message replayed to both members (the heavy case)
   All sockets are then reset at once (RST, no close handshake) and every client
   reconnects at once, sending `resume`; reported: time from the drop until 50%, 99%
   and 100% have `resume_done`, connects/s, messages replayed, errors.
@@ -343,6 +349,10 @@ Options ParseArgs(int argc, char** argv) {
       o.storm_messages = integer(i);
     } else if (a == "--storm-jitter-ms") {
       o.storm_jitter_ms = num(i);
+    } else if (a == "--storm-cursors") {
+      std::string v = need(i);
+      if (v != "on" && v != "off") Die("--storm-cursors is on or off");
+      o.storm_cursors = v == "on";
     } else if (a == "--http-clients") {
       o.http_clients = integer(i);
     } else if (a == "--prep-messages") {
@@ -953,6 +963,21 @@ class Conn : public std::enable_shared_from_this<Conn> {
     mask_state_ = static_cast<uint64_t>(idx_) * 0x2545F4914F6CDD1DULL + 0x9E3779B97F4A7C15ULL;
   }
 
+  // The client rules' cursors: per conversation, the highest seq this connection holds
+  // with nothing missing below it (its own acks and the deliveries), as resume JSON.
+  std::string CursorsJson() const {
+    std::string out = "{";
+    for (const auto& [conv, cs] : conv_seen_) {
+      uint64_t k = 0;
+      while (k + 1 < cs.seen.size() && cs.seen[k + 1]) ++k;
+      if (k == 0) continue;
+      if (out.size() > 1) out += ',';
+      out += '"' + conv + "\":" + std::to_string(k);
+    }
+    return out + "}";
+  }
+  void SetResumeCursors(std::string json) { resume_cursors_ = std::move(json); }
+
   // `fanout`: how many connections receive each of its messages (1 in a pair, M-1 in
   // a group of M), so the drain knows how many deliveries to wait for.
   void MakeSender(std::string conv_id, int sender_index, int fanout = 1) {
@@ -1213,7 +1238,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   // replayed message is handled like a live one.
   asio::awaitable<std::string> Resume() {
     ArmWatchdog();
-    Send(R"({"event":"resume","cursors":{}})");
+    Send(R"({"event":"resume","cursors":)" + (resume_cursors_.empty() ? std::string("{}") : resume_cursors_) + "}");
     for (;;) {
       auto [rec, frame] = co_await NextMessage();
       if (rec) {
@@ -1679,6 +1704,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
   // recipient
   std::unordered_map<std::string, ConvSeen> conv_seen_;
+  std::string resume_cursors_;  // what `resume` sends; empty: no cursors
   std::unordered_map<std::string, std::pair<uint64_t, std::string>> pending_receipts_;
   bool receipt_armed_ = false;
 };
@@ -2297,6 +2323,7 @@ class Runner {
       for (auto& old : w.retired) {
         if (old->failed()) continue;  // never connected in the first place
         auto c = std::make_shared<Conn>(w, common_, old->idx() + 10'000'000, old->account(), kDirect);
+        if (opt_.storm_cursors) c->SetResumeCursors(old->CursorsJson());
         w.conns.push_back(c);
         ++reconnecting[wi];
         auto delay = std::chrono::nanoseconds(static_cast<int64_t>(jitter_ns * u(rng)));
@@ -2703,8 +2730,9 @@ class Runner {
     std::printf("pre-storm traffic: %d messages per conversation, %llu acked, %llu failed in %.2f s (no receipts)\n",
                 opt_.storm_messages, static_cast<unsigned long long>(storm_.prep_acked),
                 static_cast<unsigned long long>(storm_.prep_failed), storm_.prep_s);
-    std::printf("storm: %d clients reset at once, all reconnecting%s\n", storm_.clients,
-                opt_.storm_jitter_ms > 0 ? (" within " + Fmt(opt_.storm_jitter_ms, 0) + " ms").c_str() : " at once");
+    std::printf("storm: %d clients reset at once, all reconnecting%s, resuming %s\n", storm_.clients,
+                opt_.storm_jitter_ms > 0 ? (" within " + Fmt(opt_.storm_jitter_ms, 0) + " ms").c_str() : " at once",
+                opt_.storm_cursors ? "with their cursors" : "without cursors");
     std::printf("resume_done after the drop: 50%% %s, 99%% %s, 100%% %s (%d of %d%s)\n",
                 MsOrNever(StormTimeMs(50)).c_str(), MsOrNever(StormTimeMs(99)).c_str(),
                 MsOrNever(StormTimeMs(100)).c_str(), storm_.ready, storm_.clients,
@@ -2980,6 +3008,7 @@ class Runner {
       w.Field("clients", opt_.connections / 2 * 2);
       w.Field("storm_messages", opt_.storm_messages);
       w.Key("storm_jitter_ms").Raw(Fmt(opt_.storm_jitter_ms, 3));
+      w.Field("storm_cursors", opt_.storm_cursors);
     }
     if (sc == Scenario::kQueries) {
       w.Field("pairs", opt_.pairs);

@@ -510,12 +510,12 @@ class WsSession final : public chat::Session,
     return empty;
   }
 
-  // Control frames go ahead of queued data (after a frame already being written):
-  // a pong must not wait behind a long replay.
   // Frames that count toward queued_bytes_ (limits.send_queue_max_bytes): those that
   // queue at the tail. Pings and pongs jump the queue and are not counted.
   static bool InQueueBytes(uint8_t opcode) { return opcode == protocol::kWsText || opcode == protocol::kWsClose; }
 
+  // Control frames go ahead of queued data (after a frame already being written):
+  // a pong must not wait behind a long replay.
   void Push(uint8_t opcode, std::shared_ptr<const std::string> payload) {
     Out o{std::move(payload), {}, 0, opcode};
     o.hdr_len = static_cast<uint8_t>(protocol::WsFrameHeader(opcode, o.payload->size(), o.hdr));
