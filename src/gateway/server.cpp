@@ -284,12 +284,16 @@ struct Server::Impl {
   }
 
   net::awaitable<void> Accept(Shard& sh);
-  bool OriginAllowed(std::string_view origin, std::string_view host) const {
-    if (origin.empty()) return true;  // not a browser
-    if (opts.allowed_origins.empty()) return SameOrigin(origin, host);
+  // server.allowed_origins names this origin (or holds "*").
+  bool Listed(std::string_view origin) const {
     for (const auto& o : opts.allowed_origins)
       if (o == "*" || o == origin) return true;
     return false;
+  }
+  bool OriginAllowed(std::string_view origin, std::string_view host) const {
+    if (origin.empty()) return true;  // not a browser
+    if (opts.allowed_origins.empty()) return SameOrigin(origin, host);
+    return Listed(origin);
   }
   // CORS, for REST and attachments (the upgrade has its own check above): the origin a
   // response may be read by, when a page on another origin listed in
@@ -297,10 +301,7 @@ struct Server::Impl {
   // answer from any page of another origin (a same-origin page needs none).
   std::string CorsOrigin(const http::fields& h) const {
     std::string_view origin = Sv(h[http::field::origin]);
-    if (origin.empty()) return {};
-    for (const auto& o : opts.allowed_origins)
-      if (o == "*" || o == origin) return std::string(origin);
-    return {};
+    return !origin.empty() && Listed(origin) ? std::string(origin) : std::string();
   }
   // Token bucket per client address; false when it connects too fast.
   bool AdmitConnection(Shard& sh, const std::string& ip) {

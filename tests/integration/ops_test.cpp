@@ -9,7 +9,18 @@ namespace {
 
 using client::HttpResponse;
 
-class OpsTest : public SharedServerTest {};
+class OpsTest : public SharedServerTest {
+ protected:
+  // Two new users ("<prefix>a", "<prefix>b") in a direct conversation; the first one's
+  // socket is open.
+  void OneSocketInAConversation(const RestClient& api, const std::string& prefix, std::string* conv, WsClient* ws) {
+    TestUser a, b;
+    ASSERT_NO_FATAL_FAILURE(CreateUser(api, prefix + "a", &a));
+    ASSERT_NO_FATAL_FAILURE(CreateUser(api, prefix + "b", &b));
+    ASSERT_NO_FATAL_FAILURE(CreateDirect(api, a, b, conv));
+    ASSERT_NO_FATAL_FAILURE(ConnectWs(api, a, ws));
+  }
+};
 
 // Prometheus text format: sum of the samples of each metric name over its label sets.
 std::map<std::string, double> ParseMetrics(const std::string& text) {
@@ -39,13 +50,9 @@ TEST_F(OpsTest, HealthAndReadinessAre200) {
 
 TEST_F(OpsTest, MetricsCountConnectionsAndAcks) {
   RestClient api = Api();
-  TestUser a, b;
-  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "meta", &a));
-  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "metb", &b));
   std::string conv;
-  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, a, b, &conv));
   WsClient ws;
-  ASSERT_NO_FATAL_FAILURE(ConnectWs(api, a, &ws));
+  ASSERT_NO_FATAL_FAILURE(OneSocketInAConversation(api, "met", &conv, &ws));
   Json ack;
   ASSERT_NO_FATAL_FAILURE(SendAndAck(ws, conv, "count me", &ack));
 
@@ -62,13 +69,9 @@ TEST_F(OpsTest, MetricsCountConnectionsAndAcks) {
 // once on its way to the conversation's shard, and that hop lies inside its ack latency.
 TEST_F(OpsTest, MetricsSplitAMessagesTimeIntoStages) {
   RestClient api = Api();
-  TestUser a, b;
-  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "stga", &a));
-  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "stgb", &b));
   std::string conv;
-  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, a, b, &conv));
   WsClient ws;
-  ASSERT_NO_FATAL_FAILURE(ConnectWs(api, a, &ws));
+  ASSERT_NO_FATAL_FAILURE(OneSocketInAConversation(api, "stg", &conv, &ws));
 
   HttpResponse before = api.Request("GET", "/metrics");
   ASSERT_EQ(before.status, 200) << before.Describe();
