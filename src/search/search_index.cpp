@@ -326,6 +326,17 @@ struct SearchIndex::Writer {
     return sqlite3_total_changes(db.get()) - before >= 2;
   }
 
+  // Highest seq applied for `conv` (0: none yet).
+  Result<Seq> UpTo(ConvId conv) {
+    if (auto c = convs.find(conv); c != convs.end()) return c->second.up_to;
+    Use u(conv_get);
+    sqlite3_bind_int64(*u, 1, ToSql(conv));
+    int rc = sqlite3_step(*u);
+    if (rc == SQLITE_ROW) return static_cast<Seq>(sqlite3_column_int64(*u, 1));
+    if (rc == SQLITE_DONE) return Seq{0};
+    return SqlError(db.get(), "read conversation");
+  }
+
   Status Step(const Stmt& s) {
     Use u(s);
     int rc = sqlite3_step(*u);
@@ -636,58 +647,168 @@ SearchIndex::~SearchIndex() {
   }
   work_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  metrics::Server().search_backlog.Add(-static_cast<int64_t>(queued_messages_));
+  metrics::Server().search_backlog.Add(-static_cast<int64_t>(queued_messages_ + behind_messages_));
 }
 
 void SearchIndex::Enqueue(std::vector<store::Message> batch) {
   if (batch.empty()) return;
   size_t n = batch.size();
-  bool overflowed = false;
+  bool stopped = false, fell_behind = false;
   {
     std::lock_guard lk(mu_);
     if (failed_) return;  // stopped: the next start catches up from IndexedUpTo
-    if (queued_messages_ + n > options_.max_queued_messages) {
-      // Dropping this batch but applying later ones would advance IndexedUpTo past
-      // messages that were never indexed; stopping keeps IndexedUpTo truthful. The
-      // batches already queued are earlier in commit order and are still applied.
-      failed_ = true;
-      overflowed = true;
-    } else {
+    if (!behind_ && queued_messages_ + n > options_.max_queued_messages) {
+      if (options_.source) {
+        // The batches already queued are earlier in commit order and are applied
+        // first; everything from here on is read back from the store.
+        behind_ = fell_behind = true;
+        ++catch_ups_;
+      } else {
+        // Dropping this batch but applying later ones would advance IndexedUpTo past
+        // messages that were never indexed; stopping keeps IndexedUpTo truthful.
+        failed_ = stopped = true;
+      }
+    }
+    if (behind_) {
+      for (const store::Message& m : batch) lagging_.insert(m.conv);
+      ++behind_batches_;
+      behind_messages_ += n;
+      metrics::Server().search_backlog.Add(static_cast<int64_t>(n));
+      ++enqueued_batches_;
+    } else if (!stopped) {
       queue_.push_back(std::move(batch));
       queued_messages_ += n;
       metrics::Server().search_backlog.Add(static_cast<int64_t>(n));
       ++enqueued_batches_;
     }
   }
-  if (overflowed) {
+  if (stopped) {
     LOG_ERROR("search_index_stopped")
         .Kv("reason", "queue full")
         .Kv("max_queued_messages", options_.max_queued_messages);
     return;
   }
+  if (fell_behind) {
+    LOG_WARN("search_index_behind")
+        .Kv("max_queued_messages", options_.max_queued_messages)
+        .Kv("detail", "indexing from the store until caught up");
+  }
   work_cv_.notify_one();
 }
 
+void SearchIndex::ForgetLaggingLocked() {
+  // Stopped: what was not queued counts as dropped (WaitIdle must not wait for it);
+  // the next start catches it up from the store.
+  lagging_.clear();
+  done_batches_ += std::exchange(behind_batches_, 0);
+  metrics::Server().search_backlog.Add(-static_cast<int64_t>(std::exchange(behind_messages_, 0)));
+}
+
+bool SearchIndex::ApplyGroup(const std::vector<std::vector<store::Message>>& group,
+                             const std::unordered_map<ConvId, Seq>& drops, size_t queued, uint64_t batches) {
+  Status s = Status::Ok();
+  bool applied = false;
+  // After a failed write nothing later may be applied: it would move IndexedUpTo
+  // past the lost group. (After a queue overflow the queued batches are still
+  // applied: they all precede the dropped one.)
+  if (!write_failed_) {
+    // A transient failure (checkpoint contention, a full disk that gets freed)
+    // deserves a retry; a persistent one stops the index.
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt * attempt));
+      s = writer_->Apply(group, drops);
+      if (s.ok()) {
+        applied = true;
+        break;
+      }
+      LOG_WARN("search_index_write_failed").Kv("attempt", attempt + 1).Kv("error", s.message());
+    }
+    write_failed_ = !applied;
+  }
+  size_t messages = 0;
+  for (const auto& b : group) messages += b.size();
+  bool newly_failed = false;
+  {
+    std::lock_guard lk(mu_);
+    queued_messages_ -= queued;
+    metrics::Server().search_backlog.Add(-static_cast<int64_t>(queued));
+    done_batches_ += batches;
+    merging_ = applied;
+    if (applied) {
+      indexed_messages_ += messages;
+      ++transactions_;
+    } else if (!failed_) {
+      failed_ = newly_failed = true;
+    }
+  }
+  if (newly_failed) LOG_ERROR("search_index_stopped").Kv("reason", "write failed").Kv("error", s.message());
+  idle_cv_.notify_all();
+  return applied;
+}
+
+Status SearchIndex::CatchUp(const std::unordered_set<ConvId>& convs) {
+  constexpr size_t kPage = 1000;
+  std::vector<std::vector<store::Message>> group;
+  size_t grouped = 0;
+  auto flush = [&] {
+    if (group.empty()) return true;
+    bool ok = ApplyGroup(group, {}, 0, 0);
+    {
+      // What was read back stands for the batches that were not queued (roughly: it
+      // may include commits whose batch is still on its way).
+      std::lock_guard lk(mu_);
+      uint64_t n = std::min<uint64_t>(grouped, behind_messages_);
+      behind_messages_ -= n;
+      metrics::Server().search_backlog.Add(-static_cast<int64_t>(n));
+    }
+    group.clear();
+    grouped = 0;
+    return ok;
+  };
+  for (ConvId conv : convs) {
+    auto up_to = writer_->UpTo(conv);
+    if (!up_to) return up_to.status();
+    Seq from = *up_to;
+    for (;;) {
+      auto page = options_.source(conv, from, kPage);
+      if (!page) return page.status();
+      if (page->empty()) break;
+      from = page->back().seq;
+      size_t got = page->size();
+      grouped += got;
+      group.push_back(std::move(*page));
+      if (grouped >= options_.max_group_messages && !flush()) return Status::Ok();  // failed_ says why
+      if (got < kPage) break;
+    }
+  }
+  flush();
+  return Status::Ok();
+}
+
 void SearchIndex::Run() {
-  bool write_failed = false;
   bool merge_pending = true;  // segments may be left from a previous run
   auto last_work = std::chrono::steady_clock::now() - std::chrono::milliseconds(options_.merge_after_idle_ms);
   for (;;) {
     std::vector<std::vector<store::Message>> group;
     std::unordered_map<ConvId, Seq> drops;
+    std::unordered_set<ConvId> lagging;
     uint64_t drop_calls = 0;
     size_t messages = 0;
     {
       std::unique_lock lk(mu_);
-      auto has_work = [&] { return stop_ || !queue_.empty() || !drops_.empty(); };
-      if (merge_pending && !write_failed) {
+      auto has_work = [&] { return stop_ || !queue_.empty() || !drops_.empty() || !lagging_.empty(); };
+      if (merge_pending && !write_failed_) {
         // Merge only in a lull: wait for work until the lull is long enough.
         work_cv_.wait_until(lk, last_work + std::chrono::milliseconds(options_.merge_after_idle_ms), has_work);
       } else {
         work_cv_.wait(lk, has_work);
       }
-      if (queue_.empty() && drops_.empty() && stop_) return;  // stop requested and everything applied
-      if (!queue_.empty() && !stop_ && waiting_idle_ == 0 && queued_messages_ < options_.gather_messages) {
+      // Stop requested and everything queued applied. Conversations still lagging are
+      // caught up by the next start, from the store.
+      if (queue_.empty() && drops_.empty() && stop_) return;
+      if (failed_) ForgetLaggingLocked();
+      if (!queue_.empty() && !stop_ && !behind_ && waiting_idle_ == 0 &&
+          queued_messages_ < options_.gather_messages) {
         // Light load: let a few commit batches gather into one transaction.
         work_cv_.wait_for(lk, std::chrono::milliseconds(options_.gather_ms), [&] {
           return stop_ || waiting_idle_ > 0 || queued_messages_ >= options_.gather_messages;
@@ -712,6 +833,38 @@ void SearchIndex::Run() {
           it = drops_.erase(it);
         }
       }
+      // Behind (Enqueue): once what was queued is applied, read the rest from the store.
+      if (group.empty() && queue_.empty() && !write_failed_) lagging.swap(lagging_);
+    }
+    if (!lagging.empty()) {
+      Status s = CatchUp(lagging);
+      if (!s.ok()) {
+        bool newly_failed = false;
+        {
+          std::lock_guard lk(mu_);
+          write_failed_ = true;  // nothing later may be applied: IndexedUpTo would skip it
+          if (!failed_) failed_ = newly_failed = true;
+        }
+        if (newly_failed) LOG_ERROR("search_index_stopped").Kv("reason", "store read failed").Kv("error", s.message());
+      }
+      last_work = std::chrono::steady_clock::now();
+      merge_pending = !write_failed_;
+      bool caught_up = false;
+      {
+        std::lock_guard lk(mu_);
+        if (failed_) {
+          ForgetLaggingLocked();
+        } else if (lagging_.empty()) {
+          // Nothing committed meanwhile that is not applied: queue again.
+          behind_ = false;
+          caught_up = true;
+          done_batches_ += std::exchange(behind_batches_, 0);
+          metrics::Server().search_backlog.Add(-static_cast<int64_t>(std::exchange(behind_messages_, 0)));
+        }
+      }
+      if (caught_up) LOG_INFO("search_index_caught_up");
+      idle_cv_.notify_all();
+      if (group.empty() && drops.empty()) continue;
     }
     if (group.empty() && drops.empty()) {
       // Idle: merge a little, then look at the queue again.
@@ -724,43 +877,9 @@ void SearchIndex::Run() {
       }
       continue;
     }
-    Status s = Status::Ok();
-    bool applied = false;
-    // After a failed write nothing later may be applied: it would move IndexedUpTo
-    // past the lost group. (After a queue overflow the queued batches are still
-    // applied: they all precede the dropped one.)
-    if (!write_failed) {
-      // A transient failure (checkpoint contention, a full disk that gets freed)
-      // deserves a retry; a persistent one stops the index.
-      for (int attempt = 0; attempt < 3; ++attempt) {
-        if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt * attempt));
-        s = writer_->Apply(group, drops);
-        if (s.ok()) {
-          applied = true;
-          break;
-        }
-        LOG_WARN("search_index_write_failed").Kv("attempt", attempt + 1).Kv("error", s.message());
-      }
-      write_failed = !applied;
-      merge_pending = applied;
-    }
+    bool applied = ApplyGroup(group, drops, messages, group.size() + drop_calls);
+    merge_pending = applied;
     last_work = std::chrono::steady_clock::now();
-    bool newly_failed = false;
-    {
-      std::lock_guard lk(mu_);
-      queued_messages_ -= messages;
-      metrics::Server().search_backlog.Add(-static_cast<int64_t>(messages));
-      done_batches_ += group.size() + drop_calls;
-      merging_ = applied;
-      if (applied) {
-        indexed_messages_ += messages;
-        ++transactions_;
-      } else if (!failed_) {
-        failed_ = newly_failed = true;
-      }
-    }
-    if (newly_failed) LOG_ERROR("search_index_stopped").Kv("reason", "write failed").Kv("error", s.message());
-    idle_cv_.notify_all();
   }
 }
 
@@ -796,6 +915,8 @@ SearchIndex::Stats SearchIndex::GetStats() {
   s.indexed_messages = indexed_messages_;
   s.transactions = transactions_;
   s.failed = failed_;
+  s.catching_up = behind_;
+  s.catch_ups = catch_ups_;
   s.merging = merging_;
   return s;
 }

@@ -144,6 +144,11 @@ int RunServe(const Config& cfg) {
   // store after a crash; catch it up before anything new is committed.
   search::SearchIndex::Options search_opts;
   search_opts.gather_ms = cfg.search_index_delay_ms;
+  // When the indexer falls far behind (a long peak), it reads from the store instead
+  // of queueing in memory. The store outlives the index (declared first).
+  search_opts.source = [s = store.get()](ConvId conv, Seq after, size_t limit) {
+    return s->ReadAfter(conv, after, limit);
+  };
   auto idx = search::SearchIndex::Open(cfg.data_dir + "/search.db", search_opts);
   if (!idx.ok()) {
     LOG_ERROR("search_open_failed").Kv("error", idx.status().message());

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <string>
@@ -592,6 +594,147 @@ TEST_F(SearchIndexTest, QueueOverflowStopsTheIndexTruthfully) {
   ASSERT_EQ(up->size(), 1u);
   // Never past a dropped message: either 2 or 4, never 9.
   EXPECT_TRUE((*up)[0].second == 2 || (*up)[0].second == 4) << (*up)[0].second;
+}
+
+// What the commit thread and the store do together, for the catch-up tests: a commit
+// stores the messages (an edit rewrites its target, a delete leaves a tombstone), then
+// hands the batch to the index.
+class FakeStore {
+ public:
+  void Commit(SearchIndex& idx, std::vector<Message> batch) {
+    {
+      std::lock_guard lk(mu_);
+      for (const Message& m : batch) {
+        auto& conv = convs_[m.conv];
+        if (m.content_type == ContentType::kEdit || m.content_type == ContentType::kDelete) {
+          auto id = ParseMessageId(m.target_message_id);
+          auto t = conv.find(id->seq);
+          if (t != conv.end()) {
+            if (m.content_type == ContentType::kEdit) {
+              t->second.content = m.content;
+              t->second.edited_ms = 1;
+            } else {
+              t->second.content.clear();
+              t->second.deleted = true;
+            }
+          }
+        }
+        conv[m.seq] = m;
+      }
+    }
+    idx.Enqueue(std::move(batch));
+  }
+  Result<std::vector<Message>> ReadAfter(ConvId c, Seq after, size_t limit) {
+    std::lock_guard lk(mu_);
+    ++reads_;
+    if (fail_) return Internal("store unavailable");
+    std::vector<Message> out;
+    auto& conv = convs_[c];
+    for (auto it = conv.upper_bound(after); it != conv.end() && out.size() < limit; ++it) out.push_back(it->second);
+    return out;
+  }
+  SearchIndex::Options Options() {
+    SearchIndex::Options opt;
+    opt.source = [this](ConvId c, Seq after, size_t limit) { return ReadAfter(c, after, limit); };
+    return opt;
+  }
+  int reads() {
+    std::lock_guard lk(mu_);
+    return reads_;
+  }
+  void set_fail(bool f) {
+    std::lock_guard lk(mu_);
+    fail_ = f;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<ConvId, std::map<Seq, Message>> convs_;
+  int reads_ = 0;
+  bool fail_ = false;
+};
+
+// Past max_queued_messages, with a store to read from, the index does not stop: it
+// notes the conversations, reads their messages back from the store once the queue is
+// drained, and queues again when it has caught up (a long peak, not a crash).
+TEST_F(SearchIndexTest, QueueOverflowCatchesUpFromTheStore) {
+  index_.reset();
+  FakeStore store;
+  SearchIndex::Options opt = store.Options();
+  opt.max_queued_messages = 3;
+  opt.gather_ms = 60'000;  // nothing is applied before WaitIdle: the queue must overflow
+  opt.gather_messages = 1'000;
+  auto r = SearchIndex::Open(dir_.sub("behind.db"), opt);
+  ASSERT_TRUE(r.ok());
+  auto& idx = *r.value();
+  auto& gauge = metrics::Server().search_backlog;
+  const int64_t base = gauge.Value();
+  store.Commit(idx, {Text(kA, 1, "early alpha"), Text(kB, 1, "early beta")});
+  store.Commit(idx, {Text(kA, 2, "overflowing alpha"), Text(kA, 3, "doomed words")});  // past 3: behind
+  EXPECT_TRUE(idx.GetStats().catching_up);
+  EXPECT_EQ(idx.GetStats().catch_ups, 1u);
+  store.Commit(idx, {Text(kC, 1, "gamma arrives"), Edit(kA, 4, kA, 1, "rewritten alpha")});
+  store.Commit(idx, {Delete(kA, 5, kA, 3), Text(kB, 2, "later beta")});
+  EXPECT_EQ(gauge.Value() - base, 8) << "messages not yet searchable, queued or not";
+  idx.WaitIdle();  // waits for the catch-up, not only for the queue
+  auto st = idx.GetStats();
+  EXPECT_FALSE(st.failed);
+  EXPECT_FALSE(st.catching_up);
+  EXPECT_GT(store.reads(), 0);
+  EXPECT_EQ(gauge.Value() - base, 0);
+  auto up = idx.IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  std::vector<std::pair<ConvId, Seq>> want = {{kA, 5}, {kB, 2}, {kC, 1}};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(*up, want);
+  auto find = [&](std::string_view q, std::vector<ConvId> convs) {
+    auto h = idx.Search(q, convs, 100, 0);
+    EXPECT_TRUE(h.ok());
+    Ids out;
+    if (h.ok())
+      for (const Hit& x : *h) out.emplace_back(x.conv, x.seq);
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  EXPECT_EQ(find("alpha", {kA}), (Ids{{kA, 1}, {kA, 2}}));
+  EXPECT_EQ(find("rewritten", {kA}), (Ids{{kA, 1}}));
+  EXPECT_TRUE(find("early", {kA}).empty()) << "the edit replaced the text";
+  EXPECT_TRUE(find("doomed", {kA}).empty()) << "the delete removed it";
+  EXPECT_EQ(find("beta", {kB}), (Ids{{kB, 1}, {kB, 2}}));
+  EXPECT_EQ(find("gamma", {kC}), (Ids{{kC, 1}}));
+  // Caught up: batches are queued again, not read back.
+  int reads = store.reads();
+  store.Commit(idx, {Text(kC, 2, "queued again")});
+  idx.WaitIdle();
+  EXPECT_EQ(store.reads(), reads);
+  EXPECT_EQ(find("queued", {kC}), (Ids{{kC, 2}}));
+  EXPECT_EQ(idx.GetStats().catch_ups, 1u);
+}
+
+// A store read that fails while catching up stops the index (as a failed write does)
+// without moving IndexedUpTo past what was applied, and WaitIdle still returns.
+TEST_F(SearchIndexTest, FailedStoreReadWhileBehindStopsTruthfully) {
+  index_.reset();
+  FakeStore store;
+  SearchIndex::Options opt = store.Options();
+  opt.max_queued_messages = 2;
+  opt.gather_ms = 60'000;
+  opt.gather_messages = 1'000;
+  auto r = SearchIndex::Open(dir_.sub("behind_fail.db"), opt);
+  ASSERT_TRUE(r.ok());
+  auto& idx = *r.value();
+  const int64_t base = metrics::Server().search_backlog.Value();
+  store.set_fail(true);
+  store.Commit(idx, {Text(kA, 1, "one"), Text(kA, 2, "two")});
+  store.Commit(idx, {Text(kA, 3, "three")});  // behind
+  idx.WaitIdle();
+  EXPECT_TRUE(idx.GetStats().failed);
+  EXPECT_EQ(metrics::Server().search_backlog.Value() - base, 0);
+  auto up = idx.IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(*up, (std::vector<std::pair<ConvId, Seq>>{{kA, 2}}));
+  store.Commit(idx, {Text(kA, 4, "four")});  // stopped: ignored, not waited for
+  idx.WaitIdle();
 }
 
 TEST_F(SearchIndexTest, ConcurrentSearchWhileIndexing) {
