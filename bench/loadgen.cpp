@@ -116,6 +116,7 @@ struct Options {
   double duration = 10;
   double warmup = 2;
   double drain = 5;
+  double report_every = 0;  // senders: print and keep figures per interval of this many s
   int connections = 100;
   int users = 0;  // idle: 0 means one user per connection
   int server_pid = 0;
@@ -176,6 +177,9 @@ traffic (senders, groups, mixed, sweep):
   --duration S           measured seconds (default 10; per phase or sweep stage)
   --warmup S             seconds of traffic before measuring (default 2)
   --drain S              seconds to wait for outstanding acks/deliveries (default 5)
+  --report-every S       senders, groups: every S seconds of the window, a line (and a JSON
+                         entry) with that interval's deliveries/s, latency, server CPU,
+                         RSS and search backlog (from /metrics): how a long run drifts
   --content-bytes N      message content size (default 100, at least 32)
   --max-inflight N       open loop: per-sender cap on unacked messages (default 1000);
                          at the cap the sender waits and the wait shows in the latency
@@ -313,6 +317,8 @@ Options ParseArgs(int argc, char** argv) {
       o.warmup = num(i);
     } else if (a == "--drain") {
       o.drain = num(i);
+    } else if (a == "--report-every") {
+      o.report_every = num(i);
     } else if (a == "--connections") {
       o.connections = integer(i);
     } else if (a == "--users") {
@@ -1801,8 +1807,19 @@ class Runner {
     uint64_t unsent[kClasses] = {0, 0};
   };
 
+  // One --report-every interval of a phase.
+  struct Interval {
+    double t_s = 0;  // end of the interval, seconds into the window
+    double deliv_per_s = 0;
+    uint64_t deliv_p50 = 0, deliv_p99 = 0, deliv_max = 0, ack_p99 = 0;  // ns
+    double server_cpu_pct = -1;
+    int64_t rss_kib = -1;
+    int64_t search_backlog = -1;  // -1: /metrics not readable
+  };
+
   struct PhaseResult {
     std::string name;
+    std::vector<Interval> intervals;
     double duration = 0;
     bool sending[kClasses] = {false, false};
     bool open_loop[kClasses] = {false, false};
@@ -1895,6 +1912,65 @@ class Runner {
     });
   }
 
+  // The interval [from_ns, to_ns) of a phase, from what TakeAll took at its end; prints
+  // one line. The class that sends (1:1 unless only groups do).
+  Interval MakeInterval(const Take& tk, const Plan& plan, int64_t to_ns, int64_t from_ns, double& last_cpu) {
+    Interval iv;
+    const int c = plan.cls[kDirect].send ? kDirect : kGroup;
+    const Stats& st = tk.st[c];
+    const double secs = static_cast<double>(to_ns - from_ns) / 1e9;
+    iv.t_s = static_cast<double>(to_ns - plan.window_start_ns) / 1e9;
+    iv.deliv_per_s = secs > 0 ? static_cast<double>(st.deliv_lat.Count()) / secs : 0;
+    iv.deliv_p50 = st.deliv_lat.Percentile(50);
+    iv.deliv_p99 = st.deliv_lat.Percentile(99);
+    iv.deliv_max = st.deliv_lat.Max();
+    iv.ack_p99 = st.ack_lat.Percentile(99);
+    double cpu = ReadCpuSec(opt_.server_pid);
+    if (cpu >= 0 && last_cpu >= 0 && secs > 0) iv.server_cpu_pct = 100.0 * (cpu - last_cpu) / secs;
+    last_cpu = cpu;
+    iv.rss_kib = ReadRssKib(opt_.server_pid);
+    iv.search_backlog = ScrapeGauge("switchboard_search_backlog");
+    std::printf("interval t=%5.0fs %s: delivered/s %.0f, delivery p50 %s p99 %s max %s ms, ack p99 %s ms; server cpu %s%%, "
+                "rss %s MiB, search backlog %s\n",
+                iv.t_s, ClsName(c), iv.deliv_per_s, MsStr(iv.deliv_p50).c_str(), MsStr(iv.deliv_p99).c_str(),
+                MsStr(iv.deliv_max).c_str(), MsStr(iv.ack_p99).c_str(),
+                iv.server_cpu_pct >= 0 ? Fmt(iv.server_cpu_pct, 0).c_str() : "n/a",
+                iv.rss_kib >= 0 ? Fmt(static_cast<double>(iv.rss_kib) / 1024.0, 0).c_str() : "n/a",
+                iv.search_backlog >= 0 ? std::to_string(iv.search_backlog).c_str() : "n/a");
+    std::fflush(stdout);
+    return iv;
+  }
+
+  // A gauge's value from the server's /metrics (plain HTTP on the same port), or -1.
+  int64_t ScrapeGauge(std::string_view name) const {
+    try {
+      asio::io_context io;
+      tcp::socket sock(io);
+      sock.connect(tcp::endpoint(asio::ip::make_address(opt_.host), opt_.port));
+      timeval tv{2, 0};  // a stuck server must not stop the run
+      ::setsockopt(sock.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      http::request<http::empty_body> req{http::verb::get, "/metrics", 11};
+      req.set(http::field::host, opt_.host);
+      req.keep_alive(false);
+      http::write(sock, req);
+      beast::flat_buffer buf;
+      http::response<http::string_body> res;
+      http::read(sock, buf, res);
+      if (res.result_int() != 200) return -1;
+      std::string_view body = res.body();
+      for (size_t pos = 0; pos < body.size();) {
+        size_t eol = body.find('\n', pos);
+        std::string_view line = body.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
+        if (line.size() > name.size() && line.substr(0, name.size()) == name && line[name.size()] == ' ')
+          return static_cast<int64_t>(std::strtod(std::string(line.substr(name.size() + 1)).c_str(), nullptr));
+        if (eol == std::string_view::npos) break;
+        pos = eol + 1;
+      }
+    } catch (const std::exception&) {
+    }
+    return -1;
+  }
+
   PhaseResult RunPhase(const std::string& name, const Plan& plan) {
     PhaseResult r;
     r.name = name;
@@ -1915,6 +1991,13 @@ class Runner {
     auto self_threads0 = ReadThreadTimes(getpid());
     uint64_t last_acked = shared_.acked.load(), last_deliv = shared_.delivered.load();
     int64_t t = plan.window_start_ns;
+    // --report-every: the statistics are taken out of the workers at each interval's
+    // end and summed here, so the phase's figures are still the whole window's.
+    const int64_t every_ns = opt_.report_every > 0 ? SecToNs(opt_.report_every) : 0;
+    int64_t next_report = every_ns > 0 ? plan.window_start_ns + every_ns : plan.window_end_ns + 1;
+    int64_t last_report = plan.window_start_ns;
+    double last_cpu = srv_cpu0;
+    Take acc;
     while (t < plan.window_end_ns) {
       int64_t next = std::min(t + 1'000'000'000, plan.window_end_ns);
       std::this_thread::sleep_until(AtNs(next));
@@ -1928,6 +2011,13 @@ class Runner {
       last_acked = a;
       last_deliv = d;
       t = next;
+      if (t >= next_report || (every_ns > 0 && t >= plan.window_end_ns && t > last_report)) {
+        Take tk = TakeAll();
+        r.intervals.push_back(MakeInterval(tk, plan, t, last_report, last_cpu));
+        for (int c = 0; c < kClasses; ++c) acc.st[c].Merge(tk.st[c]);
+        last_report = t;
+        next_report += every_ns;
+      }
     }
     double srv_cpu1 = ReadCpuSec(opt_.server_pid), self_cpu1 = SelfCpuSec();
     r.server_threads = ThreadPcts(threads0, ReadThreadTimes(opt_.server_pid), r.duration);
@@ -1946,6 +2036,7 @@ class Runner {
     }
     r.drain_s = static_cast<double>(MonoNs() - drain_start) / 1e9;
     r.take = TakeAll();
+    for (int c = 0; c < kClasses; ++c) r.take.st[c].Merge(acc.st[c]);
     r.closed_during = shared_.closed_unexpected.load() - closed0;
     return r;
   }
@@ -3080,6 +3171,23 @@ class Runner {
         TrafficJson(w, t, d, unacked_at_end_, unsent_scheduled_, drain_s_);
         w.Key("loadgen_cpu_pct").Raw(Fmt(self_cpu_pct_, 1));
         w.Key("loadgen_cpu_wait_pct").Raw(Fmt(SumWait(self_threads_), 1));
+        if (!phases_.empty() && !phases_.back().intervals.empty()) {
+          w.Key("intervals").BeginArray();
+          for (const Interval& iv : phases_.back().intervals) {
+            w.BeginObject();
+            w.Key("t_s").Raw(Fmt(iv.t_s, 1));
+            w.Key("delivered_per_s").Raw(Fmt(iv.deliv_per_s, 0));
+            w.Key("deliv_p50_ms").Raw(MsStr(iv.deliv_p50));
+            w.Key("deliv_p99_ms").Raw(MsStr(iv.deliv_p99));
+            w.Key("deliv_max_ms").Raw(MsStr(iv.deliv_max));
+            w.Key("ack_p99_ms").Raw(MsStr(iv.ack_p99));
+            w.Key("server_cpu_pct").Raw(iv.server_cpu_pct >= 0 ? Fmt(iv.server_cpu_pct, 1) : "null");
+            w.Key("server_rss_kib").Raw(iv.rss_kib >= 0 ? std::to_string(iv.rss_kib) : "null");
+            w.Key("search_backlog").Raw(iv.search_backlog >= 0 ? std::to_string(iv.search_backlog) : "null");
+            w.EndObject();
+          }
+          w.EndArray();
+        }
         break;
       case Scenario::kMixed:
       case Scenario::kSweep: {

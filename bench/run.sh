@@ -10,7 +10,10 @@
 #                  windows, 10 s per sweep rate, more clients); the rest as usual
 #   --fsync MODE   the server's store.fsync (default always: acks mean on disk)
 #   --only LIST    comma-separated subset of: latency,throughput,senders,openloop,idle,
-#                  groups,mixed,storm,queries,sweep,store
+#                  groups,mixed,storm,queries,sweep,store; and soak, which runs only
+#                  when named: open loop at SOAK_RATE msg/s (default 10000) for SOAK_S
+#                  seconds (default 300), a line every 10 s (latency, server CPU and
+#                  RSS, search backlog): what a sustained load does over minutes
 #   --threads T    loadgen client threads (default 1, so the server keeps most of the CPU)
 #   --rate R       open-loop total rate, msg/s (default 20000; 4000 with --quick)
 #   --rates LIST   the sweep's offered rates, msg/s, comma-separated
@@ -65,7 +68,7 @@ while (($#)); do
     --threads) THREADS=${2:?--threads needs a number}; shift ;;
     --rate) RATE_OVERRIDE=${2:?--rate needs msg/s}; shift ;;
     --fuzz) FUZZ=1 ;;
-    -h|--help) sed -n '2,24p' bench/run.sh | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' bench/run.sh | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -115,8 +118,14 @@ else
   SW_PAIRS=1000; SW_RATES=2000,5000,10000,15000,20000,30000,40000; SW_DUR=4
 fi
 [[ -n "$RATES_OVERRIDE" ]] && SW_RATES=$RATES_OVERRIDE
+if ((QUICK)); then
+  SOAK_S=${SOAK_S:-20}; SOAK_RATE=${SOAK_RATE:-2000}; SOAK_EVERY=5
+else
+  SOAK_S=${SOAK_S:-300}; SOAK_RATE=${SOAK_RATE:-10000}; SOAK_EVERY=10
+fi
 
 want() { [[ -z "$ONLY" || ",$ONLY," == *",$1,"* ]]; }
+named() { [[ ",$ONLY," == *",$1,"* ]]; }  # scenarios left out of the standard set
 
 # Thousands of sockets on both sides: lift the soft open-files limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -312,6 +321,14 @@ if want sweep; then
   if start_server sweep; then
     loadgen sweep --scenario sweep --pairs "$SW_PAIRS" --rates "$SW_RATES" --duration "$SW_DUR" --warmup 1 \
       --svg "$RESULTS/$TS-sweep.svg"
+    stop_server
+  fi
+fi
+
+if named soak; then
+  if start_server soak; then
+    loadgen soak --scenario senders --pairs "$PAIRS" --rate "$SOAK_RATE" --duration "$SOAK_S" --warmup "$WARMUP" \
+      --report-every "$SOAK_EVERY"
     stop_server
   fi
 fi
