@@ -36,7 +36,8 @@ Result<UserId> AttachmentApi::Authenticate(std::string_view authorization) const
 }
 
 Result<AttachmentApi::Upload> AttachmentApi::BeginUpload(UserId user, std::string_view content_type,
-                                                         std::optional<uint64_t> content_length) {
+                                                         std::optional<uint64_t> content_length,
+                                                         int64_t* retry_after_s) {
   Upload up;
   up.user = user;
   if (content_type.empty()) {
@@ -51,7 +52,7 @@ Result<AttachmentApi::Upload> AttachmentApi::BeginUpload(UserId user, std::strin
     if (*content_length > max_bytes())
       return TooLarge("attachments are limited to " + std::to_string(max_bytes()) + " bytes");
   }
-  auto file = files_.StartUpload();
+  auto file = files_.StartUpload(user, content_length, retry_after_s);
   if (!file.ok()) return file.status();
   up.file = std::move(*file);
   return up;

@@ -45,9 +45,11 @@ class AttachmentApi {
   };
   // Checks made on the head alone: a sane Content-Type (absent: application/
   // octet-stream; otherwise kBadRequest), a declared length within the limit
-  // (kTooLarge), a free upload slot (kUnavailable). Creates the temp file.
+  // (kTooLarge), a free upload slot and disk space (kUnavailable), the user's daily
+  // upload quota (kRateLimited, with the seconds until it allows this upload in
+  // *retry_after_s). Creates the temp file.
   Result<Upload> BeginUpload(UserId user, std::string_view content_type,
-                             std::optional<uint64_t> content_length);
+                             std::optional<uint64_t> content_length, int64_t* retry_after_s = nullptr);
   // Blocking (fsync, rename, store write): 201 {attachment_id, media_url,
   // content_type, size}, or the error answer. The temp file is gone either way once
   // `up` is destroyed.

@@ -4,9 +4,12 @@
 #include <fcntl.h>
 #include <sodium.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 
 #include "attachments/attachment_id.h"
@@ -81,8 +84,8 @@ struct AttachmentStore::Upload::Hash {
   crypto_hash_sha256_state st;
 };
 
-AttachmentStore::Upload::Upload(AttachmentStore& owner, int fd, std::string temp_path)
-    : owner_(owner), fd_(fd), temp_path_(std::move(temp_path)), hash_(std::make_unique<Hash>()) {
+AttachmentStore::Upload::Upload(AttachmentStore& owner, int fd, std::string temp_path, UserId user)
+    : owner_(owner), user_(user), fd_(fd), temp_path_(std::move(temp_path)), hash_(std::make_unique<Hash>()) {
   crypto_hash_sha256_init(&hash_->st);
 }
 
@@ -97,6 +100,11 @@ Status AttachmentStore::Upload::Append(const void* data, size_t n) {
   if (n > owner_.opts_.max_bytes - size_) {
     failed_ = true;
     return TooLarge("attachment is larger than " + std::to_string(owner_.opts_.max_bytes) + " bytes");
+  }
+  if (!owner_.TakeQuota(user_, n, true, nullptr)) {
+    failed_ = true;
+    return RateLimited("daily upload quota used up (" + std::to_string(owner_.opts_.bytes_per_user_per_day) +
+                       " bytes a day per user)");
   }
   crypto_hash_sha256_update(&hash_->st, static_cast<const unsigned char*>(data), n);
   const char* p = static_cast<const char*>(data);
@@ -193,7 +201,61 @@ Result<std::unique_ptr<AttachmentStore>> AttachmentStore::Open(AttachmentStoreOp
   return std::unique_ptr<AttachmentStore>(new AttachmentStore(std::move(opts), meta, clock));
 }
 
-Result<std::unique_ptr<AttachmentStore::Upload>> AttachmentStore::StartUpload() {
+bool AttachmentStore::TakeQuota(UserId user, uint64_t n, bool charge, int64_t* retry_after_s) {
+  const uint64_t per_day = opts_.bytes_per_user_per_day;
+  if (per_day == 0 || user == 0) return true;
+  constexpr double kDayMs = 86'400'000.0;
+  const double cap = static_cast<double>(per_day), rate = cap / kDayMs;  // bytes per ms
+  const int64_t now = clock_.NowMs();
+  std::lock_guard lk(quota_mu_);
+  if (quota_.size() > 100'000) {
+    // Bounded memory: a bucket that has refilled holds nothing worth keeping.
+    std::erase_if(quota_, [&](const auto& e) {
+      return e.second.bytes + static_cast<double>(now - e.second.at_ms) * rate >= cap;
+    });
+  }
+  auto [it, fresh] = quota_.try_emplace(user, Bucket{cap, now});
+  Bucket& b = it->second;
+  if (!fresh) b.bytes = std::min(cap, b.bytes + static_cast<double>(std::max<int64_t>(now - b.at_ms, 0)) * rate);
+  b.at_ms = now;
+  const double want = static_cast<double>(n);
+  if (b.bytes >= want) {
+    if (charge) b.bytes -= want;
+    return true;
+  }
+  if (retry_after_s) {
+    // Never: more than a day's quota in one go (the upload cannot fit at all).
+    *retry_after_s = want > cap ? -1 : static_cast<int64_t>(std::ceil((want - b.bytes) / rate / 1000.0 - 1e-6));
+  }
+  return false;
+}
+
+int64_t AttachmentStore::FreeBytes() const {
+  struct statvfs v {};
+  if (::statvfs(opts_.dir.c_str(), &v) != 0) return -1;
+  return static_cast<int64_t>(v.f_bavail) * static_cast<int64_t>(v.f_frsize);
+}
+
+Result<std::unique_ptr<AttachmentStore::Upload>> AttachmentStore::StartUpload(UserId user,
+                                                                              std::optional<uint64_t> expected,
+                                                                              int64_t* retry_after_s) {
+  if (retry_after_s) *retry_after_s = 0;
+  if (user != 0 && opts_.bytes_per_user_per_day > 0 && expected && *expected > opts_.bytes_per_user_per_day) {
+    return TooLarge("attachment is larger than the daily upload quota (" +
+                    std::to_string(opts_.bytes_per_user_per_day) + " bytes a day per user)");
+  }
+  if (!TakeQuota(user, std::max<uint64_t>(expected.value_or(1), 1), false, retry_after_s)) {
+    return RateLimited("daily upload quota: " + std::to_string(opts_.bytes_per_user_per_day) +
+                       " bytes a day per user, not enough left for this upload now");
+  }
+  if (opts_.min_free_bytes > 0) {
+    int64_t free = FreeBytes();
+    uint64_t want = expected.value_or(opts_.max_bytes);
+    if (free >= 0 && static_cast<uint64_t>(free) < opts_.min_free_bytes + want) {
+      LOG_WARN("attachment_refused_low_disk").Kv("free_bytes", free).Kv("min_free_bytes", opts_.min_free_bytes);
+      return Unavailable("the server is low on disk space; uploads are refused for now");
+    }
+  }
   size_t n = uploads_.load();
   do {
     if (n >= opts_.max_concurrent_uploads) return Unavailable("too many uploads in progress, retry later");
@@ -206,7 +268,7 @@ Result<std::unique_ptr<AttachmentStore::Upload>> AttachmentStore::StartUpload() 
     LOG_ERROR("attachment_temp_failed").Kv("error", s.message());
     return Unavailable("could not store the attachment");
   }
-  return std::unique_ptr<Upload>(new Upload(*this, fd, std::move(path)));
+  return std::unique_ptr<Upload>(new Upload(*this, fd, std::move(path), user));
 }
 
 std::string AttachmentStore::PathOf(std::string_view digest) const {

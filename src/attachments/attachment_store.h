@@ -19,8 +19,11 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "base/clock.h"
 #include "base/status.h"
@@ -32,6 +35,13 @@ struct AttachmentStoreOptions {
   std::string dir;                          // <data dir>/attachments; created if missing
   uint64_t max_bytes = 25ull << 20;         // largest attachment
   size_t max_concurrent_uploads = 16;       // more: StartUpload answers kUnavailable
+  // Bytes one user may upload per day (a bucket that refills continuously, full at
+  // start), charged as the body arrives; 0: no quota. In memory: a restart refills it.
+  uint64_t bytes_per_user_per_day = 1ull << 30;
+  // Uploads are refused (kUnavailable) while the filesystem of `dir` would keep less
+  // free than this after the upload (its declared length, or max_bytes): attachments
+  // never take the last of the disk the message store needs. 0: no check.
+  uint64_t min_free_bytes = 256ull << 20;
 };
 
 // An open blob for reading. Move-only; closes its descriptor.
@@ -83,9 +93,10 @@ class AttachmentStore {
 
    private:
     friend class AttachmentStore;
-    Upload(AttachmentStore& owner, int fd, std::string temp_path);
+    Upload(AttachmentStore& owner, int fd, std::string temp_path, UserId user);
     struct Hash;
     AttachmentStore& owner_;
+    UserId user_;  // charged for the bytes (0: nobody)
     int fd_;
     std::string temp_path_;
     std::unique_ptr<Hash> hash_;
@@ -94,8 +105,13 @@ class AttachmentStore {
     bool done_ = false;
   };
 
-  // A new upload, or kUnavailable when max_concurrent_uploads are in progress.
-  Result<std::unique_ptr<Upload>> StartUpload();
+  // A new upload by `user` of `expected` bytes (the declared length; unknown for a
+  // chunked body). kUnavailable when max_concurrent_uploads are in progress or the disk
+  // is low (min_free_bytes); kRateLimited when the user's daily quota cannot cover
+  // `expected` (or one byte), with the seconds until it can in *retry_after_s.
+  // User 0 is not subject to the quota (tests, tools).
+  Result<std::unique_ptr<Upload>> StartUpload(UserId user = 0, std::optional<uint64_t> expected = std::nullopt,
+                                              int64_t* retry_after_s = nullptr);
 
   // The record and the open file, without any authorization (callers check
   // AttachmentVisibleTo first). kNotFound when either is missing.
@@ -117,10 +133,23 @@ class AttachmentStore {
 
  private:
   AttachmentStore(AttachmentStoreOptions opts, store::Store& meta, const Clock& clock);
+  // The daily quota: takes `n` bytes from `user`'s bucket when it holds them (charge)
+  // or only checks (!charge). On refusal, *retry_after_s is when it would hold them.
+  bool TakeQuota(UserId user, uint64_t n, bool charge, int64_t* retry_after_s);
+  // Free bytes of the filesystem holding `dir` (statvfs; what an unprivileged writer
+  // may use), or -1.
+  int64_t FreeBytes() const;
+
   AttachmentStoreOptions opts_;
   store::Store& meta_;
   const Clock& clock_;
   std::atomic<size_t> uploads_{0};
+  struct Bucket {
+    double bytes;  // available now (at at_ms)
+    int64_t at_ms;
+  };
+  std::mutex quota_mu_;
+  std::unordered_map<UserId, Bucket> quota_;
 };
 
 // The send-time check of a message's media_url (owner shard, before sequencing): an

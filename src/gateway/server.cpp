@@ -1161,9 +1161,12 @@ net::awaitable<bool> Server::Impl::UploadAttachment(Stream& stream, beast::flat_
   // Content type, declared length and a free upload slot, still before the body.
   std::optional<uint64_t> declared;
   if (head.content_length()) declared = *head.content_length();
-  auto begun = att_api->BeginUpload(*user, Sv(head.get()[http::field::content_type]), declared);
+  int64_t retry_after_s = 0;
+  auto begun = att_api->BeginUpload(*user, Sv(head.get()[http::field::content_type]), declared, &retry_after_s);
   if (!begun.ok()) {
-    co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(begun.status()), version, cors);
+    api::HttpResponse refusal = api::AttachmentApi::ErrorAnswer(begun.status());
+    if (retry_after_s > 0) refusal.headers.emplace_back("Retry-After", std::to_string(retry_after_s));
+    co_await RefuseAndClose(stream, refusal, version, cors);
     co_return false;
   }
   api::AttachmentApi::Upload upload = std::move(*begun);

@@ -17,6 +17,8 @@ struct Limits {
   size_t max_title_bytes = 256;
   size_t max_rest_body_bytes = 1024 * 1024;
   uint64_t max_attachment_bytes = 25ull << 20;  // POST /v1/attachments body (streamed to disk)
+  uint64_t upload_bytes_per_user_per_day = 1ull << 30;  // attachments; 0: no quota
+  uint64_t min_free_disk_mb = 256;  // uploads refused below this much free disk; 0: no check
   size_t send_queue_max_frames = 4096;    // per connection; overflow closes the socket
   size_t send_queue_max_bytes = 8u << 20;
   int64_t heartbeat_interval_ms = 20000;

@@ -97,6 +97,8 @@ const std::vector<Entry>& Entries() {
       {"limits.max_group_members", "largest group", SB_NUM(limits.max_group_members, size_t, 2, 100000)},
       {"limits.max_rest_body_bytes", "largest REST request body", SB_NUM(limits.max_rest_body_bytes, size_t, 1024, 1u << 30)},
       {"limits.max_attachment_bytes", "largest attachment (POST /v1/attachments; streamed to disk, never held in memory)", SB_NUM(limits.max_attachment_bytes, uint64_t, 1, 1ull << 40)},
+      {"limits.upload_bytes_per_user_per_day", "attachment bytes one user may upload per day (refills continuously; over it: 429 with Retry-After; 0: no quota)", SB_NUM(limits.upload_bytes_per_user_per_day, uint64_t, 0, 1ull << 50)},
+      {"limits.min_free_disk_mb", "uploads are refused (503) while the data directory's disk would keep less free than this, MiB (0: no check)", SB_NUM(limits.min_free_disk_mb, uint64_t, 0, 1ull << 30)},
       {"limits.send_queue_max_frames", "frames queued to one socket before it is closed", SB_NUM(limits.send_queue_max_frames, size_t, 16, 1u << 24)},
       {"limits.send_queue_max_bytes", "bytes queued to one socket before it is closed", SB_NUM(limits.send_queue_max_bytes, size_t, 65536, 1ull << 32)},
       {"limits.send_rate_per_s", "send_message frames per second per connection (sustained)", SB_DBL(limits.send_rate_per_s, 0.1, 1e9)},

@@ -183,6 +183,8 @@ int RunServe(const Config& cfg) {
   ao.dir = cfg.data_dir + "/attachments";
   ao.max_bytes = cfg.limits.max_attachment_bytes;
   ao.max_concurrent_uploads = cfg.max_concurrent_uploads;
+  ao.bytes_per_user_per_day = cfg.limits.upload_bytes_per_user_per_day;
+  ao.min_free_bytes = cfg.limits.min_free_disk_mb << 20;
   auto files = attachments::AttachmentStore::Open(ao, *store, clock);
   if (!files.ok()) {
     LOG_ERROR("attachments_open_failed").Kv("dir", ao.dir).Kv("error", files.status().message());

@@ -547,7 +547,8 @@ class AttachmentLimitsTest : public ::testing::Test {
   static void SetUpTestSuite() {
     server_ = new ServerProcess(ServerProcess::Options{
         .extra_args = {"--set", "limits.max_attachment_bytes=100000", "--set", "server.max_concurrent_uploads=2",
-                       "--set", "server.handshake_timeout_ms=1000", "--set", "server.upload_timeout_ms=4000"}});
+                       "--set", "server.handshake_timeout_ms=1000", "--set", "server.upload_timeout_ms=4000",
+                       "--set", "limits.upload_bytes_per_user_per_day=300000"}});
     server_->Start();
   }
   static void TearDownTestSuite() {
@@ -635,6 +636,31 @@ TEST_F(AttachmentLimitsTest, TheConfiguredLimitApplies) {
                       ChunkedBody(RandomBytes(100001, 13), 30000)));
   HttpResponse r = ReadHttpResponse(c);
   EXPECT_EQ(r.status, 413) << r.Describe() << r.error;
+  EXPECT_EQ(FilesUnder(TempDir()), 0u);
+}
+
+// 300,000 bytes a day per user here: past it, 429 with when to come back; others are
+// not affected.
+TEST_F(AttachmentLimitsTest, TheDailyUploadQuotaIs429WithRetryAfter) {
+  auto api = Api();
+  TestUser alice, bob;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_quota", &alice));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_quota2", &bob));
+  for (int i = 0; i < 3; ++i) {
+    HttpResponse r = Upload(api, alice.access_token, RandomBytes(95000, 20 + i), "image/png");
+    EXPECT_EQ(r.status, 201) << r.Describe();
+  }
+  HttpResponse over = Upload(api, alice.access_token, RandomBytes(50000, 30), "image/png");
+  EXPECT_EQ(over.status, 429) << over.Describe();
+  EXPECT_EQ(over.ErrorCode(), "rate_limited");
+  // 35,000 bytes short at 300,000 a day: 10,080 s, less what refilled meanwhile
+  // (3.5 bytes a second).
+  int retry_after = std::atoi(over.Header("Retry-After").c_str());
+  EXPECT_LE(retry_after, 10080) << over.Header("Retry-After");
+  EXPECT_GE(retry_after, 10000) << over.Header("Retry-After");
+  // What is left still fits.
+  EXPECT_EQ(Upload(api, alice.access_token, RandomBytes(15000, 31), "image/png").status, 201);
+  EXPECT_EQ(Upload(api, bob.access_token, RandomBytes(95000, 32), "image/png").status, 201);
   EXPECT_EQ(FilesUnder(TempDir()), 0u);
 }
 

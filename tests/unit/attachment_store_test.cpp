@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <iterator>
 
@@ -124,12 +125,14 @@ class AttachmentStoreTest : public ::testing::Test {
     std::error_code ec;
     fs::remove_all(root_, ec);
   }
-  void Reopen(uint64_t max_bytes = 1 << 20, size_t max_uploads = 4) {
+  void Reopen(uint64_t max_bytes = 1 << 20, size_t max_uploads = 4, uint64_t per_day = 0, uint64_t min_free = 0) {
     files_.reset();
     AttachmentStoreOptions o;
     o.dir = root_ + "/attachments";
     o.max_bytes = max_bytes;
     o.max_concurrent_uploads = max_uploads;
+    o.bytes_per_user_per_day = per_day;
+    o.min_free_bytes = min_free;
     auto f = AttachmentStore::Open(o, *meta_, clock_);
     ASSERT_TRUE(f.ok()) << f.status().message();
     files_ = std::move(*f);
@@ -282,6 +285,52 @@ TEST_F(AttachmentStoreTest, ConcurrentUploadsAreBounded) {
   EXPECT_EQ(c.status().code(), Code::kUnavailable);
   a->reset();
   EXPECT_TRUE(files_->StartUpload().ok()) << "a finished upload frees its slot";
+}
+
+// The daily quota: checked at the start against the declared length, charged as the
+// bytes arrive, refilled with time, per user.
+TEST_F(AttachmentStoreTest, DailyUploadQuotaPerUser) {
+  Reopen(1 << 20, 4, /*per_day=*/1000);
+  auto upload = [&](UserId who, std::optional<uint64_t> declared, size_t n, int64_t* retry) -> Status {
+    auto up = files_->StartUpload(who, declared, retry);
+    if (!up.ok()) return up.status();
+    std::string bytes(n, static_cast<char>('a' + n % 26));
+    if (Status s = (*up)->Append(bytes.data(), bytes.size()); !s.ok()) return s;
+    auto done = (*up)->Finish(who, "image/png");
+    return done.ok() ? Status::Ok() : done.status();
+  };
+  int64_t retry = -7;
+  EXPECT_TRUE(upload(1, 600, 600, &retry).ok());
+  EXPECT_EQ(retry, 0);
+  // 400 left: a declared 600 is refused before any byte, with when it would fit.
+  Status s = upload(1, 600, 600, &retry);
+  EXPECT_EQ(s.code(), Code::kRateLimited) << s.message();
+  // 200 bytes at 1000 a day: 17,280 s.
+  EXPECT_EQ(retry, 17280);
+  EXPECT_EQ(FilesUnder(files_->TempDir()), 0u);
+  // Undeclared (chunked): starts, and is cut when the bytes pass what is left.
+  s = upload(1, std::nullopt, 500, &retry);
+  EXPECT_EQ(s.code(), Code::kRateLimited) << s.message();
+  EXPECT_EQ(FilesUnder(files_->TempDir()), 0u);
+  // More than a whole day's quota can never fit.
+  EXPECT_EQ(upload(1, 1001, 1001, &retry).code(), Code::kTooLarge);
+  // Someone else is not affected.
+  EXPECT_TRUE(upload(2, 900, 900, nullptr).ok());
+  // Half a day later, 500 more.
+  clock_.Advance(43'200'000);
+  EXPECT_TRUE(upload(1, 600, 600, &retry).ok()) << "400 left + 500 refilled";
+  EXPECT_EQ(upload(1, 400, 400, &retry).code(), Code::kRateLimited);
+}
+
+TEST_F(AttachmentStoreTest, LowDiskRefusesUploads) {
+  // A floor no disk can meet: every upload is refused, before a temp file exists.
+  Reopen(1 << 20, 4, 0, /*min_free=*/uint64_t{1} << 62);
+  auto up = files_->StartUpload(1, 10);
+  EXPECT_EQ(up.status().code(), Code::kUnavailable) << up.status().message();
+  EXPECT_EQ(FilesUnder(files_->TempDir()), 0u);
+  // A floor this disk meets: accepted.
+  Reopen(1 << 20, 4, 0, /*min_free=*/1 << 20);
+  EXPECT_TRUE(files_->StartUpload(1, 10).ok());
 }
 
 TEST_F(AttachmentStoreTest, BadIdsNeverReachTheFilesystem) {
