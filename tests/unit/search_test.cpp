@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include <sqlite3.h>
+
 #include "base/ids.h"
 #include "search/search_index.h"
 #include "metrics/metrics.h"
@@ -502,6 +504,18 @@ TEST_F(SearchIndexTest, IndexedUpToSurvivesReopenAndReplayIsSkipped) {
   Feed({Text(kC, 1, "uno again")});
   EXPECT_EQ(Find("uno", {kB}), (Ids{{kB, 1}}));
   EXPECT_EQ(Find("uno", {kC}), (Ids{{kC, 1}}));
+}
+
+// A new index file gets 2 KB pages (fewer bytes written per touched conversation).
+TEST_F(SearchIndexTest, NewIndexFilesUseTwoKilobytePages) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(dir_.sub("search.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 2048);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
 }
 
 TEST_F(SearchIndexTest, DestructorDrainsTheQueue) {
