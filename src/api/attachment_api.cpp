@@ -15,7 +15,7 @@ AttachmentApi::Route AttachmentApi::Match(std::string_view method, std::string_v
   if (seg.size() < 2 || seg[0] != "v1" || seg[1] != "attachments") return Route::kNone;
   if (seg.size() == 2 && method == "POST") return Route::kUpload;
   // Deeper paths too (a decoded "%2F" in an id): they get the 404 of an unknown id.
-  if (seg.size() >= 3 && method == "GET") return Route::kDownload;
+  if (seg.size() >= 3 && (method == "GET" || method == "HEAD")) return Route::kDownload;
   return Route::kNone;
 }
 

@@ -911,7 +911,7 @@ api::HttpResponse Preflight(bool allowed) {
   api::HttpResponse r;
   r.status = 204;
   r.content_type = "text/plain";
-  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE");
+  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, PATCH, DELETE");
   r.headers.emplace_back("Access-Control-Allow-Headers", "Authorization, Content-Type, Range, If-Range, If-None-Match");
   r.headers.emplace_back("Access-Control-Max-Age", "600");
   return r;
@@ -1248,6 +1248,8 @@ net::awaitable<bool> Server::Impl::DownloadAttachment(Stream& stream, http::requ
   const auto& req = head.get();
   const unsigned version = req.version();
   const std::string cors = CorsOrigin(req);
+  // HEAD: the same head as GET (Content-Length included), without the bytes.
+  const bool is_head = req.method() == http::verb::head;
   if (!head.is_done()) {  // a GET with a body: not ours to guess what it means
     co_await RefuseAndClose(stream, api::AttachmentApi::ErrorAnswer(BadRequest("GET with a body")), version, cors);
     co_return false;
@@ -1256,7 +1258,9 @@ net::awaitable<bool> Server::Impl::DownloadAttachment(Stream& stream, http::requ
   auto answer = [&](const api::HttpResponse& r) -> net::awaitable<bool> {
     auto res = ToBeast(r, version, keep_alive, cors);
     lowest.expires_after(std::chrono::milliseconds(opts.handshake_timeout_ms));
-    auto [wec, wn] = co_await http::async_write(stream, res, net::as_tuple(net::use_awaitable));
+    http::response_serializer<http::string_body> rs{res};
+    auto [wec, wn] = is_head ? co_await http::async_write_header(stream, rs, net::as_tuple(net::use_awaitable))
+                             : co_await http::async_write(stream, rs, net::as_tuple(net::use_awaitable));
     if (wec || !keep_alive) {
       beast::error_code ig;
       lowest.socket().shutdown(tcp::socket::shutdown_send, ig);
@@ -1280,7 +1284,9 @@ net::awaitable<bool> Server::Impl::DownloadAttachment(Stream& stream, http::requ
   if (!dl.ok()) co_return co_await answer(api::AttachmentApi::ErrorAnswer(dl.status()));
 
   const uint64_t size = dl->file.size();
-  const auto plan = api::AttachmentApi::PlanDownload(Sv(req[http::field::range]), Sv(req[http::field::if_range]),
+  // Range is defined for GET only (RFC 9110 §14.2); If-None-Match applies to HEAD too.
+  const auto plan = api::AttachmentApi::PlanDownload(is_head ? "" : Sv(req[http::field::range]),
+                                                     is_head ? "" : Sv(req[http::field::if_range]),
                                                      Sv(req[http::field::if_none_match]), dl->etag, size);
   using Plan = api::AttachmentApi::Plan;
   if (plan.kind == Plan::kUnsatisfiable) {
@@ -1315,8 +1321,8 @@ net::awaitable<bool> Server::Impl::DownloadAttachment(Stream& stream, http::requ
   lowest.expires_after(std::chrono::milliseconds(opts.upload_timeout_ms));
   auto [hec, hn] = co_await http::async_write_header(stream, sr, net::as_tuple(net::use_awaitable));
   if (hec) co_return false;
-  std::unique_ptr<char[]> chunk(new char[kAttachmentChunk]);
-  while (off < end) {
+  std::unique_ptr<char[]> chunk(new char[is_head ? 0 : kAttachmentChunk]);
+  while (!is_head && off < end) {
     size_t want = static_cast<size_t>(std::min<uint64_t>(kAttachmentChunk, end - off));
     std::optional<Result<size_t>> read = co_await net::co_spawn(
         pool,

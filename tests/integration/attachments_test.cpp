@@ -428,6 +428,49 @@ TEST_F(AttachmentsTest, KeepAliveAcrossUploadAndDownload) {
 // chunks too; a range past the end 416; several ranges, another unit or a stale
 // If-Range the whole file. If-None-Match with the ETag is 304 with no body. All of it
 // on one keep-alive connection, so every answer's framing is checked as well.
+// HEAD answers GET's head (length, type, ETag) without the bytes, ignores Range (it is
+// defined for GET only), honours If-None-Match, and leaves the connection usable: the
+// GET after it on the same connection must get exactly the file.
+TEST_F(AttachmentsTest, HeadIsTheHeadOfGetWithoutTheBytes) {
+  auto api = Api();
+  TestUser alice, eve;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_head", &alice));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_head_eve", &eve));
+  const std::string bytes = RandomBytes(100000, 14);
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(UploadOk(alice, bytes, "image/png", &id));
+  const std::string etag = "\"" + Sha256Hex(bytes) + "\"";
+
+  RawConn c;
+  ASSERT_TRUE(c.Connect(server().host(), server().port())) << c.error();
+  auto send = [&](const std::string& method, const std::string& token, const std::vector<std::string>& lines) {
+    std::string r = method + " /v1/attachments/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
+                    "\r\n";
+    for (const auto& l : lines) r += l + "\r\n";
+    EXPECT_TRUE(c.Write(r + "\r\n"));
+    return ReadHttpResponse(c, kFrameTimeout, method == "HEAD");
+  };
+  HttpResponse h = send("HEAD", alice.access_token, {});
+  ASSERT_EQ(h.status, 200) << h.Describe() << h.error;
+  EXPECT_EQ(h.Header("Content-Length"), "100000");
+  EXPECT_EQ(h.Header("Content-Type"), "image/png");
+  EXPECT_EQ(h.Header("ETag"), etag);
+  EXPECT_EQ(h.Header("Accept-Ranges"), "bytes");
+  EXPECT_TRUE(h.body.empty());
+  HttpResponse hr = send("HEAD", alice.access_token, {"Range: bytes=0-9"});
+  EXPECT_EQ(hr.status, 200) << hr.Describe() << hr.error;
+  EXPECT_EQ(hr.Header("Content-Length"), "100000");
+  HttpResponse hn = send("HEAD", alice.access_token, {"If-None-Match: " + etag});
+  EXPECT_EQ(hn.status, 304) << hn.Describe() << hn.error;
+  // Someone who may not read it gets the same 404 as for GET, head only.
+  HttpResponse he = send("HEAD", eve.access_token, {});
+  EXPECT_EQ(he.status, 404) << he.Describe() << he.error;
+  EXPECT_TRUE(he.body.empty());
+  HttpResponse g = send("GET", alice.access_token, {});
+  ASSERT_EQ(g.status, 200) << g.Describe() << g.error;
+  EXPECT_TRUE(g.body == bytes) << "the HEAD answers left no stray bytes on the connection";
+}
+
 TEST_F(AttachmentsTest, RangesAndConditionalDownloads) {
   auto api = Api();
   TestUser alice;

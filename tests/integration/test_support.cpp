@@ -476,7 +476,7 @@ void RawConn::Close() {
   fd_ = -1;
 }
 
-client::HttpResponse ReadHttpResponse(RawConn& conn, Millis timeout) {
+client::HttpResponse ReadHttpResponse(RawConn& conn, Millis timeout, bool head_only) {
   client::HttpResponse out;
   auto deadline = SteadyClock::now() + timeout;
   std::string& buf = conn.buffer();
@@ -505,7 +505,7 @@ client::HttpResponse ReadHttpResponse(RawConn& conn, Millis timeout) {
   }
   std::string length = parsed.Header("Content-Length");
   size_t body_start = head_end + 4;
-  if (parsed.status == 101 || parsed.status == 204 || parsed.status == 304) {
+  if (head_only || parsed.status == 101 || parsed.status == 204 || parsed.status == 304) {
     buf.erase(0, body_start);
     return parsed;
   }

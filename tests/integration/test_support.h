@@ -203,7 +203,8 @@ class RawConn {
 // head has no length (a 101 has no body). The response is consumed from the buffer;
 // what follows it (WebSocket frames after a 101) stays. status 0 when no complete
 // response arrives within `timeout` (error says why).
-client::HttpResponse ReadHttpResponse(RawConn& conn, Millis timeout = kFrameTimeout);
+// `head_only`: the answer to a HEAD request (a Content-Length but no body follows).
+client::HttpResponse ReadHttpResponse(RawConn& conn, Millis timeout = kFrameTimeout, bool head_only = false);
 
 // `request` written byte for byte on a fresh connection, and the one response read
 // back (status 0: none, e.g. because the server closed without answering).
