@@ -423,11 +423,15 @@ TEST_F(AttachmentsTest, KeepAliveAcrossUploadAndDownload) {
   EXPECT_EQ(h.status, 200) << h.Describe() << h.error;
 }
 
-// Range requests (RFC 9110 §14), as a media player or a resumed download sends them:
-// one range is answered 206 with exactly those bytes, across the server's 64 KiB read
-// chunks too; a range past the end 416; several ranges, another unit or a stale
-// If-Range the whole file. If-None-Match with the ETag is 304 with no body. All of it
-// on one keep-alive connection, so every answer's framing is checked as well.
+// One request for an attachment on a kept-alive raw connection, and its answer.
+HttpResponse AttachmentRequest(RawConn& c, const std::string& method, const std::string& id, const std::string& token,
+                               const std::vector<std::string>& lines) {
+  std::string r = method + " /v1/attachments/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + "\r\n";
+  for (const auto& l : lines) r += l + "\r\n";
+  EXPECT_TRUE(c.Write(r + "\r\n"));
+  return ReadHttpResponse(c, kFrameTimeout, method == "HEAD");
+}
+
 // HEAD answers GET's head (length, type, ETag) without the bytes, ignores Range (it is
 // defined for GET only), honours If-None-Match, and leaves the connection usable: the
 // GET after it on the same connection must get exactly the file.
@@ -444,11 +448,7 @@ TEST_F(AttachmentsTest, HeadIsTheHeadOfGetWithoutTheBytes) {
   RawConn c;
   ASSERT_TRUE(c.Connect(server().host(), server().port())) << c.error();
   auto send = [&](const std::string& method, const std::string& token, const std::vector<std::string>& lines) {
-    std::string r = method + " /v1/attachments/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
-                    "\r\n";
-    for (const auto& l : lines) r += l + "\r\n";
-    EXPECT_TRUE(c.Write(r + "\r\n"));
-    return ReadHttpResponse(c, kFrameTimeout, method == "HEAD");
+    return AttachmentRequest(c, method, id, token, lines);
   };
   HttpResponse h = send("HEAD", alice.access_token, {});
   ASSERT_EQ(h.status, 200) << h.Describe() << h.error;
@@ -471,6 +471,11 @@ TEST_F(AttachmentsTest, HeadIsTheHeadOfGetWithoutTheBytes) {
   EXPECT_TRUE(g.body == bytes) << "the HEAD answers left no stray bytes on the connection";
 }
 
+// Range requests (RFC 9110 §14), as a media player or a resumed download sends them:
+// one range is answered 206 with exactly those bytes, across the server's 64 KiB read
+// chunks too; a range past the end 416; several ranges, another unit or a stale
+// If-Range the whole file. If-None-Match with the ETag is 304 with no body. All of it
+// on one keep-alive connection, so every answer's framing is checked as well.
 TEST_F(AttachmentsTest, RangesAndConditionalDownloads) {
   auto api = Api();
   TestUser alice;
@@ -483,11 +488,7 @@ TEST_F(AttachmentsTest, RangesAndConditionalDownloads) {
   RawConn c;
   ASSERT_TRUE(c.Connect(server().host(), server().port())) << c.error();
   auto get = [&](const std::vector<std::string>& lines) {
-    std::string r = "GET /v1/attachments/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                    alice.access_token + "\r\n";
-    for (const auto& l : lines) r += l + "\r\n";
-    EXPECT_TRUE(c.Write(r + "\r\n"));
-    return ReadHttpResponse(c);
+    return AttachmentRequest(c, "GET", id, alice.access_token, lines);
   };
 
   HttpResponse whole = get({});
