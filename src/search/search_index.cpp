@@ -907,6 +907,25 @@ void SearchIndex::DropBefore(ConvId conv, Seq first_kept) {
   work_cv_.notify_one();
 }
 
+Status SearchIndex::CatchUpFromSource(const std::vector<ConvId>& convs) {
+  if (!options_.source) return Internal("search index: no source to catch up from");
+  if (!convs.empty()) {
+    {
+      std::lock_guard lk(mu_);
+      if (failed_) return Internal("search index stopped");
+      lagging_.insert(convs.begin(), convs.end());
+      behind_ = true;  // queued batches first, then these, as when it falls behind
+      ++behind_batches_;
+      ++enqueued_batches_;  // done once caught up: WaitIdle waits for it
+    }
+    work_cv_.notify_one();
+  }
+  WaitIdle();
+  std::lock_guard lk(mu_);
+  if (failed_) return Internal("search index stopped while catching up (see search_index_stopped)");
+  return Status::Ok();
+}
+
 void SearchIndex::WaitIdle() {
   std::unique_lock lk(mu_);
   uint64_t target = enqueued_batches_;

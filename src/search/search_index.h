@@ -139,6 +139,13 @@ class SearchIndex {
   // failed).
   void WaitIdle();
 
+  // Reads `convs`' committed messages after IndexedUpTo from Options::source and
+  // indexes them, the way the indexer catches up when it has fallen behind; blocks
+  // until done. The server calls it at start with every conversation (a crash may
+  // have left the index behind the store). kInternal without a source or when the
+  // index stopped (a failed read or write).
+  Status CatchUpFromSource(const std::vector<ConvId>& convs);
+
   // Highest seq applied per conversation, ascending by conversation. After a crash,
   // feed each conversation's messages after this seq (and conversations absent here
   // from seq 1) to Enqueue before or alongside new commits.

@@ -21,34 +21,18 @@
 #include "store/retention.h"
 #include "store/store.h"
 
-#include <unordered_map>
-
 namespace sb::server {
 
 namespace {
 
-// Feeds the search index every stored message it has not indexed yet, in order.
+// Feeds the search index every stored message it has not indexed yet (the index reads
+// them from the store itself, as when it falls behind under load).
 Status CatchUpSearch(store::Store& store, search::SearchIndex& index) {
-  auto done = index.IndexedUpTo();
-  if (!done.ok()) return done.status();
-  std::unordered_map<ConvId, Seq> up_to(done->begin(), done->end());
   auto convs = store.AllConversationIds();
   if (!convs.ok()) return convs.status();
-  uint64_t fed = 0;
-  for (ConvId c : *convs) {
-    auto last = store.LastSeq(c);
-    if (!last.ok()) return last.status();
-    Seq from = up_to.count(c) ? up_to[c] : 0;
-    while (from < *last) {
-      auto page = store.ReadAfter(c, from, 1000);
-      if (!page.ok()) return page.status();
-      if (page->empty()) break;
-      from = page->back().seq;
-      fed += page->size();
-      index.Enqueue(std::move(*page));
-    }
-  }
-  index.WaitIdle();
+  const uint64_t before = index.GetStats().indexed_messages;
+  if (Status s = index.CatchUpFromSource(*convs); !s.ok()) return s;
+  uint64_t fed = index.GetStats().indexed_messages - before;
   if (fed > 0) LOG_INFO("search_caught_up").Kv("messages", fed);
   return Status::Ok();
 }

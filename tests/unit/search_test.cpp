@@ -617,6 +617,11 @@ TEST_F(SearchIndexTest, QueueOverflowStopsTheIndexTruthfully) {
 class FakeStore {
  public:
   void Commit(SearchIndex& idx, std::vector<Message> batch) {
+    Store(batch);
+    idx.Enqueue(std::move(batch));
+  }
+  // The store's half of a commit only (what a crash before indexing leaves).
+  void Store(const std::vector<Message>& batch) {
     {
       std::lock_guard lk(mu_);
       for (const Message& m : batch) {
@@ -637,7 +642,6 @@ class FakeStore {
         conv[m.seq] = m;
       }
     }
-    idx.Enqueue(std::move(batch));
   }
   Result<std::vector<Message>> ReadAfter(ConvId c, Seq after, size_t limit) {
     std::unique_lock lk(mu_);
@@ -741,6 +745,30 @@ TEST_F(SearchIndexTest, QueueOverflowCatchesUpFromTheStore) {
   EXPECT_EQ(store.reads(), reads);
   EXPECT_EQ(find("queued", {kC}), (Ids{{kC, 2}}));
   EXPECT_EQ(idx.GetStats().catch_ups, 1u);
+}
+
+// The start's catch-up: messages the store holds and the index never got (a crash
+// between commit and indexing) are read from the source; without one it is an error.
+TEST_F(SearchIndexTest, CatchUpFromSourceIndexesWhatOnlyTheStoreHas) {
+  EXPECT_FALSE(index_->CatchUpFromSource({kA}).ok()) << "no source";
+  index_.reset();
+  FakeStore store;
+  auto r = SearchIndex::Open(dir_.sub("start.db"), store.Options());
+  ASSERT_TRUE(r.ok());
+  auto& idx = *r.value();
+  store.Commit(idx, {Text(kA, 1, "indexed before the crash")});
+  idx.WaitIdle();
+  store.Store({Text(kA, 2, "lost at the crash"), Text(kB, 1, "also lost")});  // never enqueued
+  ASSERT_TRUE(idx.CatchUpFromSource({kA, kB, kC}).ok());
+  auto up = idx.IndexedUpTo();
+  ASSERT_TRUE(up.ok());
+  std::vector<std::pair<ConvId, Seq>> want = {{kA, 2}, {kB, 1}};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(*up, want);
+  auto hits = idx.Search("lost", {kA, kB}, 10, 0);
+  ASSERT_TRUE(hits.ok());
+  EXPECT_EQ(hits->size(), 2u);
+  EXPECT_FALSE(idx.GetStats().catching_up);
 }
 
 // A store read that fails while catching up stops the index (as a failed write does)
