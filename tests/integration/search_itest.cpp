@@ -73,21 +73,32 @@ TEST_F(SearchTest, FindsOnlyTheCallersMessagesAndFollowsEditsAndDeletes) {
 // search.index_delay_ms holds committed messages back from the index: with a minute,
 // a message is not searchable a second after its ack. A graceful stop writes what was
 // held (the indexer drains its queue), so after a restart it is found.
-TEST(SearchDelayTest, TheIndexDelayHoldsMessagesBackUntilItEnds) {
-  ServerProcess server(ServerProcess::Options{{"--set", "search.index_delay_ms=60000"}});
+// Users `prefix`a and `prefix`b in a direct conversation on `server` (started with a
+// minute's index delay), a sending each of `texts`; *b for the searches.
+void SendHeldBack(ServerProcess& server, const std::string& prefix, const std::vector<std::string>& texts,
+                  TestUser* b) {
   ASSERT_TRUE(server.Start()) << server.error();
   RestClient api(server.host(), server.port());
-  TestUser a, b;
-  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "sda", &a));
-  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "sdb", &b));
+  TestUser a;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, prefix + "a", &a));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, prefix + "b", b));
   std::string conv;
-  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, a, b, &conv));
-  {
-    WsClient ws;
-    ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, a, &ws));
+  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, a, *b, &conv));
+  WsClient ws;
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, a, &ws));
+  for (const auto& t : texts) {
     Json ack;
-    ASSERT_NO_FATAL_FAILURE(SendAndAck(ws, conv, "held back walrus", &ack));
+    ASSERT_NO_FATAL_FAILURE(SendAndAck(ws, conv, t, &ack));
   }
+}
+
+ServerProcess::Options HeldBackOptions() { return ServerProcess::Options{{"--set", "search.index_delay_ms=60000"}}; }
+
+TEST(SearchDelayTest, TheIndexDelayHoldsMessagesBackUntilItEnds) {
+  ServerProcess server(HeldBackOptions());
+  TestUser b;
+  ASSERT_NO_FATAL_FAILURE(SendHeldBack(server, "sd", {"held back walrus"}, &b));
+  RestClient api(server.host(), server.port());
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   auto r = api.Search(b.access_token, "walrus");
   ASSERT_EQ(r.status, 200) << r.Describe();
@@ -105,21 +116,9 @@ TEST(SearchDelayTest, TheIndexDelayHoldsMessagesBackUntilItEnds) {
 // minute's index delay, then the server is killed). The next start reads what the
 // index lacks from the store before it accepts connections: the first search finds it.
 TEST(SearchDelayTest, AfterACrashTheStartCatchesTheIndexUp) {
-  ServerProcess server(ServerProcess::Options{{"--set", "search.index_delay_ms=60000"}});
-  ASSERT_TRUE(server.Start()) << server.error();
-  RestClient api(server.host(), server.port());
-  TestUser a, b;
-  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "sca", &a));
-  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "scb", &b));
-  std::string conv;
-  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, a, b, &conv));
-  {
-    WsClient ws;
-    ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, a, &ws));
-    Json ack;
-    ASSERT_NO_FATAL_FAILURE(SendAndAck(ws, conv, "crashed narwhal", &ack));
-    ASSERT_NO_FATAL_FAILURE(SendAndAck(ws, conv, "second narwhal", &ack));
-  }
+  ServerProcess server(HeldBackOptions());
+  TestUser b;
+  ASSERT_NO_FATAL_FAILURE(SendHeldBack(server, "sc", {"crashed narwhal", "second narwhal"}, &b));
   server.Kill9();
   ASSERT_TRUE(server.Restart()) << server.error();
   RestClient api2(server.host(), server.port());
