@@ -79,22 +79,22 @@ std::optional<uint64_t> ParseUint(const std::string* s) {
 }
 
 void WriteUser(JsonWriter& w, const store::User& u) {
-  w.Field("user_id", FormatUserId(u.id))
+  w.Key("user_id").UserId(u.id)
       .Field("username", u.username)
       .Field("display_name", u.display_name);
 }
 
 void WriteConversation(JsonWriter& w, const store::Conversation& c) {
-  w.Field("conversation_id", FormatConvId(c.id))
+  w.Key("conversation_id").ConvId(c.id)
       .Field("type", store::ConvTypeName(c.type))
       .Field("title", c.title);
   w.Key("member_ids").BeginArray();
-  for (UserId m : c.members) w.String(FormatUserId(m));
+  for (UserId m : c.members) w.UserId(m);
   w.EndArray();
   if (c.type == store::ConvType::kGroup) {
-    w.Field("owner_id", FormatUserId(c.created_by));
+    w.Key("owner_id").UserId(c.created_by);
     w.Key("admin_ids").BeginArray();
-    for (UserId a : c.admins) w.String(FormatUserId(a));
+    for (UserId a : c.admins) w.UserId(a);
     w.EndArray();
   }
   w.Field("created_ms", c.created_ms);
@@ -233,7 +233,7 @@ HttpResponse RestApi::IssueTokens(const store::User& u, std::string device_id, i
       .Field("refresh_token", refresh)
       .Field("token_type", "Bearer")
       .Field("expires_in", tokens_.config().access_ttl_s)
-      .Field("user_id", FormatUserId(u.id))
+      .Key("user_id").UserId(u.id)
       .Field("device_id", device_id)
       .EndObject();
   return Json(status, std::move(w).Take());
@@ -371,7 +371,7 @@ HttpResponse RestApi::GetPresence(const Ctx& c, std::string_view id) {
   if (!view) return Error(NotFound("no such user"));
   JsonWriter w;
   w.BeginObject()
-      .Field("user_id", FormatUserId(*uid))
+      .Key("user_id").UserId(*uid)
       .Field("status", view->online ? "online" : "offline");
   if (view->last_seen_ms > 0) w.Field("last_seen_ms", view->last_seen_ms);
   else w.Key("last_seen_ms").Null();
@@ -532,7 +532,7 @@ HttpResponse RestApi::AddMembers(const Ctx& c, std::string_view id, const HttpRe
   LOG_INFO("members_added").Kv("conv", FormatConvId(conv->id)).Kv("count", add.size());
   JsonWriter w;
   w.BeginObject().Key("member_ids").BeginArray();
-  for (UserId m : updated->members) w.String(FormatUserId(m));
+  for (UserId m : updated->members) w.UserId(m);
   w.EndArray().EndObject();
   return Json(200, std::move(w).Take());
 }
@@ -653,15 +653,15 @@ HttpResponse RestApi::ListConversations(const Ctx& c, const HttpRequest& req) {
     const store::ConversationListEntry& e = *rows[i];
     const store::ConversationSummary& sm = e.summary;
     w.BeginObject()
-        .Field("conversation_id", FormatConvId(e.conv.id))
+        .Key("conversation_id").ConvId(e.conv.id)
         .Field("type", store::ConvTypeName(e.conv.type))
         .Field("title", e.conv.title)
         .Field("last_seq", static_cast<uint64_t>(sm.last_seq));
     if (sm.last_seq) {
-      w.Field("last_message_id", FormatMessageId(e.conv.id, sm.last_seq));
+      w.Key("last_message_id").MessageId(e.conv.id, sm.last_seq);
       w.Field("last_message_preview", sm.preview);
       w.Field("last_message_ms", sm.last_ms);
-      w.Field("last_message_sender_id", FormatUserId(sm.last_sender));
+      w.Key("last_message_sender_id").UserId(sm.last_sender);
       w.Field("last_message_content_type", store::ContentTypeName(sm.last_type));
     } else {
       w.Key("last_message_id").Null();
@@ -700,7 +700,7 @@ HttpResponse RestApi::Receipts(const Ctx& c, std::string_view id, std::string_vi
   for (UserId u : conv->members) {
     if (u == msg->sender) continue;
     const store::MemberReceipt* st = by_user.count(u) ? &by_user[u] : nullptr;
-    w.BeginObject().Field("user_id", FormatUserId(u));
+    w.BeginObject().Key("user_id").UserId(u);
     // The time is when the member's mark last moved to or past this message: exact
     // for the newest message, an upper bound for older ones.
     if (st && st->read >= *seq) w.Field("status", "READ").Field("receipt_timestamp_ms", st->read_ms);

@@ -492,7 +492,7 @@ std::string TokenService::IssueAccess(UserId user, std::string_view device_id, C
   payload.BeginObject()
       .Field("iss", cfg_.issuer)
       .Field("aud", cfg_.audience)
-      .Field("sub", FormatUserId(user))
+      .Key("sub").UserId(user)
       .Field("did", device_id)
       .Field("sid", sid)
       .Field("iat", now)

@@ -7,15 +7,6 @@ namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
 
-void AppendHex16(std::string& out, uint64_t v) {
-  char buf[16];
-  for (int i = 15; i >= 0; --i) {
-    buf[i] = kHex[v & 0xf];
-    v >>= 4;
-  }
-  out.append(buf, 16);
-}
-
 std::optional<uint64_t> ParseHex16(std::string_view s) {
   if (s.size() != 16) return std::nullopt;
   uint64_t v = 0;
@@ -37,6 +28,15 @@ std::optional<uint64_t> ParsePrefixed(std::string_view s, std::string_view prefi
 }
 
 }  // namespace
+
+void AppendHex16(std::string& out, uint64_t v) {
+  char buf[16];
+  for (int i = 15; i >= 0; --i) {
+    buf[i] = kHex[v & 0xf];
+    v >>= 4;
+  }
+  out.append(buf, 16);
+}
 
 std::string FormatUserId(UserId id) {
   std::string s = "usr_";

@@ -17,6 +17,8 @@ using UserId = uint64_t;
 using ConvId = uint64_t;
 using Seq = uint64_t;
 
+// The 16 lowercase hex digits of `v`, appended (every id format above).
+void AppendHex16(std::string& out, uint64_t v);
 std::string FormatUserId(UserId id);
 std::string FormatConvId(ConvId id);
 std::string FormatMessageId(ConvId conv, Seq seq);

@@ -2,7 +2,9 @@
 // It writes straight into one std::string; commas are placed automatically.
 //   JsonWriter w; w.BeginObject(); w.Key("event"); w.String("pong"); w.EndObject();
 // Strings are escaped per RFC 8259; input must already be valid UTF-8 (everything we
-// echo was validated on the way in).
+// echo was validated on the way in). Frames are built on every message's path, so the
+// writer allocates nothing but its output (the container stack is a bit mask), ids are
+// formatted straight into it, and escaping skips eight clean bytes at a time.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +31,11 @@ class JsonWriter {
   JsonWriter& Null();
   // Appends already-serialized JSON as one value.
   JsonWriter& Raw(std::string_view json);
+  // Ids as strings, formatted in place (base/ids.h): "usr_<16 hex>", "conv_<16 hex>",
+  // "srv_msg_<16 hex><16 hex>".
+  JsonWriter& UserId(uint64_t id);
+  JsonWriter& ConvId(uint64_t id);
+  JsonWriter& MessageId(uint64_t conv, uint64_t seq);
 
   // Key + value in one call.
   JsonWriter& Field(std::string_view k, std::string_view v) { return Key(k).String(v); }
@@ -47,9 +54,14 @@ class JsonWriter {
 
  private:
   void Sep();
+  void Push();
+  void Pop();
   std::string out_;
-  // One flag per open container: does it already hold an element?
-  std::vector<bool> has_elem_;
+  // One bit per open container, innermost lowest: does it already hold an element?
+  // Containers nested deeper than 64 keep their bits in `deep_` (nothing we write is).
+  uint64_t has_elem_ = 0;
+  uint32_t depth_ = 0;
+  std::vector<bool> deep_;
   bool after_key_ = false;
 };
 

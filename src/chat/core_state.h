@@ -79,9 +79,14 @@ struct ChatCore::ConvState {
   // find whom to notify here without reading the store.
   std::deque<std::pair<Seq, UserId>> recent_senders;
   // Receipt state per member (loaded with the conversation) and the last cursor
-  // written per device ("user:device"): both only move forward.
+  // written per device (key: the user id's 8 bytes, then the device id): both only
+  // move forward. Looked up by string_view, so a receipt allocates no key.
   std::unordered_map<UserId, store::MemberReceipt> receipts;
-  std::unordered_map<std::string, Seq> device_cursors;
+  struct KeyHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view k) const { return std::hash<std::string_view>{}(k); }
+  };
+  std::unordered_map<std::string, Seq, KeyHash, std::equal_to<>> device_cursors;
   // Groups above chat.receipts_max_members: what senders are told is "delivered to
   // all" / "read by all" (delivery.cpp, RouteAggregate). Built on first use.
   struct Aggregate;
@@ -193,6 +198,8 @@ struct ChatCore::Shard {
   std::vector<ConvId> typing_convs;
   BulkLane bulk;
   uint64_t tick = 0;
+  // Reused by the shard's thread to build lookup keys without allocating.
+  std::string scratch_key;
 };
 
 inline FramePtr MakeFrame(std::string s) { return std::make_shared<const std::string>(std::move(s)); }

@@ -30,10 +30,10 @@ FramePtr ReceiptFrame(ConvId conv, Seq up_to, UserId recipient, UserId sender, b
   JsonWriter w(320);
   w.BeginObject()
       .Field("event", "message_receipt")
-      .Field("message_id", FormatMessageId(conv, up_to))
-      .Field("conversation_id", FormatConvId(conv))
-      .Field("recipient_id", FormatUserId(recipient))
-      .Field("sender_id", FormatUserId(sender))
+      .Key("message_id").MessageId(conv, up_to)
+      .Key("conversation_id").ConvId(conv)
+      .Key("recipient_id").UserId(recipient)
+      .Key("sender_id").UserId(sender)
       .Field("status", read ? "READ" : "DELIVERED")
       .Field("up_to_seq", static_cast<uint64_t>(up_to))
       .Field("receipt_timestamp_ms", ts)
@@ -47,9 +47,9 @@ FramePtr AggregateFrame(ConvId conv, Seq up_to, UserId sender, bool read, int64_
   JsonWriter w(320);
   w.BeginObject()
       .Field("event", "message_receipt")
-      .Field("message_id", FormatMessageId(conv, up_to))
-      .Field("conversation_id", FormatConvId(conv))
-      .Field("sender_id", FormatUserId(sender))
+      .Key("message_id").MessageId(conv, up_to)
+      .Key("conversation_id").ConvId(conv)
+      .Key("sender_id").UserId(sender)
       .Field("all_members", true)
       .Field("status", read ? "READ" : "DELIVERED")
       .Field("up_to_seq", static_cast<uint64_t>(up_to))
@@ -162,9 +162,12 @@ void ChatCore::HandleReceipt(uint32_t owner, const ReceiptRequest& r) {
   rc.member_moved = rc.after.delivered != rc.before.delivered || rc.after.read != rc.before.read;
 
   // Any receipt from a device proves it holds everything up to `up`.
-  std::string key = FormatUserId(r.user) + ":" + r.device;
-  auto [cit, fresh] = cs->device_cursors.try_emplace(key, 0);
+  std::string& key = sh.scratch_key;  // the user's 8 bytes, then the device id
+  key.assign(reinterpret_cast<const char*>(&r.user), sizeof r.user).append(r.device);
+  auto cit = cs->device_cursors.find(std::string_view(key));
+  const bool fresh = cit == cs->device_cursors.end();
   if (fresh) {
+    cit = cs->device_cursors.emplace(key, 0).first;
     // First receipt of this device since the conversation was loaded: start from the
     // stored cursor, so that a late, lower receipt never moves the record back.
     auto stored = store_.GetDeviceCursor(r.user, r.device, r.conv);
@@ -181,25 +184,35 @@ void ChatCore::HandleReceipt(uint32_t owner, const ReceiptRequest& r) {
 }
 
 std::vector<std::pair<UserId, Seq>> ChatCore::SendersIn(ConvState& cs, Seq lo, Seq hi, UserId except) {
-  std::map<UserId, Seq> top;
-  if (lo > hi) return {};
+  // (sender, seq) of every message in range, then each sender's highest, by sender id.
+  // A vector, sorted once: a receipt usually covers one or two messages, and this runs
+  // for every receipt (a map allocated a node per sender).
+  std::vector<std::pair<UserId, Seq>> top;
+  if (lo > hi) return top;
   if (!cs.recent_senders.empty() && cs.recent_senders.front().first <= lo) {
     for (auto it = cs.recent_senders.rbegin(); it != cs.recent_senders.rend() && it->first >= lo; ++it)
-      if (it->first <= hi && it->second != except) top.emplace(it->second, it->first);  // first seen = highest
+      if (it->first <= hi && it->second != except) top.emplace_back(it->second, it->first);
   } else {
     // Older than what memory holds: read the range (bounded), else tell every member.
     constexpr Seq kMaxScan = 10000;
     if (hi - lo + 1 > kMaxScan) {
       for (UserId u : *cs.members)
-        if (u != except) top[u] = hi;
+        if (u != except) top.emplace_back(u, hi);
     } else {
       auto page = store_.ReadAfter(cs.id, lo - 1, hi - lo + 1);
       if (page.ok())
         for (const auto& m : *page)
-          if (m.sender != except) top[m.sender] = std::max(top[m.sender], m.seq);
+          if (m.sender != except) top.emplace_back(m.sender, m.seq);
     }
   }
-  return {top.begin(), top.end()};
+  if (top.size() > 1) {
+    std::sort(top.begin(), top.end(), [](const auto& x, const auto& y) {
+      return x.first != y.first ? x.first < y.first : x.second > y.second;
+    });
+    top.erase(std::unique(top.begin(), top.end(), [](const auto& x, const auto& y) { return x.first == y.first; }),
+              top.end());
+  }
+  return top;
 }
 
 void ChatCore::RouteReceipts(ConvState& cs, const ReceiptChange& rc, std::vector<RoutedReceipt>* out) {
@@ -428,7 +441,7 @@ void ChatCore::ContinueReplay(uint32_t shard, uint64_t session_id) {
       .Field("conversations", static_cast<uint64_t>(convs.size()))
       .Key("truncated")
       .BeginArray();
-  for (ConvId c : ss.truncated) w.String(FormatConvId(c));
+  for (ConvId c : ss.truncated) w.ConvId(c);
   w.EndArray().EndObject();
   s->Send(MakeFrame(std::move(w).Take()));
   ss.resuming = false;

@@ -28,7 +28,7 @@ FramePtr PresenceFrame(UserId user, bool online, int64_t last_seen_ms) {
   JsonWriter w(128);
   w.BeginObject()
       .Field("event", "presence")
-      .Field("user_id", FormatUserId(user))
+      .Key("user_id").UserId(user)
       .Field("status", online ? "online" : "offline");
   if (last_seen_ms > 0) w.Field("last_seen_ms", last_seen_ms);
   else w.Key("last_seen_ms").Null();
@@ -40,8 +40,8 @@ FramePtr TypingFrame(ConvId conv, UserId user, bool started) {
   JsonWriter w(128);
   w.BeginObject()
       .Field("event", "typing")
-      .Field("conversation_id", FormatConvId(conv))
-      .Field("user_id", FormatUserId(user))
+      .Key("conversation_id").ConvId(conv)
+      .Key("user_id").UserId(user)
       .Field("state", started ? "started" : "stopped")
       .EndObject();
   return MakeFrame(std::move(w).Take());

@@ -5,10 +5,10 @@
 namespace sb::protocol {
 
 void WriteMessageFields(JsonWriter& w, const store::Message& m) {
-  w.Field("message_id", FormatMessageId(m.conv, m.seq));
-  w.Field("conversation_id", FormatConvId(m.conv));
+  w.Key("message_id").MessageId(m.conv, m.seq);
+  w.Key("conversation_id").ConvId(m.conv);
   w.Field("seq", static_cast<uint64_t>(m.seq));
-  w.Field("sender_id", FormatUserId(m.sender));
+  w.Key("sender_id").UserId(m.sender);
   w.Field("content", m.content);
   w.Field("content_type", store::ContentTypeName(m.content_type));
   if (!m.media_url.empty()) w.Field("media_url", m.media_url);
@@ -37,8 +37,8 @@ std::string AckFrame(const store::Message& m, bool duplicate) {
   w.BeginObject()
       .Field("event", "message_ack")
       .Field("client_msg_id", m.client_msg_id)
-      .Field("message_id", FormatMessageId(m.conv, m.seq))
-      .Field("conversation_id", FormatConvId(m.conv))
+      .Key("message_id").MessageId(m.conv, m.seq)
+      .Key("conversation_id").ConvId(m.conv)
       .Field("seq", static_cast<uint64_t>(m.seq))
       .Field("server_timestamp_ms", m.server_ms)
       .Field("duplicate", duplicate)

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include <simdjson.h>
 
 #include "base/ids.h"
@@ -173,6 +175,85 @@ TEST(JsonWriter, NestingAndEscapes) {
   w.BeginObject().Field("a", 1).Key("b").BeginArray().String("x").Int(-2).Bool(true).Null().EndArray();
   w.Key("c").BeginObject().EndObject().Field("d", "q\"\\\t").EndObject();
   EXPECT_EQ(w.str(), R"({"a":1,"b":["x",-2,true,null],"c":{},"d":"q\"\\\t"})");
+}
+
+// The byte-at-a-time rule the writer's eight-bytes-at-a-time scan must agree with.
+std::string ReferenceEscape(std::string_view v) {
+  static const char* hex = "0123456789abcdef";
+  std::string out = "\"";
+  for (unsigned char c : v) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 0xf];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+TEST(JsonWriter, EscapingAgreesWithTheByteRuleAtEveryPosition) {
+  // Every byte value at every offset of strings around the 8-byte chunk size, alone and
+  // among clean bytes, plus random strings over a byte mix heavy in special bytes.
+  for (size_t len : {1u, 7u, 8u, 9u, 15u, 16u, 17u, 33u}) {
+    for (size_t at = 0; at < len; ++at) {
+      for (int b = 0; b < 256; ++b) {
+        std::string v(len, 'a');
+        v[at] = static_cast<char>(b);
+        std::string out;
+        JsonWriter::Escape(out, v);
+        ASSERT_EQ(out, ReferenceEscape(v)) << "len " << len << " at " << at << " byte " << b;
+      }
+    }
+  }
+  std::mt19937 rng(7);
+  const std::string mix = std::string("\"\\\n\x01\x1f\x7f ~\x80\xff") + "abcdefgh";
+  for (int i = 0; i < 2000; ++i) {
+    std::string v(rng() % 70, ' ');
+    for (char& c : v) c = mix[rng() % mix.size()];
+    std::string out = "prefix";
+    JsonWriter::Escape(out, v);
+    ASSERT_EQ(out, "prefix" + ReferenceEscape(v));
+  }
+}
+
+TEST(JsonWriter, IdsAndDeepNesting) {
+  JsonWriter w;
+  w.BeginObject().Key("u").UserId(0xa1).Key("c").ConvId(0x00a1b2c3d4e5f607ull).Key("m").MessageId(2, 0x10);
+  w.Key("l").BeginArray().UserId(1).ConvId(2).EndArray().EndObject();
+  EXPECT_EQ(w.str(), R"({"u":"usr_00000000000000a1","c":"conv_00a1b2c3d4e5f607",)"
+                     R"("m":"srv_msg_00000000000000020000000000000010","l":["usr_0000000000000001",)"
+                     R"("conv_0000000000000002"]})");
+  EXPECT_EQ(R"("usr_00000000000000a1")", "\"" + FormatUserId(0xa1) + "\"");
+  EXPECT_EQ(R"("srv_msg_00000000000000020000000000000010")", "\"" + FormatMessageId(2, 0x10) + "\"");
+
+  // Commas stay right past 64 levels (where the bit stack hands over to a vector) and
+  // after coming back up.
+  JsonWriter d;
+  d.BeginArray();
+  std::string want = "[";
+  for (int i = 0; i < 100; ++i) {
+    d.BeginArray().Int(i);
+    want += (i == 0 ? "[" : ",[") + std::to_string(i);
+  }
+  for (int i = 0; i < 100; ++i) {
+    d.EndArray().Int(-i);
+    want += "]," + std::to_string(-i);
+  }
+  d.EndArray();
+  want += "]";
+  EXPECT_EQ(d.str(), want);
 }
 
 }  // namespace
