@@ -157,6 +157,7 @@ void JsonWriter::Escape(std::string& out, std::string_view v) {
   const size_t n = v.size();
   size_t run = 0;  // start of the current run of bytes that need no escaping
   size_t i = 0;
+  bool tail_checked = false;  // the tail (< 8 bytes) needs escaping: byte by byte from here
   while (i < n) {
     if (n - i >= 8) {
       uint64_t x;
@@ -165,6 +166,12 @@ void JsonWriter::Escape(std::string& out, std::string_view v) {
         i += 8;
         continue;
       }
+    } else if (!tail_checked) {
+      // The tail (most keys are shorter than 8 bytes), padded with a clean byte.
+      uint64_t x = 0x6161616161616161ull;
+      std::memcpy(&x, p + i, n - i);
+      if (!ChunkNeedsEscape(x)) break;
+      tail_checked = true;
     }
     const auto c = static_cast<unsigned char>(p[i]);
     if (!NeedsEscape(c)) {
