@@ -146,6 +146,7 @@ Result<store::Attachment> AttachmentStore::Upload::Finish(UserId uploader, const
   const std::string path = owner_.PathOf(id);
   const std::string leaf_dir = Parent(path);
   const std::string mid_dir = Parent(leaf_dir);
+  std::lock_guard files(owner_.files_mu_);
   if (Status s = MakeDir(mid_dir, owner_.opts_.dir); !s.ok()) return fail(s);
   if (Status s = MakeDir(leaf_dir, mid_dir); !s.ok()) return fail(s);
   struct stat sb {};
@@ -166,6 +167,7 @@ Result<store::Attachment> AttachmentStore::Upload::Finish(UserId uploader, const
   a.content_type = content_type;
   a.uploader = uploader;
   a.created_ms = owner_.clock_.NowMs();
+  a.used_ms = a.created_ms;
   auto stored = owner_.meta_.PutAttachment(a);
   if (!stored.ok()) return fail(stored.status());
   return stored;
@@ -282,6 +284,9 @@ Result<AttachmentStore::Opened> AttachmentStore::OpenBlob(std::string_view diges
   if (!meta.ok()) return meta.status();
   const std::string path = PathOf(digest);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0 && errno == ENOENT && meta_.GetAttachment(digest).status().code() == Code::kNotFound) {
+    return NotFound("no such attachment");  // swept between the two reads
+  }
   if (fd < 0) {
     Status s = Errno("open " + path);
     LOG_ERROR("attachment_missing").Kv("file", path).Kv("error", s.message());
@@ -307,7 +312,38 @@ Result<store::Attachment> AttachmentStore::Authorize(std::string_view digest, Us
   return meta_.GetAttachment(digest);
 }
 
-Status CheckSend(store::Store& store, UserId sender, std::string_view media_url) {
+Result<AttachmentStore::SweepResult> AttachmentStore::Sweep() {
+  SweepResult r;
+  if (opts_.unreferenced_ttl_ms <= 0) return r;
+  const int64_t unused_before = clock_.NowMs() - opts_.unreferenced_ttl_ms;
+  std::string after;
+  for (;;) {
+    auto page = meta_.ListAttachments(after, 1000);
+    if (!page.ok()) return page.status();
+    for (const store::Attachment& a : *page) {
+      ++r.examined;
+      if (a.used_ms >= unused_before) continue;  // the common case: no lock, no scan
+      std::lock_guard files(files_mu_);
+      auto gone = meta_.DeleteAttachmentIfUnused(a.id, unused_before);
+      if (!gone.ok()) return gone.status();
+      if (!*gone) continue;
+      const std::string path = PathOf(a.id);
+      if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+        // The record is gone, so the file is unreachable; it only takes space.
+        LOG_WARN("attachment_file_not_removed").Kv("file", path).Kv("error", std::strerror(errno));
+        continue;
+      }
+      ++r.removed;
+      r.bytes += a.size;
+    }
+    if (page->size() < 1000) break;
+    after = page->back().id;
+  }
+  return r;
+}
+
+Status CheckSend(store::Store& store, UserId sender, std::string_view media_url, int64_t now_ms,
+                 int64_t touch_granularity_ms) {
   MediaRef ref = ParseMediaUrl(media_url);
   if (ref.kind == MediaRef::Kind::kExternal) return Status::Ok();
   if (ref.kind == MediaRef::Kind::kMalformed) return NotFound("no such attachment");
@@ -317,6 +353,14 @@ Status CheckSend(store::Store& store, UserId sender, std::string_view media_url)
     return Internal("could not check the attachment");
   }
   if (!*visible) return NotFound("no such attachment");
+  if (touch_granularity_ms > 0) {
+    Status t = store.TouchAttachment(ref.digest, now_ms, touch_granularity_ms);
+    if (t.code() == Code::kNotFound) return NotFound("no such attachment");  // swept meanwhile
+    if (!t.ok()) {
+      LOG_ERROR("attachment_check_failed").Kv("error", t.message());
+      return Internal("could not check the attachment");
+    }
+  }
   return Status::Ok();
 }
 

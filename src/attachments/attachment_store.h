@@ -42,6 +42,10 @@ struct AttachmentStoreOptions {
   // free than this after the upload (its declared length, or max_bytes): attachments
   // never take the last of the disk the message store needs. 0: no check.
   uint64_t min_free_bytes = 256ull << 20;
+  // An attachment no committed message references is deleted (record and bytes) by
+  // Sweep once its last use (upload, or a send naming it) is older than this. 0: kept
+  // forever.
+  int64_t unreferenced_ttl_ms = 86'400'000;
 };
 
 // An open blob for reading. Move-only; closes its descriptor.
@@ -125,6 +129,21 @@ class AttachmentStore {
   // not the uploader and no shared conversation references it: the same answer).
   Result<store::Attachment> Authorize(std::string_view digest, UserId user);
 
+  // Deletes the attachments no committed message references whose last use is older
+  // than unreferenced_ttl_ms: the record first (atomically with its checks, see
+  // Store::DeleteAttachmentIfUnused), then the bytes. Safe beside uploads and
+  // downloads: an upload of the same bytes waits for the file's deletion and stores
+  // them again; a download that already opened the file keeps reading it.
+  struct SweepResult {
+    size_t examined = 0;
+    size_t removed = 0;
+    uint64_t bytes = 0;
+  };
+  Result<SweepResult> Sweep();
+  // How often a send naming an attachment refreshes its last use: a quarter of the
+  // TTL, so a send's attachment cannot be collected before the message is committed.
+  int64_t TouchGranularityMs() const { return opts_.unreferenced_ttl_ms / 4; }
+
   const AttachmentStoreOptions& options() const { return opts_; }
   size_t uploads_in_progress() const { return uploads_.load(); }
   // Where the bytes of `digest` live (tests, operators).
@@ -150,13 +169,19 @@ class AttachmentStore {
   };
   std::mutex quota_mu_;
   std::unordered_map<UserId, Bucket> quota_;
+  // Held while a finished upload takes its name and record, and while Sweep deletes a
+  // record and its file: an upload of bytes being deleted never keeps a record whose
+  // file is then removed.
+  std::mutex files_mu_;
 };
 
 // The send-time check of a message's media_url (owner shard, before sequencing): an
 // external URL is fine; one of our attachment URLs must name an attachment the sender
 // may read (uploader, or member of a conversation referencing it). kNotFound
 // otherwise, the same for "does not exist", "malformed" and "not yours"; kInternal on
-// a store error.
-Status CheckSend(store::Store& store, UserId sender, std::string_view media_url);
+// a store error. With touch_granularity_ms > 0 (unreferenced attachments are
+// collected), the attachment's last use becomes now (TouchAttachment).
+Status CheckSend(store::Store& store, UserId sender, std::string_view media_url, int64_t now_ms = 0,
+                 int64_t touch_granularity_ms = 0);
 
 }  // namespace sb::attachments

@@ -382,7 +382,9 @@ void ChatCore::HandleSend(uint32_t owner, std::shared_ptr<SendRequest> req) {
   // (uploader, or member of a conversation referencing it): otherwise not_found, the
   // same for "does not exist" and "not yours". External URLs pass.
   if (!pm.media_url.empty()) {
-    if (Status a = attachments::CheckSend(store_, req->user, pm.media_url); !a.ok()) return fail(a);
+    if (Status a = attachments::CheckSend(store_, req->user, pm.media_url, clock_.NowMs(), opts_.attachment_touch_ms);
+        !a.ok())
+      return fail(a);
   }
 
   store::Message m;

@@ -36,6 +36,10 @@ namespace sb::chat {
 
 struct CoreOptions {
   protocol::Limits limits;
+  // A send naming one of our attachments refreshes its last use at most this often
+  // (AttachmentStore::TouchGranularityMs); 0: unreferenced attachments are never
+  // collected, so nothing is refreshed.
+  int64_t attachment_touch_ms = 0;
   std::string node_id = "node-1";
   int64_t dedup_window_ms = store::kDedupWindowMs;
   size_t max_commit_batch = 2048;

@@ -131,6 +131,11 @@ std::string ServerMetrics::Render() const {
                 presence_changes.Value());
   RenderCounter(out, "switchboard_typing_relayed_total", "typing state changes relayed.",
                 typing_relayed.Value());
+  RenderCounter(out, "switchboard_attachments_swept_total",
+                "Attachments no message referenced, deleted after store.unreferenced_attachment_ttl_s.",
+                attachments_swept.Value());
+  RenderCounter(out, "switchboard_attachment_bytes_swept_total", "Bytes of the attachments swept.",
+                attachment_bytes_swept.Value());
   RenderHistogram(out, "switchboard_ack_latency_seconds",
                   "From a send_message frame's arrival to its message_ack being queued.",
                   ack_latency_seconds);

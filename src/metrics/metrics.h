@@ -76,6 +76,8 @@ struct ServerMetrics {
   Counter receipts_routed;
   Counter presence_changes;
   Counter typing_relayed;
+  Counter attachments_swept;       // unreferenced attachments deleted (AttachmentStore::Sweep)
+  Counter attachment_bytes_swept;
   Histogram ack_latency_seconds{{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                  0.05, 0.1, 0.25, 0.5, 1, 2.5}};
   // Where a message's time goes inside the server (their sum is about the ack latency):

@@ -82,6 +82,8 @@ const std::vector<Entry>& Entries() {
       {"store.retention", "history older than this is dropped in whole buckets: 0 (keep forever) or N with a unit s|m|h|d|y (5y)", SB_STR(retention)},
       {"store.retention_bucket", "what retention drops at once: second|minute|hour|day|week|month (calendar, UTC)", SB_STR(retention_bucket)},
       {"store.retention_interval_s", "seconds between retention passes", SB_NUM(retention_interval_s, int64_t, 1, 86400 * 7)},
+      {"store.unreferenced_attachment_ttl_s", "an attachment no message references is deleted this many seconds after its last use (upload, or a send naming it); 0: kept forever", SB_NUM(unreferenced_attachment_ttl_s, int64_t, 0, 86400ll * 3660)},
+      {"store.attachment_sweep_interval_s", "seconds between passes deleting unreferenced attachments", SB_NUM(attachment_sweep_interval_s, int64_t, 1, 86400 * 7)},
       {"search.index_delay_ms", "longest the search indexer gathers committed messages before writing them, milliseconds: a message becomes searchable up to this much later; each write touches about two index pages per active conversation however few messages it brings, so longer is cheaper (0: write each batch at once)", SB_NUM(search_index_delay_ms, int64_t, 0, 60000)},
       {"auth.issuer", "JWT iss", SB_STR(token.issuer)},
       {"auth.audience", "JWT aud", SB_STR(token.audience)},

@@ -44,6 +44,10 @@ struct Config {
   std::string retention = "5y";          // history kept (store/retention.h); "0": forever
   std::string retention_bucket = "month";
   int64_t retention_interval_s = 3600;   // how often the retention pass runs
+  // Attachments no committed message references are deleted this long after their last
+  // use (upload, or a send naming them); 0: kept forever. Swept every interval.
+  int64_t unreferenced_attachment_ttl_s = 86400;
+  int64_t attachment_sweep_interval_s = 3600;
   int64_t search_index_delay_ms = 500;   // the search indexer gathers this long before writing
 
   auth::TokenConfig token;

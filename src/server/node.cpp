@@ -6,6 +6,8 @@
 
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -17,6 +19,7 @@
 #include "base/log.h"
 #include "chat/chat_core.h"
 #include "gateway/server.h"
+#include "metrics/metrics.h"
 #include "search/search_index.h"
 #include "store/retention.h"
 #include "store/store.h"
@@ -39,63 +42,91 @@ Status CatchUpSearch(store::Store& store, search::SearchIndex& index) {
 
 }  // namespace
 
-// Runs the retention pass (store/retention.h) at start and every
-// store.retention_interval_s on its own thread; stops with the server.
-class RetentionJob {
+// Runs `pass` at start and then every `interval` on its own thread (named `name`);
+// stops with the server (the destructor waits for a pass in progress).
+class PeriodicJob {
  public:
-  RetentionJob(store::Store& store, const Clock& clock, const Config& cfg, store::TrimmedFn trimmed)
-      : store_(store), clock_(clock), trimmed_(std::move(trimmed)) {
-    age_ms_ = store::ParseRetentionAge(cfg.retention).value_or(0);
-    bucket_ = store::ParseRetentionBucket(cfg.retention_bucket).value_or(store::RetentionBucket::kMonth);
-    interval_ = std::chrono::seconds(cfg.retention_interval_s);
-    if (age_ms_ > 0) thread_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), "retention");
-      Run();
+  PeriodicJob(const char* name, std::chrono::seconds interval, std::function<void()> pass)
+      : interval_(interval), pass_(std::move(pass)) {
+    thread_ = std::thread([this, name] {
+      pthread_setname_np(pthread_self(), name);
+      std::unique_lock lk(mu_);
+      while (!stop_) {
+        lk.unlock();
+        pass_();
+        lk.lock();
+        cv_.wait_for(lk, interval_, [this] { return stop_; });
+      }
     });
   }
-  ~RetentionJob() {
+  ~PeriodicJob() {
     {
       std::lock_guard lk(mu_);
       stop_ = true;
     }
     cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    thread_.join();
   }
+  PeriodicJob(const PeriodicJob&) = delete;
+  PeriodicJob& operator=(const PeriodicJob&) = delete;
 
  private:
-  void Run() {
-    std::unique_lock lk(mu_);
-    while (!stop_) {
-      lk.unlock();
-      int64_t cutoff = store::RetentionCutoff(clock_.NowMs(), age_ms_, bucket_);
-      int64_t t0 = MonoNs();
-      auto r = store::RunRetention(store_, cutoff, trimmed_);
-      if (!r.ok()) {
-        LOG_ERROR("retention_failed").Kv("error", r.status().message());
-      } else if (r->dropped > 0) {
-        LOG_INFO("retention")
-            .Kv("cutoff_ms", cutoff)
-            .Kv("conversations", r->conversations)
-            .Kv("trimmed", r->trimmed)
-            .Kv("dropped", r->dropped)
-            .Kv("ms", (MonoNs() - t0) / 1000000);
-      }
-      lk.lock();
-      cv_.wait_for(lk, interval_, [this] { return stop_; });
-    }
-  }
-
-  store::Store& store_;
-  const Clock& clock_;
-  store::TrimmedFn trimmed_;  // the search index drops what the store dropped
-  int64_t age_ms_ = 0;
-  store::RetentionBucket bucket_ = store::RetentionBucket::kMonth;
-  std::chrono::seconds interval_{3600};
+  std::chrono::seconds interval_;
+  std::function<void()> pass_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
   std::thread thread_;
 };
+
+// The retention pass (store/retention.h), every store.retention_interval_s; none when
+// store.retention is 0.
+std::unique_ptr<PeriodicJob> StartRetention(store::Store& store, const Clock& clock, const Config& cfg,
+                                            store::TrimmedFn trimmed) {
+  const int64_t age_ms = store::ParseRetentionAge(cfg.retention).value_or(0);
+  if (age_ms <= 0) return nullptr;
+  const auto bucket = store::ParseRetentionBucket(cfg.retention_bucket).value_or(store::RetentionBucket::kMonth);
+  return std::make_unique<PeriodicJob>(
+      "retention", std::chrono::seconds(cfg.retention_interval_s), [&store, &clock, age_ms, bucket, trimmed] {
+        int64_t cutoff = store::RetentionCutoff(clock.NowMs(), age_ms, bucket);
+        int64_t t0 = MonoNs();
+        auto r = store::RunRetention(store, cutoff, trimmed);
+        if (!r.ok()) {
+          LOG_ERROR("retention_failed").Kv("error", r.status().message());
+        } else if (r->dropped > 0) {
+          LOG_INFO("retention")
+              .Kv("cutoff_ms", cutoff)
+              .Kv("conversations", r->conversations)
+              .Kv("trimmed", r->trimmed)
+              .Kv("dropped", r->dropped)
+              .Kv("ms", (MonoNs() - t0) / 1000000);
+        }
+      });
+}
+
+// Deletes unreferenced attachments (AttachmentStore::Sweep) every
+// store.attachment_sweep_interval_s; none when store.unreferenced_attachment_ttl_s is 0.
+std::unique_ptr<PeriodicJob> StartAttachmentSweep(attachments::AttachmentStore& files, const Config& cfg) {
+  if (cfg.unreferenced_attachment_ttl_s <= 0) return nullptr;
+  return std::make_unique<PeriodicJob>(
+      "attach-sweep", std::chrono::seconds(cfg.attachment_sweep_interval_s), [&files] {
+        int64_t t0 = MonoNs();
+        auto r = files.Sweep();
+        if (!r.ok()) {
+          LOG_ERROR("attachment_sweep_failed").Kv("error", r.status().message());
+          return;
+        }
+        metrics::Server().attachments_swept.Inc(r->removed);
+        metrics::Server().attachment_bytes_swept.Inc(r->bytes);
+        if (r->removed > 0) {
+          LOG_INFO("attachments_swept")
+              .Kv("examined", r->examined)
+              .Kv("removed", r->removed)
+              .Kv("bytes", r->bytes)
+              .Kv("ms", (MonoNs() - t0) / 1000000);
+        }
+      });
+}
 
 int RunServe(const Config& cfg) {
   log::Level level;
@@ -169,6 +200,7 @@ int RunServe(const Config& cfg) {
   ao.max_concurrent_uploads = cfg.max_concurrent_uploads;
   ao.bytes_per_user_per_day = cfg.limits.upload_bytes_per_user_per_day;
   ao.min_free_bytes = cfg.limits.min_free_disk_mb << 20;
+  ao.unreferenced_ttl_ms = cfg.unreferenced_attachment_ttl_s * 1000;
   auto files = attachments::AttachmentStore::Open(ao, *store, clock);
   if (!files.ok()) {
     LOG_ERROR("attachments_open_failed").Kv("dir", ao.dir).Kv("error", files.status().message());
@@ -240,6 +272,7 @@ int RunServe(const Config& cfg) {
   co.bulk_slice_sends = cfg.bulk_slice_sends;
   co.max_bulk_backlog = cfg.max_bulk_backlog;
   co.receipts_max_members = cfg.receipts_max_members;
+  co.attachment_touch_ms = (*files)->TouchGranularityMs();
   if (co.node_id.empty()) {
     char host[256] = {};
     co.node_id = ::gethostname(host, sizeof host - 1) == 0 ? host : "node-1";
@@ -262,8 +295,9 @@ int RunServe(const Config& cfg) {
     return port.status().code() == Code::kBadRequest ? 2 : 1;
   }
   core.Start();
-  RetentionJob retention(*store, clock, cfg,
-                         [&index](ConvId conv, Seq first_kept) { index->DropBefore(conv, first_kept); });
+  auto retention = StartRetention(*store, clock, cfg,
+                                  [&index](ConvId conv, Seq first_kept) { index->DropBefore(conv, first_kept); });
+  auto attachment_sweep = StartAttachmentSweep(**files, cfg);
   LOG_INFO("starting")
       .Kv("node", co.node_id)
       .Kv("data_dir", cfg.data_dir)

@@ -126,6 +126,10 @@ struct Attachment {
   std::string content_type;  // normalised media type, as first uploaded
   UserId uploader = 0;       // the first uploader (later uploaders are recorded too)
   int64_t created_ms = 0;
+  // The latest use: an upload of these bytes, or a send naming them (TouchAttachment).
+  // An attachment no committed message references is deleted once this is older than
+  // store.unreferenced_attachment_ttl_s (AttachmentStore::Sweep).
+  int64_t used_ms = 0;
 };
 
 // What a conversation list shows of one conversation: its latest message. Kept per
@@ -265,11 +269,11 @@ class Store {
   // Every committed message (AppendMessages, Commit) whose media_url names one of our
   // attachments (attachments::ParseMediaUrl) also records "attachment -> conversation",
   // in the same atomic batch. References are never removed (also not when the message
-  // is deleted).
+  // is deleted), so a referenced attachment is never collected.
   //
   // Records an upload of `a.id` by `a.uploader` (synced). The first upload creates the
-  // record; later ones (identical bytes) keep its content type and only add their
-  // uploader. Returns the stored record.
+  // record; later ones (identical bytes) keep its content type, add their uploader and
+  // set `used_ms` to their `created_ms`. Returns the stored record.
   virtual Result<Attachment> PutAttachment(const Attachment& a) = 0;
   // kNotFound if absent (or `id` is not 32 bytes).
   virtual Result<Attachment> GetAttachment(std::string_view id) = 0;
@@ -278,6 +282,17 @@ class Store {
   virtual Result<bool> AttachmentVisibleTo(std::string_view id, UserId user) = 0;
   // Conversations with a committed message referencing the attachment, ascending.
   virtual Result<std::vector<ConvId>> AttachmentConversations(std::string_view id) = 0;
+  // Up to `limit` attachment records in id order, after `after` ("" from the first).
+  virtual Result<std::vector<Attachment>> ListAttachments(std::string_view after, size_t limit) = 0;
+  // A send names the attachment: sets `used_ms` to `now_ms` unless it is already within
+  // `granularity_ms` of it (so a popular attachment costs a write per granularity, not
+  // per send). kNotFound when there is no record.
+  virtual Status TouchAttachment(std::string_view id, int64_t now_ms, int64_t granularity_ms) = 0;
+  // Deletes the record and its uploaders when no committed message references the
+  // attachment and its `used_ms` is before `unused_before_ms`; true when it did. Checked
+  // and deleted atomically with respect to PutAttachment and TouchAttachment (synced).
+  // The bytes are the caller's (AttachmentStore::Sweep).
+  virtual Result<bool> DeleteAttachmentIfUnused(std::string_view id, int64_t unused_before_ms) = 0;
 };
 
 // The embedded default: RocksDB in options.dir.

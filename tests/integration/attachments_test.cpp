@@ -586,6 +586,79 @@ TEST_F(AttachmentsTest, A25MiBUploadIsStreamed) {
 
 // ---- A server with small limits: concurrency, timeouts, crash -----------------------
 
+// Unreferenced attachments are deleted once their last use is older than the TTL (2 s
+// here, swept every second); an attachment a message references stays, however old.
+class AttachmentSweepTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = std::make_unique<ServerProcess>(ServerProcess::Options{
+        .extra_args = {"--set", "store.unreferenced_attachment_ttl_s=2", "--set",
+                       "store.attachment_sweep_interval_s=1"}});
+    server_->Start();
+    ASSERT_TRUE(server_->running()) << server_->error();
+  }
+  void TearDown() override {
+    if (server_ && server_->running()) server_->Stop();
+  }
+  RestClient Api() const { return RestClient(server_->host(), server_->port()); }
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(AttachmentSweepTest, AnUploadNoMessageNamesIsDeletedAfterItsTtl) {
+  auto api = Api();
+  TestUser alice, bob;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "sweep_al", &alice));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "sweep_bo", &bob));
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(CreateDirect(api, alice, bob, &conv));
+  WsClient ws;
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, alice, &ws));
+  // Upload and send back to back: the send must come within the 2 s.
+  const std::string unsent = RandomBytes(30000, 41), sent = RandomBytes(30000, 42);
+  HttpResponse u1 = Upload(api, alice.access_token, unsent, "image/png");
+  HttpResponse u2 = Upload(api, alice.access_token, sent, "image/png");
+  ASSERT_EQ(u1.status, 201) << u1.Describe();
+  ASSERT_EQ(u2.status, 201) << u2.Describe();
+  const std::string unsent_id = *u1.json()["attachment_id"].Str();
+  const std::string sent_id = *u2.json()["attachment_id"].Str();
+  Json ack = SendMedia(ws, conv, *u2.json()["media_url"].Str());
+  ASSERT_EQ(ack["event"].Str(), "message_ack"s) << ack;
+
+  // Gone within the TTL and two sweeps: 404 like an id never uploaded, bytes removed.
+  HttpResponse gone;
+  for (auto deadline = SteadyClock::now() + std::chrono::seconds(10); SteadyClock::now() < deadline;) {
+    gone = Download(api, alice.access_token, unsent_id);
+    if (gone.status != 200) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(gone.status, 404) << gone.Describe();
+  EXPECT_EQ(gone.ErrorCode(), "not_found");
+  const std::string hex = unsent_id.substr(4);
+  EXPECT_FALSE(fs::exists(server_->data_dir() + "/attachments/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex));
+  // Sending it now is refused like any unknown attachment.
+  Json refused = SendMedia(ws, conv, *u1.json()["media_url"].Str());
+  EXPECT_EQ(refused["event"].Str(), "error"s) << refused;
+  EXPECT_EQ(refused["code"].Str(), "not_found"s) << refused;
+
+  // The sent one is as old, and stays: for its sender and for the other member.
+  HttpResponse kept = Download(api, bob.access_token, sent_id);
+  EXPECT_EQ(kept.status, 200) << kept.Describe();
+  EXPECT_TRUE(kept.body == sent);
+  EXPECT_EQ(Download(api, alice.access_token, sent_id).status, 200);
+
+  HttpResponse m = api.Request("GET", "/metrics");
+  EXPECT_NE(m.body.find("switchboard_attachments_swept_total 1\n"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("switchboard_attachment_bytes_swept_total 30000\n"), std::string::npos);
+  EXPECT_NE(server_->Log().find("attachments_swept"), std::string::npos);
+
+  // The same bytes uploaded again are stored again.
+  HttpResponse again = Upload(api, alice.access_token, unsent, "image/png");
+  ASSERT_EQ(again.status, 201) << again.Describe();
+  HttpResponse back = Download(api, alice.access_token, unsent_id);
+  EXPECT_EQ(back.status, 200) << back.Describe();
+  EXPECT_TRUE(back.body == unsent);
+}
+
 class AttachmentLimitsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

@@ -5,6 +5,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 #include <fstream>
@@ -125,9 +126,11 @@ class AttachmentStoreTest : public ::testing::Test {
     std::error_code ec;
     fs::remove_all(root_, ec);
   }
-  void Reopen(uint64_t max_bytes = 1 << 20, size_t max_uploads = 4, uint64_t per_day = 0, uint64_t min_free = 0) {
+  void Reopen(uint64_t max_bytes = 1 << 20, size_t max_uploads = 4, uint64_t per_day = 0, uint64_t min_free = 0,
+              int64_t ttl_ms = 0) {
     files_.reset();
     AttachmentStoreOptions o;
+    o.unreferenced_ttl_ms = ttl_ms;
     o.dir = root_ + "/attachments";
     o.max_bytes = max_bytes;
     o.max_concurrent_uploads = max_uploads;
@@ -396,6 +399,108 @@ TEST_F(AttachmentStoreTest, ReferencesAreWrittenByAppendMessagesToo) {
   auto refs = meta_->AttachmentConversations(a->id);
   ASSERT_TRUE(refs.ok());
   EXPECT_EQ(*refs, std::vector<ConvId>{555});
+}
+
+TEST_F(AttachmentStoreTest, UnreferencedAttachmentsAreSweptAfterTheirTtl) {
+  constexpr int64_t kTtl = 3'600'000;
+  Reopen(1 << 20, 4, 0, 0, kTtl);
+  const UserId alice = 1, bob = 2;
+  auto unsent = Put("never sent", alice);
+  auto sent = Put("sent at once", alice);
+  auto reused = Put("sent much later", alice);
+  ASSERT_TRUE(unsent.ok() && sent.ok() && reused.ok());
+  store::Conversation conv = MakeGroup({alice, bob});
+  CommitImage(conv.id, alice, MediaUrl(sent->id));
+
+  // Not before the TTL has passed since the last use.
+  clock_.Advance(kTtl - 1);
+  auto r = files_->Sweep();
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->examined, 3u);
+  EXPECT_EQ(r->removed, 0u);
+  // A send naming it is a use (CheckSend touches it); the message is committed later.
+  EXPECT_TRUE(CheckSend(*meta_, alice, MediaUrl(reused->id), clock_.NowMs(), files_->TouchGranularityMs()).ok());
+
+  clock_.Advance(2);
+  r = files_->Sweep();
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->removed, 1u);
+  EXPECT_EQ(r->bytes, unsent->size);
+  EXPECT_EQ(meta_->GetAttachment(unsent->id).status().code(), Code::kNotFound);
+  EXPECT_EQ(files_->OpenBlob(unsent->id).status().code(), Code::kNotFound);
+  EXPECT_EQ(files_->Authorize(unsent->id, alice).status().code(), Code::kNotFound);
+  EXPECT_FALSE(fs::exists(files_->PathOf(unsent->id)));
+  EXPECT_EQ(CheckSend(*meta_, alice, MediaUrl(unsent->id), clock_.NowMs(), files_->TouchGranularityMs()).code(),
+            Code::kNotFound);
+  // Referenced: kept however old, for every member. Touched: kept for another TTL.
+  EXPECT_TRUE(files_->Authorize(sent->id, bob).ok());
+  EXPECT_TRUE(files_->OpenBlob(sent->id).ok());
+  EXPECT_TRUE(files_->OpenBlob(reused->id).ok());
+  clock_.Advance(kTtl);
+  r = files_->Sweep();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->removed, 1u) << "the touched one, never committed, goes a TTL after its send";
+  EXPECT_TRUE(files_->OpenBlob(sent->id).ok());
+  EXPECT_EQ(FilesUnder(root_ + "/attachments"), 1u);
+
+  // The same bytes uploaded again are stored again, under the same id.
+  auto again = Put("never sent", bob);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->id, unsent->id);
+  EXPECT_EQ(again->uploader, bob);
+  EXPECT_TRUE(files_->OpenBlob(again->id).ok());
+  EXPECT_EQ(files_->Authorize(again->id, alice).status().code(), Code::kNotFound)
+      << "the old uploaders went with the old record";
+}
+
+TEST_F(AttachmentStoreTest, UsesRefreshTheLastUseAtTheirGranularity) {
+  constexpr int64_t kTtl = 4'000'000;
+  Reopen(1 << 20, 4, 0, 0, kTtl);
+  const int64_t t0 = clock_.NowMs();
+  auto a = Put("popular", 1);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->used_ms, t0);
+  const int64_t g = files_->TouchGranularityMs();
+  EXPECT_EQ(g, kTtl / 4);
+  clock_.Advance(g);
+  ASSERT_TRUE(CheckSend(*meta_, 1, MediaUrl(a->id), clock_.NowMs(), g).ok());
+  EXPECT_EQ(meta_->GetAttachment(a->id)->used_ms, t0) << "within the granularity: no write";
+  clock_.Advance(1);
+  ASSERT_TRUE(CheckSend(*meta_, 1, MediaUrl(a->id), clock_.NowMs(), g).ok());
+  EXPECT_EQ(meta_->GetAttachment(a->id)->used_ms, t0 + g + 1);
+  // Uploading the same bytes again is a use too; the record keeps its creation time.
+  clock_.Advance(g * 2);
+  auto b = Put("popular", 2);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->used_ms, t0 + 3 * g + 1);
+  EXPECT_EQ(b->created_ms, t0);
+  // Without a TTL nothing is swept, whatever the age.
+  Reopen();
+  clock_.Advance(100 * kTtl);
+  auto r = files_->Sweep();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->removed, 0u);
+  EXPECT_EQ(r->examined, 0u);
+}
+
+TEST_F(AttachmentStoreTest, ListAttachmentsPagesInIdOrder) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    auto a = Put("bytes " + std::to_string(i), 1);
+    ASSERT_TRUE(a.ok());
+    ids.push_back(a->id);
+  }
+  std::sort(ids.begin(), ids.end());
+  std::vector<std::string> seen;
+  std::string after;
+  for (;;) {
+    auto page = meta_->ListAttachments(after, 2);
+    ASSERT_TRUE(page.ok()) << page.status().message();
+    for (const auto& a : *page) seen.push_back(a.id);
+    if (page->size() < 2) break;
+    after = page->back().id;
+  }
+  EXPECT_EQ(seen, ids);
 }
 
 }  // namespace

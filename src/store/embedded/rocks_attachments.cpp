@@ -1,6 +1,8 @@
 // Attachment records in the embedded store (the bytes are files: src/attachments/).
 // All in the meta column family:
-//   'a' digest(32)           -> version, uploader(8), size(8), created_ms(8), content_type
+//   'a' digest(32)           -> version 2, uploader(8), size(8), created_ms(8), used_ms(8),
+//                               content_type (version 1 had no used_ms: it reads as
+//                               created_ms)
 //   'b' digest(32) user(8)   -> version: `user` uploaded these bytes
 //   'A' digest(32) conv(8)   -> empty: a committed message of `conv` references them
 // The uploaders and the references of one attachment are contiguous ranges, so the
@@ -17,7 +19,8 @@ namespace {
 constexpr char kAttachmentTag = 'a';
 constexpr char kUploaderTag = 'b';
 constexpr char kReferenceTag = 'A';
-constexpr uint8_t kVersion = 1;
+constexpr uint8_t kVersion = 2;
+constexpr uint8_t kVersionWithoutUse = 1;
 constexpr size_t kDigest = attachments::kDigestBytes;
 
 using rocks_codec::GetFixed64;
@@ -40,18 +43,21 @@ std::string EncodeAttachment(const Attachment& a) {
   PutFixed64(&v, a.uploader);
   PutFixed64(&v, a.size);
   PutFixed64(&v, static_cast<uint64_t>(a.created_ms));
+  PutFixed64(&v, static_cast<uint64_t>(std::max(a.used_ms, a.created_ms)));
   v.append(a.content_type);
   return v;
 }
 
 Status DecodeAttachment(std::string_view v, std::string_view digest, Attachment* out) {
-  if (v.size() < 25 || v.size() > 25 + 255 || static_cast<uint8_t>(v[0]) != kVersion)
-    return Internal("store: corrupted attachment record");
+  const uint8_t version = v.empty() ? 0 : static_cast<uint8_t>(v[0]);
+  const size_t head = version == kVersion ? 33 : version == kVersionWithoutUse ? 25 : 0;
+  if (head == 0 || v.size() < head || v.size() > head + 255) return Internal("store: corrupted attachment record");
   out->id = std::string(digest);
   out->uploader = GetFixed64(v.data() + 1);
   out->size = GetFixed64(v.data() + 9);
   out->created_ms = static_cast<int64_t>(GetFixed64(v.data() + 17));
-  out->content_type = std::string(v.substr(25));
+  out->used_ms = version == kVersion ? static_cast<int64_t>(GetFixed64(v.data() + 25)) : out->created_ms;
+  out->content_type = std::string(v.substr(head));
   return Status::Ok();
 }
 
@@ -83,6 +89,10 @@ Result<Attachment> RocksStore::PutAttachment(const Attachment& a) {
   rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, Key(kAttachmentTag, a.id), &v);
   if (st.ok()) {
     if (Status s = DecodeAttachment(std::string_view(v.data(), v.size()), a.id, &stored); !s.ok()) return s;
+    if (a.created_ms > stored.used_ms) {
+      stored.used_ms = a.created_ms;  // uploading the bytes again is a use
+      wb.Put(meta_, Key(kAttachmentTag, a.id), EncodeAttachment(stored));
+    }
   } else if (st.IsNotFound()) {
     wb.Put(meta_, Key(kAttachmentTag, a.id), EncodeAttachment(a));
   } else {
@@ -105,6 +115,25 @@ Result<Attachment> RocksStore::GetAttachment(std::string_view id) {
   return a;
 }
 
+// Calls fn(conv) for each conversation referencing attachment `id`, in order, until it
+// returns false.
+Status RocksStore::ForEachAttachmentReference(std::string_view id, const std::function<bool(ConvId)>& fn) {
+  const std::string lower = Key(kReferenceTag, id);
+  const std::string upper = PrefixEnd(lower);
+  rocksdb::Slice lo(lower), up(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &lo;
+  ro.iterate_upper_bound = &up;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
+  for (it->Seek(lo); it->Valid(); it->Next()) {
+    rocksdb::Slice k = it->key();
+    if (k.size() != 1 + kDigest + 8) return Internal("store: corrupted attachment reference");
+    if (!fn(GetFixed64(k.data() + 1 + kDigest))) return Status::Ok();
+  }
+  if (!it->status().ok()) return Err(it->status(), "scan attachment references");
+  return Status::Ok();
+}
+
 Result<bool> RocksStore::AttachmentVisibleTo(std::string_view id, UserId user) {
   if (id.size() != kDigest) return false;
   rocksdb::PinnableSlice v;
@@ -113,43 +142,81 @@ Result<bool> RocksStore::AttachmentVisibleTo(std::string_view id, UserId user) {
   if (!st.IsNotFound()) return Err(st, "get uploader");
   // Membership is read from the per-user index, written atomically with the
   // conversation record: a removed member is not found here any more.
-  const std::string lower = Key(kReferenceTag, id);
-  const std::string upper = PrefixEnd(lower);
-  rocksdb::Slice lo(lower), up(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_lower_bound = &lo;
-  ro.iterate_upper_bound = &up;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
-  for (it->Seek(lo); it->Valid(); it->Next()) {
-    rocksdb::Slice k = it->key();
-    if (k.size() != 1 + kDigest + 8) return Internal("store: corrupted attachment reference");
-    ConvId conv = GetFixed64(k.data() + 1 + kDigest);
+  bool member = false;
+  Status failed;
+  Status scan = ForEachAttachmentReference(id, [&](ConvId conv) {
     rocksdb::PinnableSlice mv;
-    st = db_->Get(rocksdb::ReadOptions(), meta_, rocks_format::MemberKey(user, conv), &mv);
-    if (st.ok()) return true;
-    if (!st.IsNotFound()) return Err(st, "get membership");
-  }
-  if (!it->status().ok()) return Err(it->status(), "scan attachment references");
-  return false;
+    rocksdb::Status gs = db_->Get(rocksdb::ReadOptions(), meta_, rocks_format::MemberKey(user, conv), &mv);
+    if (gs.ok()) member = true;
+    else if (!gs.IsNotFound()) failed = Err(gs, "get membership");
+    return !member && failed.ok();
+  });
+  if (!scan.ok()) return scan;
+  if (!failed.ok()) return failed;
+  return member;
 }
 
 Result<std::vector<ConvId>> RocksStore::AttachmentConversations(std::string_view id) {
   std::vector<ConvId> out;
   if (id.size() != kDigest) return out;
-  const std::string lower = Key(kReferenceTag, id);
-  const std::string upper = PrefixEnd(lower);
+  Status s = ForEachAttachmentReference(id, [&](ConvId conv) {
+    out.push_back(conv);
+    return true;
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Result<std::vector<Attachment>> RocksStore::ListAttachments(std::string_view after, size_t limit) {
+  std::vector<Attachment> out;
+  const std::string lower = Key(kAttachmentTag, after);
+  const std::string upper(1, static_cast<char>(kAttachmentTag + 1));
   rocksdb::Slice lo(lower), up(upper);
   rocksdb::ReadOptions ro;
-  ro.iterate_lower_bound = &lo;
   ro.iterate_upper_bound = &up;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
-  for (it->Seek(lo); it->Valid(); it->Next()) {
+  for (it->Seek(lo); it->Valid() && out.size() < limit; it->Next()) {
     rocksdb::Slice k = it->key();
-    if (k.size() != 1 + kDigest + 8) return Internal("store: corrupted attachment reference");
-    out.push_back(GetFixed64(k.data() + 1 + kDigest));
+    if (k.size() != 1 + kDigest) return Internal("store: corrupted attachment key");
+    std::string_view digest(k.data() + 1, kDigest);
+    if (digest == after) continue;
+    Attachment a;
+    if (Status s = DecodeAttachment(std::string_view(it->value().data(), it->value().size()), digest, &a); !s.ok())
+      return s;
+    out.push_back(std::move(a));
   }
-  if (!it->status().ok()) return Err(it->status(), "scan attachment references");
+  if (!it->status().ok()) return Err(it->status(), "list attachments");
   return out;
+}
+
+Status RocksStore::TouchAttachment(std::string_view id, int64_t now_ms, int64_t granularity_ms) {
+  if (id.size() != kDigest) return NotFound("no such attachment");
+  std::lock_guard lk(create_mu_);  // against DeleteAttachmentIfUnused's check-then-delete
+  auto a = GetAttachment(id);
+  if (!a.ok()) return a.status();
+  if (a->used_ms >= now_ms - granularity_ms) return Status::Ok();
+  a->used_ms = now_ms;
+  rocksdb::Status st = db_->Put(account_wo_, meta_, Key(kAttachmentTag, id), EncodeAttachment(*a));
+  if (!st.ok()) return Err(st, "touch attachment");
+  return Status::Ok();
+}
+
+Result<bool> RocksStore::DeleteAttachmentIfUnused(std::string_view id, int64_t unused_before_ms) {
+  if (id.size() != kDigest) return false;
+  std::lock_guard lk(create_mu_);
+  auto a = GetAttachment(id);
+  if (!a.ok()) return a.status().code() == Code::kNotFound ? Result<bool>(false) : Result<bool>(a.status());
+  if (a->used_ms >= unused_before_ms) return false;
+  bool referenced = false;
+  if (Status s = ForEachAttachmentReference(id, [&](ConvId) { return !(referenced = true); }); !s.ok()) return s;
+  if (referenced) return false;
+  rocksdb::WriteBatch wb;
+  wb.Delete(meta_, Key(kAttachmentTag, id));
+  const std::string lower = Key(kUploaderTag, id);
+  wb.DeleteRange(meta_, lower, PrefixEnd(lower));
+  rocksdb::Status st = db_->Write(account_wo_, &wb);
+  if (!st.ok()) return Err(st, "delete attachment");
+  return true;
 }
 
 }  // namespace sb::store

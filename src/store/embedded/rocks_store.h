@@ -10,6 +10,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,6 +82,9 @@ class RocksStore final : public Store {
   Result<Attachment> GetAttachment(std::string_view id) override;
   Result<bool> AttachmentVisibleTo(std::string_view id, UserId user) override;
   Result<std::vector<ConvId>> AttachmentConversations(std::string_view id) override;
+  Result<std::vector<Attachment>> ListAttachments(std::string_view after, size_t limit) override;
+  Status TouchAttachment(std::string_view id, int64_t now_ms, int64_t granularity_ms) override;
+  Result<bool> DeleteAttachmentIfUnused(std::string_view id, int64_t unused_before_ms) override;
 
   // Flushes every memtable and compacts every column family down to one level.
   // Besides reclaiming space it runs the dedup expiry filter over everything now,
@@ -98,6 +102,7 @@ class RocksStore final : public Store {
   // Adds "attachment -> conversation" for every message whose media_url names one of
   // our attachments (rocks_attachments.cpp; called by PutMessages).
   void PutAttachmentRefs(rocksdb::WriteBatch& wb, std::span<const Message> batch);
+  Status ForEachAttachmentReference(std::string_view id, const std::function<bool(ConvId)>& fn);
 
   std::shared_ptr<rocksdb::Cache> cache_;
   std::unique_ptr<rocksdb::DB> db_;
