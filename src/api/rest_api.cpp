@@ -116,7 +116,16 @@ struct RestApi::Ctx {
 
 RestApi::RestApi(store::Store& store, const auth::TokenService& tokens, auth::Revocations& revoked,
                  RestOptions opts, const Clock& clock)
-    : store_(store), tokens_(tokens), opts_(std::move(opts)), clock_(clock), revoked_(revoked) {
+    : store_(store),
+      tokens_(tokens),
+      opts_(std::move(opts)),
+      clock_(clock),
+      // Bounded at 200,000 keys each (a spray of addresses or names).
+      login_ip_(opts_.limits.login_attempts_per_ip_per_min, opts_.limits.login_attempts_per_ip_per_min / 60.0,
+                200000),
+      login_account_(opts_.limits.login_failures_per_account_burst,
+                     opts_.limits.login_failures_per_account_per_min / 60.0, 200000),
+      revoked_(revoked) {
   auto h = auth::HashPassword("switchboard-timing-equalizer", opts_.password);
   if (h.ok()) dummy_hash_ = *h;
 }
@@ -239,28 +248,12 @@ HttpResponse RestApi::IssueTokens(const store::User& u, std::string device_id, i
   return Json(status, std::move(w).Take());
 }
 
-bool RestApi::Take(std::unordered_map<std::string, Bucket>& m, const std::string& key, double burst,
-                   double per_min, bool consume) {
-  int64_t now = clock_.NowMs();
-  // Bounded memory under a spray of addresses or names: forget everything at once
-  // (a fresh bucket is full, so this only ever errs on the side of admitting).
-  if (m.size() > 200000) m.clear();
-  auto [it, fresh] = m.try_emplace(key, Bucket{burst, now});
-  Bucket& b = it->second;
-  if (!fresh) b.tokens = std::min(burst, b.tokens + static_cast<double>(now - b.at_ms) * per_min / 60000.0);
-  b.at_ms = now;
-  if (b.tokens < 1) return false;
-  if (consume) b.tokens -= 1;
-  return true;
-}
-
 HttpResponse RestApi::CreateSession(const HttpRequest& req) {
   auto body = ParseBody(req);
   if (!body.ok()) return Error(body.status());
-  const auto& lim = opts_.limits;
   {
     std::lock_guard lk(login_mu_);
-    if (!Take(login_ip_, req.remote, lim.login_attempts_per_ip_per_min, lim.login_attempts_per_ip_per_min, true))
+    if (!login_ip_.Take(req.remote, 1, clock_.NowMs()))
       return Error(RateLimited("too many login attempts from this address; retry later"));
   }
   std::string username, password, device_id;
@@ -276,14 +269,12 @@ HttpResponse RestApi::CreateSession(const HttpRequest& req) {
     // Guessing one account's password is slowed down whoever guesses; the check
     // happens before the (expensive) hash so a locked account costs nothing.
     std::lock_guard lk(login_mu_);
-    if (!Take(login_account_, account, lim.login_failures_per_account_burst,
-              lim.login_failures_per_account_per_min, false))
+    if (!login_account_.Take(account, 1, clock_.NowMs(), /*charge=*/false))
       return Error(RateLimited("too many failed logins for this account; retry later"));
   }
   auto fail = [&] {
     std::lock_guard lk(login_mu_);
-    Take(login_account_, account, lim.login_failures_per_account_burst, lim.login_failures_per_account_per_min,
-         true);
+    login_account_.Take(account, 1, clock_.NowMs());
     return Error(Unauthorized("invalid username or password"));
   };
   auto user = store_.FindUserByUsername(account);

@@ -13,6 +13,7 @@
 #include "auth/revocations.h"
 #include "auth/tokens.h"
 #include "base/clock.h"
+#include "base/token_buckets.h"
 #include "chat/chat_core.h"
 #include "protocol/limits.h"
 #include "search/search_index.h"
@@ -80,16 +81,11 @@ class RestApi {
   RestOptions opts_;
   const Clock& clock_;
   std::atomic<bool> draining_{false};
-  // Login throttling (pool threads share it). Buckets: tokens and last refill (ms).
-  struct Bucket {
-    double tokens;
-    int64_t at_ms;
-  };
-  bool Take(std::unordered_map<std::string, Bucket>& m, const std::string& key, double burst,
-            double per_min, bool consume);
+  // Login throttling (pool threads share it, under login_mu_): attempts per address,
+  // failures per account.
   std::mutex login_mu_;
-  std::unordered_map<std::string, Bucket> login_ip_;
-  std::unordered_map<std::string, Bucket> login_account_;
+  TokenBuckets<std::string> login_ip_;
+  TokenBuckets<std::string> login_account_;
   std::string dummy_hash_;
   PresenceQuery presence_;
   SettingsChanged settings_changed_;

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 
 #include "attachments/attachment_id.h"
@@ -176,7 +175,12 @@ Result<store::Attachment> AttachmentStore::Upload::Finish(UserId uploader, const
 // ---- AttachmentStore --------------------------------------------------------------
 
 AttachmentStore::AttachmentStore(AttachmentStoreOptions opts, store::Store& meta, const Clock& clock)
-    : opts_(std::move(opts)), meta_(meta), clock_(clock) {}
+    : opts_(std::move(opts)),
+      meta_(meta),
+      clock_(clock),
+      // A day's bytes at once at most, refilled over the day; 100,000 users' buckets.
+      quota_(static_cast<double>(opts_.bytes_per_user_per_day),
+             static_cast<double>(opts_.bytes_per_user_per_day) / 86400.0, 100000) {}
 
 AttachmentStore::~AttachmentStore() = default;
 
@@ -204,32 +208,9 @@ Result<std::unique_ptr<AttachmentStore>> AttachmentStore::Open(AttachmentStoreOp
 }
 
 bool AttachmentStore::TakeQuota(UserId user, uint64_t n, bool charge, int64_t* retry_after_s) {
-  const uint64_t per_day = opts_.bytes_per_user_per_day;
-  if (per_day == 0 || user == 0) return true;
-  constexpr double kDayMs = 86'400'000.0;
-  const double cap = static_cast<double>(per_day), rate = cap / kDayMs;  // bytes per ms
-  const int64_t now = clock_.NowMs();
+  if (opts_.bytes_per_user_per_day == 0 || user == 0) return true;
   std::lock_guard lk(quota_mu_);
-  if (quota_.size() > 100'000) {
-    // Bounded memory: a bucket that has refilled holds nothing worth keeping.
-    std::erase_if(quota_, [&](const auto& e) {
-      return e.second.bytes + static_cast<double>(now - e.second.at_ms) * rate >= cap;
-    });
-  }
-  auto [it, fresh] = quota_.try_emplace(user, Bucket{cap, now});
-  Bucket& b = it->second;
-  if (!fresh) b.bytes = std::min(cap, b.bytes + static_cast<double>(std::max<int64_t>(now - b.at_ms, 0)) * rate);
-  b.at_ms = now;
-  const double want = static_cast<double>(n);
-  if (b.bytes >= want) {
-    if (charge) b.bytes -= want;
-    return true;
-  }
-  if (retry_after_s) {
-    // Never: more than a day's quota in one go (the upload cannot fit at all).
-    *retry_after_s = want > cap ? -1 : static_cast<int64_t>(std::ceil((want - b.bytes) / rate / 1000.0 - 1e-6));
-  }
-  return false;
+  return quota_.Take(user, static_cast<double>(n), clock_.NowMs(), charge, retry_after_s);
 }
 
 int64_t AttachmentStore::FreeBytes() const {

@@ -23,9 +23,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 
 #include "base/clock.h"
+#include "base/token_buckets.h"
 #include "base/status.h"
 #include "store/store.h"
 
@@ -163,12 +163,8 @@ class AttachmentStore {
   store::Store& meta_;
   const Clock& clock_;
   std::atomic<size_t> uploads_{0};
-  struct Bucket {
-    double bytes;  // available now (at at_ms)
-    int64_t at_ms;
-  };
   std::mutex quota_mu_;
-  std::unordered_map<UserId, Bucket> quota_;
+  TokenBuckets<UserId> quota_;  // bytes per user per day
   // Held while a finished upload takes its name and record, and while Sweep deletes a
   // record and its file: an upload of bytes being deleted never keeps a record whose
   // file is then removed.

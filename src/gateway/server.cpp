@@ -27,6 +27,7 @@
 #include "base/ids.h"
 #include "base/log.h"
 #include "base/timer_wheel.h"
+#include "base/token_buckets.h"
 #include "chat/chat_core.h"
 #include "chat/session.h"
 #include "metrics/metrics.h"
@@ -83,8 +84,9 @@ struct Shard {
   ShardExecutor exec;
   std::optional<tcp::acceptor> acceptor;
   std::thread thread;
-  // Connection-rate buckets by client address (tokens, last refill in ns).
-  std::unordered_map<std::string, std::pair<double, int64_t>> connect_buckets;
+  // Connection-rate buckets by client address (server.connects_per_ip_per_s, shared
+  // out between the shards); made with the shard once the rate is known.
+  std::optional<TokenBuckets<std::string>> connect_buckets;
   // The TLS context new connections use (null: plain). Only this shard's thread reads
   // or replaces it (a SIGHUP reload posts the new one), so no lock.
   TlsContextPtr tls;
@@ -306,17 +308,11 @@ struct Server::Impl {
   // Token bucket per client address; false when it connects too fast.
   bool AdmitConnection(Shard& sh, const std::string& ip) {
     if (opts.connects_per_ip_per_s <= 0) return true;
-    double rate = opts.connects_per_ip_per_s / static_cast<double>(shards.size());
-    double burst = std::max(1.0, 2 * rate);
-    int64_t now = MonoNs();
-    if (sh.connect_buckets.size() > 100000) sh.connect_buckets.clear();  // bounded memory
-    auto [it, fresh] = sh.connect_buckets.try_emplace(ip, burst, now);
-    auto& [tokens, last] = it->second;
-    if (!fresh) tokens = std::min(burst, tokens + static_cast<double>(now - last) / 1e9 * rate);
-    last = now;
-    if (tokens < 1) return false;
-    tokens -= 1;
-    return true;
+    if (!sh.connect_buckets) {
+      const double rate = opts.connects_per_ip_per_s / static_cast<double>(shards.size());
+      sh.connect_buckets.emplace(std::max(1.0, 2 * rate), rate, 100000);
+    }
+    return sh.connect_buckets->Take(ip, 1, MonoNs() / 1'000'000);
   }
   // An upgrade through a trusted proxy: the per-address connection limit, applied to
   // the client address it forwards. False for direct connections (limited at accept).
