@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <map>
 #include <random>
 
 #include <simdjson.h>
@@ -177,27 +179,21 @@ TEST(JsonWriter, NestingAndEscapes) {
   EXPECT_EQ(w.str(), R"({"a":1,"b":["x",-2,true,null],"c":{},"d":"q\"\\\t"})");
 }
 
-// The byte-at-a-time rule the writer's eight-bytes-at-a-time scan must agree with.
+// The byte-at-a-time rule of RFC 8259 the writer's eight-bytes-at-a-time scan must
+// agree with: the seven short escapes, \u00XX for the other control bytes.
 std::string ReferenceEscape(std::string_view v) {
-  static const char* hex = "0123456789abcdef";
+  const std::map<unsigned char, std::string> named = {{'"', "\\\""}, {'\\', "\\\\"}, {'\n', "\\n"}, {'\r', "\\r"},
+                                                      {'\t', "\\t"},  {'\b', "\\b"},  {'\f', "\\f"}};
   std::string out = "\"";
   for (unsigned char c : v) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 0xf];
-        } else {
-          out += static_cast<char>(c);
-        }
+    if (auto it = named.find(c); it != named.end()) {
+      out += it->second;
+    } else if (c < 0x20) {
+      char u[8];
+      std::snprintf(u, sizeof u, "\\u%04x", c);
+      out += u;
+    } else {
+      out += static_cast<char>(c);
     }
   }
   return out + "\"";
