@@ -203,13 +203,23 @@ Status RocksStore::TouchAttachment(std::string_view id, int64_t now_ms, int64_t 
 
 Result<bool> RocksStore::DeleteAttachmentIfUnused(std::string_view id, int64_t unused_before_ms) {
   if (id.size() != kDigest) return false;
+  auto referenced = [&]() -> Result<bool> {
+    bool any = false;
+    if (Status s = ForEachAttachmentReference(id, [&](ConvId) { return !(any = true); }); !s.ok()) return s;
+    return any;
+  };
+  // References are only ever added: a referenced attachment stays so, and is answered
+  // without the lock (an old store holds many of those; each pass looks at them all).
+  auto before = referenced();
+  if (!before.ok()) return before.status();
+  if (*before) return false;
   std::lock_guard lk(create_mu_);
   auto a = GetAttachment(id);
   if (!a.ok()) return a.status().code() == Code::kNotFound ? Result<bool>(false) : Result<bool>(a.status());
   if (a->used_ms >= unused_before_ms) return false;
-  bool referenced = false;
-  if (Status s = ForEachAttachmentReference(id, [&](ConvId) { return !(referenced = true); }); !s.ok()) return s;
-  if (referenced) return false;
+  auto now = referenced();
+  if (!now.ok()) return now.status();
+  if (*now) return false;
   rocksdb::WriteBatch wb;
   wb.Delete(meta_, Key(kAttachmentTag, id));
   const std::string lower = Key(kUploaderTag, id);
