@@ -116,8 +116,6 @@ std::unique_ptr<PeriodicJob> StartAttachmentSweep(attachments::AttachmentStore& 
           LOG_ERROR("attachment_sweep_failed").Kv("error", r.status().message());
           return;
         }
-        metrics::Server().attachments_swept.Inc(r->removed);
-        metrics::Server().attachment_bytes_swept.Inc(r->bytes);
         if (r->removed > 0) {
           LOG_INFO("attachments_swept")
               .Kv("examined", r->examined)
@@ -125,6 +123,9 @@ std::unique_ptr<PeriodicJob> StartAttachmentSweep(attachments::AttachmentStore& 
               .Kv("bytes", r->bytes)
               .Kv("ms", (MonoNs() - t0) / 1000000);
         }
+        // After the log line: a counter that moved means the pass is over.
+        metrics::Server().attachment_bytes_swept.Inc(r->bytes);
+        metrics::Server().attachments_swept.Inc(r->removed);
       });
 }
 

@@ -633,6 +633,17 @@ TEST_F(AttachmentSweepTest, AnUploadNoMessageNamesIsDeletedAfterItsTtl) {
   }
   EXPECT_EQ(gone.status, 404) << gone.Describe();
   EXPECT_EQ(gone.ErrorCode(), "not_found");
+  // The record goes first, the file right after, then the pass logs and counts: wait
+  // for the count before looking at the disk.
+  HttpResponse m;
+  for (auto deadline = SteadyClock::now() + std::chrono::seconds(10); SteadyClock::now() < deadline;) {
+    m = api.Request("GET", "/metrics");
+    if (m.body.find("switchboard_attachments_swept_total 1\n") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(m.body.find("switchboard_attachments_swept_total 1\n"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("switchboard_attachment_bytes_swept_total 30000\n"), std::string::npos);
+  EXPECT_NE(server_->Log().find("attachments_swept"), std::string::npos);
   const std::string hex = unsent_id.substr(4);
   EXPECT_FALSE(fs::exists(server_->data_dir() + "/attachments/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex));
   // Sending it now is refused like any unknown attachment.
@@ -645,11 +656,6 @@ TEST_F(AttachmentSweepTest, AnUploadNoMessageNamesIsDeletedAfterItsTtl) {
   EXPECT_EQ(kept.status, 200) << kept.Describe();
   EXPECT_TRUE(kept.body == sent);
   EXPECT_EQ(Download(api, alice.access_token, sent_id).status, 200);
-
-  HttpResponse m = api.Request("GET", "/metrics");
-  EXPECT_NE(m.body.find("switchboard_attachments_swept_total 1\n"), std::string::npos) << m.body;
-  EXPECT_NE(m.body.find("switchboard_attachment_bytes_swept_total 30000\n"), std::string::npos);
-  EXPECT_NE(server_->Log().find("attachments_swept"), std::string::npos);
 
   // The same bytes uploaded again are stored again.
   HttpResponse again = Upload(api, alice.access_token, unsent, "image/png");
