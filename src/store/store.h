@@ -222,8 +222,9 @@ class Store {
   // The lowest seq retention kept (1 when nothing was dropped): messages below it are
   // gone for good, and LastSeq never goes below it - 1.
   virtual Result<Seq> FirstRetained(ConvId conv) = 0;
-  // Drops every message of the conversation with seq < first_kept, atomically with the
-  // new FirstRetained mark (durable). Never moves the mark back.
+  // Drops every message of the conversation with seq < first_kept (and their attachment
+  // references), atomically with the new FirstRetained mark (durable). Never moves the
+  // mark back.
   virtual Status DropHistoryBefore(ConvId conv, Seq first_kept) = 0;
 
   // Up to `limit` messages with seq < before_seq, newest first. The newest page is
@@ -267,9 +268,11 @@ class Store {
 
   // ---- attachments ----
   // Every committed message (AppendMessages, Commit) whose media_url names one of our
-  // attachments (attachments::ParseMediaUrl) also records "attachment -> conversation",
-  // in the same atomic batch. References are never removed (also not when the message
-  // is deleted), so a referenced attachment is never collected.
+  // attachments (attachments::ParseMediaUrl) also records a reference "attachment ->
+  // (conversation, seq)", in the same atomic batch. The reference goes when the message
+  // does: deleted (a Commit rewrite with `deleted`) or dropped by retention
+  // (DropHistoryBefore), in the same batch. An attachment without references is
+  // collected once unused for the TTL (AttachmentStore::Sweep).
   //
   // Records an upload of `a.id` by `a.uploader` (synced). The first upload creates the
   // record; later ones (identical bytes) keep its content type, add their uploader and
@@ -278,9 +281,10 @@ class Store {
   // kNotFound if absent (or `id` is not 32 bytes).
   virtual Result<Attachment> GetAttachment(std::string_view id) = 0;
   // True when `user` uploaded these bytes, or is now a member of a conversation with a
-  // committed message referencing them. False for an unknown id.
+  // committed, not deleted, retained message referencing them. False for an unknown id.
   virtual Result<bool> AttachmentVisibleTo(std::string_view id, UserId user) = 0;
-  // Conversations with a committed message referencing the attachment, ascending.
+  // Conversations with a committed message referencing the attachment (as above),
+  // ascending, each once.
   virtual Result<std::vector<ConvId>> AttachmentConversations(std::string_view id) = 0;
   // Up to `limit` attachment records in id order, after `after` ("" from the first).
   virtual Result<std::vector<Attachment>> ListAttachments(std::string_view after, size_t limit) = 0;

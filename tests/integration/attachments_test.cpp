@@ -267,6 +267,53 @@ TEST_F(AttachmentsTest, ARemovedMemberLosesAccess) {
   EXPECT_TRUE(still.body == bytes);
 }
 
+TEST_F(AttachmentsTest, DeletingTheMessageWithdrawsTheAttachmentFromTheOtherMembers) {
+  auto api = Api();
+  TestUser alice, bob;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_dal", &alice));
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_dbo", &bob));
+  auto g = api.CreateConversation(alice.access_token, "group", {bob.user_id}, "oops");
+  ASSERT_EQ(g.status, 201) << g.Describe();
+  std::string conv = *g.json()["conversation_id"].Str();
+  const std::string bytes = RandomBytes(30000, 3);
+  std::string id, url;
+  ASSERT_NO_FATAL_FAILURE(UploadOk(alice, bytes, "image/png", &id, &url));
+  WsClient aw;
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, alice, &aw));
+  Json first = SendMedia(aw, conv, url);
+  Json second = SendMedia(aw, conv, url);
+  ASSERT_EQ(first["event"].Str(), "message_ack"s) << first;
+  ASSERT_EQ(second["event"].Str(), "message_ack"s) << second;
+  EXPECT_EQ(Download(api, bob.access_token, id).status, 200);
+
+  auto remove = [&](const Json& ack) {
+    OutgoingMessage d;
+    d.client_msg_id = client::NewClientMsgId();
+    d.conversation_id = conv;
+    d.content_type = "delete";
+    d.target_message_id = *ack["message_id"].Str();
+    ASSERT_TRUE(aw.Send(client::SendMessageFrame(d))) << aw.error();
+    Json r = AwaitReply(aw, d.client_msg_id);
+    ASSERT_EQ(r["event"].Str(), "message_ack"s) << r;
+  };
+  // One of the two messages deleted: the other still shares the picture.
+  ASSERT_NO_FATAL_FAILURE(remove(first));
+  EXPECT_EQ(Download(api, bob.access_token, id).status, 200);
+  // Both: Bob can neither download nor forward it; Alice, who uploaded it, still can
+  // (until the unreferenced-attachment sweep).
+  ASSERT_NO_FATAL_FAILURE(remove(second));
+  HttpResponse gone = Download(api, bob.access_token, id);
+  EXPECT_EQ(gone.status, 404) << gone.Describe();
+  EXPECT_EQ(gone.ErrorCode(), "not_found");
+  WsClient bw;
+  ASSERT_NO_FATAL_FAILURE(ConnectAndResume(api, bob, &bw));
+  Json forward = SendMedia(bw, conv, url);
+  EXPECT_EQ(ErrorCodeOf(forward), "not_found") << forward;
+  HttpResponse own = Download(api, alice.access_token, id);
+  EXPECT_EQ(own.status, 200) << own.Describe();
+  EXPECT_TRUE(own.body == bytes);
+}
+
 TEST_F(AttachmentsTest, SendingSomeoneElsesAttachmentIsRefused) {
   auto api = Api();
   TestUser alice, bob, carol;

@@ -57,8 +57,18 @@ TEST_F(RetentionTest, OldHistoryIsDroppedAndResumeSaysSo) {
   WsClient aw;
   ASSERT_NO_FATAL_FAILURE(ConnectWs(api, a, &aw));
   Json ack;
-  for (int i = 1; i <= 3; ++i) ASSERT_NO_FATAL_FAILURE(SendAndAck(aw, conv, "ephemeral zebra " + std::to_string(i), &ack));
-  EXPECT_EQ(ack["seq"].Int(), 3);
+  for (int i = 1; i <= 2; ++i) ASSERT_NO_FATAL_FAILURE(SendAndAck(aw, conv, "ephemeral zebra " + std::to_string(i), &ack));
+  // The third carries a picture (and the word in its caption).
+  HttpResponse up = api.Request("POST", "/v1/attachments", "a picture of a zebra", a.access_token,
+                                {{"Content-Type", "image/png"}});
+  ASSERT_EQ(up.status, 201) << up.Describe();
+  const std::string picture = *up.json()["media_url"].Str();
+  client::OutgoingMessage pm{.client_msg_id = client::NewClientMsgId(), .conversation_id = conv,
+                             .content = "ephemeral zebra 3", .content_type = "image", .media_url = picture};
+  ASSERT_TRUE(aw.Send(client::SendMessageFrame(pm))) << aw.error();
+  ack = AwaitReply(aw, pm.client_msg_id);
+  EXPECT_EQ(ack["seq"].Int(), 3) << ack;
+  EXPECT_EQ(api.Request("GET", picture, {}, b.access_token).status, 200);
   // Searchable while kept (the index catches up asynchronously).
   bool found = false;
   for (int i = 0; i < 100 && !found; ++i) {
@@ -87,6 +97,10 @@ TEST_F(RetentionTest, OldHistoryIsDroppedAndResumeSaysSo) {
     rows = IndexedRows(server_.data_dir(), "zebra");
   }
   EXPECT_EQ(rows, 0) << "the dropped messages' words are still in search.db";
+  // The picture went with its message for Bob; Alice uploaded it and keeps it (until the
+  // unreferenced-attachment sweep, a day later by default).
+  EXPECT_EQ(api.Request("GET", picture, {}, b.access_token).status, 404);
+  EXPECT_EQ(api.Request("GET", picture, {}, a.access_token).status, 200);
 
   // The sequence goes on after the dropped messages.
   ASSERT_NO_FATAL_FAILURE(SendAndAck(aw, conv, "fresh", &ack));

@@ -2,6 +2,8 @@
 // temp-file cleanup, limits, and who may read (uploader, members of a referencing
 // conversation) through the RocksDB store.
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
 #include <sodium.h>
 #include <stdlib.h>
 
@@ -14,6 +16,7 @@
 #include "attachments/attachment_id.h"
 #include "attachments/attachment_store.h"
 #include "base/clock.h"
+#include "base/ids.h"
 #include "store/embedded/rocks_store.h"
 
 namespace sb::attachments {
@@ -162,7 +165,44 @@ class AttachmentStoreTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status().message();
     return *r;
   }
-  void CommitImage(ConvId conv, UserId sender, const std::string& url) {
+  // Closes and reopens the RocksDB store under the attachment store.
+  void ReopenStore() {
+    files_.reset();
+    meta_.reset();
+    store::StoreOptions so;
+    so.dir = root_ + "/store";
+    so.sync = store::SyncPolicy::kNone;
+    auto s = store::RocksStore::Open(so);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    meta_ = std::move(*s);
+    Reopen();
+  }
+  // Deletes (or, with `edit`, edits) message (conv, seq) as the chat core does: the
+  // target rewritten in the batch of the delete message.
+  void Rewrite(ConvId conv, Seq target_seq, bool edit = false) {
+    auto target = meta_->GetMessage(conv, target_seq);
+    ASSERT_TRUE(target.ok()) << target.status().message();
+    store::CommitBatch b;
+    store::Message m;
+    m.conv = conv;
+    m.seq = ++seq_;
+    m.sender = target->sender;
+    m.client_msg_id = "c" + std::to_string(seq_);
+    m.content_type = edit ? store::ContentType::kEdit : store::ContentType::kDelete;
+    m.target_message_id = FormatMessageId(conv, target_seq);
+    b.messages.push_back(m);
+    if (edit) {
+      target->content = "edited caption";
+      target->edited_ms = 1;
+    } else {
+      target->content.clear();
+      target->media_url.clear();
+      target->deleted = true;
+    }
+    b.rewrites.push_back(*target);
+    ASSERT_TRUE(meta_->Commit(b).ok());
+  }
+  Seq CommitImage(ConvId conv, UserId sender, const std::string& url) {
     store::CommitBatch b;
     store::Message m;
     m.conv = conv;
@@ -172,7 +212,13 @@ class AttachmentStoreTest : public ::testing::Test {
     m.content_type = store::ContentType::kImage;
     m.media_url = url;
     b.messages.push_back(m);
-    ASSERT_TRUE(meta_->Commit(b).ok());
+    EXPECT_TRUE(meta_->Commit(b).ok());
+    return m.seq;
+  }
+  std::vector<ConvId> Referencing(std::string_view id) {
+    auto refs = meta_->AttachmentConversations(id);
+    EXPECT_TRUE(refs.ok()) << refs.status().message();
+    return refs.ok() ? *refs : std::vector<ConvId>{};
   }
 
   std::string root_;
@@ -481,6 +527,120 @@ TEST_F(AttachmentStoreTest, UsesRefreshTheLastUseAtTheirGranularity) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->removed, 0u);
   EXPECT_EQ(r->examined, 0u);
+}
+
+TEST_F(AttachmentStoreTest, DeletedAndDroppedMessagesReleaseTheirAttachment) {
+  constexpr int64_t kTtl = 3'600'000;
+  Reopen(1 << 20, 4, 0, 0, kTtl);
+  const UserId alice = 1, bob = 2, carol = 3;
+  auto a = Put("holiday photo", alice);
+  ASSERT_TRUE(a.ok());
+  store::Conversation with_bob = MakeGroup({alice, bob});
+  store::Conversation with_carol = MakeGroup({alice, carol});
+  const Seq first = CommitImage(with_bob.id, alice, MediaUrl(a->id));
+  const Seq second = CommitImage(with_bob.id, alice, MediaUrl(a->id));
+  const Seq to_carol = CommitImage(with_carol.id, alice, MediaUrl(a->id));
+  EXPECT_EQ(Referencing(a->id), (std::vector<ConvId>{with_bob.id, with_carol.id})) << "each conversation once";
+
+  // An edit keeps the attachment; deleting one of two messages keeps it for Bob.
+  Rewrite(with_bob.id, first, /*edit=*/true);
+  EXPECT_TRUE(files_->Authorize(a->id, bob).ok());
+  Rewrite(with_bob.id, first);
+  EXPECT_TRUE(files_->Authorize(a->id, bob).ok());
+  EXPECT_TRUE(CheckSend(*meta_, bob, MediaUrl(a->id)).ok());
+  // The last one in Bob's conversation: he can neither read nor forward it any more.
+  Rewrite(with_bob.id, second);
+  EXPECT_EQ(files_->Authorize(a->id, bob).status().code(), Code::kNotFound);
+  EXPECT_EQ(CheckSend(*meta_, bob, MediaUrl(a->id)).code(), Code::kNotFound);
+  EXPECT_EQ(Referencing(a->id), std::vector<ConvId>{with_carol.id});
+  EXPECT_TRUE(files_->Authorize(a->id, carol).ok());
+
+  // Retention dropping Carol's message releases the last reference.
+  ASSERT_TRUE(meta_->DropHistoryBefore(with_carol.id, to_carol).ok());
+  EXPECT_TRUE(files_->Authorize(a->id, carol).ok()) << "the message is still kept";
+  ASSERT_TRUE(meta_->DropHistoryBefore(with_carol.id, to_carol + 1).ok());
+  EXPECT_EQ(files_->Authorize(a->id, carol).status().code(), Code::kNotFound);
+  EXPECT_TRUE(Referencing(a->id).empty());
+  EXPECT_TRUE(files_->Authorize(a->id, alice).ok()) << "the uploader keeps it until the sweep";
+
+  // Unreferenced now: it goes a TTL after its last use, like an upload never sent.
+  clock_.Advance(kTtl + 1);
+  auto r = files_->Sweep();
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->removed, 1u);
+  EXPECT_EQ(meta_->GetAttachment(a->id).status().code(), Code::kNotFound);
+  EXPECT_FALSE(fs::exists(files_->PathOf(a->id)));
+
+  // A message that names a gone attachment is deleted without trouble.
+  store::Conversation later = MakeGroup({alice, bob});
+  auto b = Put("kept", alice);
+  ASSERT_TRUE(b.ok());
+  const Seq kept = CommitImage(later.id, alice, MediaUrl(b->id));
+  ReopenStore();
+  EXPECT_EQ(Referencing(b->id), std::vector<ConvId>{later.id}) << "references survive a reopen";
+  Rewrite(later.id, kept);
+  EXPECT_TRUE(Referencing(b->id).empty());
+}
+
+TEST_F(AttachmentStoreTest, PerConversationReferencesOfOlderStoresBecomePerMessageAtOpen) {
+  const UserId alice = 1, bob = 2;
+  auto a = Put("old photo", alice);
+  auto gone = Put("photo of a deleted message", alice);
+  ASSERT_TRUE(a.ok() && gone.ok());
+  store::Conversation conv = MakeGroup({alice, bob});
+  const Seq s1 = CommitImage(conv.id, alice, MediaUrl(a->id));
+  CommitImage(conv.id, alice, "https://cdn.example/elsewhere.png");
+  const Seq s3 = CommitImage(conv.id, alice, "https://chat.example" + MediaUrl(a->id));
+  const Seq s4 = CommitImage(conv.id, alice, MediaUrl(gone->id));
+  Rewrite(conv.id, s4);
+  ReopenStore();
+  files_.reset();
+  meta_.reset();
+  {
+    // Rewrite the references as a store from before per-message references held them:
+    // one 'A' digest conv key per conversation (kept also for the deleted message's
+    // attachment: references were never removed), no 'B' keys, no version marker.
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{store::RocksStore::kMetaCf, {}},
+                                                        {store::RocksStore::kMessagesCf, {}},
+                                                        {store::RocksStore::kDedupCf, {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> h;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), root_ + "/store", cfs, &h, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    rocksdb::WriteBatch wb;
+    size_t removed = 0;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), h[0]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const char tag = it->key()[0];
+      if (tag == 'A' || tag == 'B' || tag == '!') {
+        wb.Delete(h[0], it->key());
+        ++removed;
+      }
+    }
+    EXPECT_EQ(removed, 2u * 2 + 1) << "two references, each both ways, and the marker";
+    for (const std::string* digest : {&a->id, &gone->id}) {
+      std::string legacy = "A" + *digest;
+      for (int i = 7; i >= 0; --i) legacy.push_back(static_cast<char>(conv.id >> (8 * i)));
+      wb.Put(h[0], legacy, "");
+    }
+    ASSERT_TRUE(db->Write(rocksdb::WriteOptions(), &wb).ok());
+    it.reset();
+    for (auto* ch : h) db->DestroyColumnFamilyHandle(ch);
+    ASSERT_TRUE(db->Close().ok());
+  }
+  ReopenStore();
+  EXPECT_EQ(Referencing(a->id), std::vector<ConvId>{conv.id});
+  EXPECT_TRUE(files_->Authorize(a->id, bob).ok());
+  EXPECT_TRUE(Referencing(gone->id).empty()) << "the deleted message's reference is not carried over";
+  EXPECT_EQ(files_->Authorize(gone->id, bob).status().code(), Code::kNotFound);
+  // Per message now: both messages naming `a` hold it, and deleting them releases it.
+  Rewrite(conv.id, s1);
+  EXPECT_TRUE(files_->Authorize(a->id, bob).ok());
+  Rewrite(conv.id, s3);
+  EXPECT_EQ(files_->Authorize(a->id, bob).status().code(), Code::kNotFound);
+  // Migrated once: a second open finds the marker and changes nothing.
+  ReopenStore();
+  EXPECT_TRUE(Referencing(a->id).empty());
 }
 
 TEST_F(AttachmentStoreTest, ListAttachmentsPagesInIdOrder) {

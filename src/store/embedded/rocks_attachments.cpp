@@ -1,15 +1,26 @@
 // Attachment records in the embedded store (the bytes are files: src/attachments/).
 // All in the meta column family:
-//   'a' digest(32)           -> version 2, uploader(8), size(8), created_ms(8), used_ms(8),
-//                               content_type (version 1 had no used_ms: it reads as
-//                               created_ms)
-//   'b' digest(32) user(8)   -> version: `user` uploaded these bytes
-//   'A' digest(32) conv(8)   -> empty: a committed message of `conv` references them
+//   'a' digest(32)               -> version 2, uploader(8), size(8), created_ms(8),
+//                                   used_ms(8), content_type (version 1 had no used_ms:
+//                                   it reads as created_ms)
+//   'b' digest(32) user(8)       -> version: `user` uploaded these bytes
+//   'A' digest(32) conv(8) seq(8) -> empty: message (conv, seq) has them as media_url
+//   'B' conv(8) seq(8)           -> digest(32): the same reference, from the message
+//   "!attachment_refs"           -> version(1) = 2: the references are per message
 // The uploaders and the references of one attachment are contiguous ranges, so the
-// read check is a point lookup plus, for a non-uploader, one short scan.
+// read check is a point lookup plus, for a non-uploader, one short scan. The 'B' keys
+// let a delete or a retention drop find what a message referenced without reading it.
+// Stores from before version 2 had 'A' digest(32) conv(8) keys, one per conversation,
+// never removed: MigrateAttachmentRefs rewrites them once, at open.
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <map>
+
 #include "attachments/attachment_id.h"
+#include "base/log.h"
 #include "store/embedded/rocks_codec.h"
 #include "store/embedded/rocks_store.h"
 
@@ -19,6 +30,11 @@ namespace {
 constexpr char kAttachmentTag = 'a';
 constexpr char kUploaderTag = 'b';
 constexpr char kReferenceTag = 'A';
+constexpr char kBackRefTag = 'B';
+constexpr std::string_view kRefsVersionKey = "!attachment_refs";
+constexpr uint8_t kRefsVersion = 2;
+constexpr size_t kRefKeyBytes = 1 + attachments::kDigestBytes + 16;
+constexpr size_t kLegacyRefKeyBytes = 1 + attachments::kDigestBytes + 8;
 constexpr uint8_t kVersion = 2;
 constexpr uint8_t kVersionWithoutUse = 1;
 constexpr size_t kDigest = attachments::kDigestBytes;
@@ -35,6 +51,23 @@ std::string Key(char tag, std::string_view digest) {
 std::string Key(char tag, std::string_view digest, uint64_t n) {
   std::string k = Key(tag, digest);
   PutFixed64(&k, n);
+  return k;
+}
+
+std::string RefKey(std::string_view digest, ConvId conv, Seq seq) {
+  std::string k = Key(kReferenceTag, digest, conv);
+  PutFixed64(&k, seq);
+  return k;
+}
+std::string BackRefKey(ConvId conv, Seq seq) {
+  std::string k(1, kBackRefTag);
+  PutFixed64(&k, conv);
+  PutFixed64(&k, seq);
+  return k;
+}
+std::string BackRefPrefix(ConvId conv) {
+  std::string k(1, kBackRefTag);
+  PutFixed64(&k, conv);
   return k;
 }
 
@@ -72,8 +105,109 @@ void RocksStore::PutAttachmentRefs(rocksdb::WriteBatch& wb, std::span<const Mess
     if (m.media_url.empty()) continue;
     attachments::MediaRef ref = attachments::ParseMediaUrl(m.media_url);
     if (ref.kind != attachments::MediaRef::Kind::kOurs) continue;
-    wb.Put(meta_, Key(kReferenceTag, ref.digest, m.conv), rocksdb::Slice());
+    wb.Put(meta_, RefKey(ref.digest, m.conv, m.seq), rocksdb::Slice());
+    wb.Put(meta_, BackRefKey(m.conv, m.seq), ref.digest);
   }
+}
+
+Status RocksStore::ReleaseAttachmentRef(rocksdb::WriteBatch& wb, ConvId conv, Seq seq) {
+  const std::string back = BackRefKey(conv, seq);
+  rocksdb::PinnableSlice v;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, back, &v);
+  if (st.IsNotFound()) return Status::Ok();
+  if (!st.ok()) return Err(st, "get attachment reference");
+  if (v.size() != kDigest) return Internal("store: corrupted attachment reference");
+  wb.Delete(meta_, RefKey(std::string_view(v.data(), v.size()), conv, seq));
+  wb.Delete(meta_, back);
+  return Status::Ok();
+}
+
+Status RocksStore::ReleaseAttachmentRefsBefore(rocksdb::WriteBatch& wb, ConvId conv, Seq first_kept) {
+  const std::string lower = BackRefPrefix(conv);
+  const std::string upper = BackRefKey(conv, first_kept);
+  rocksdb::Slice lo(lower), up(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &lo;
+  ro.iterate_upper_bound = &up;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
+  for (it->Seek(lo); it->Valid(); it->Next()) {
+    rocksdb::Slice k = it->key(), v = it->value();
+    if (k.size() != 17 || v.size() != kDigest) return Internal("store: corrupted attachment reference");
+    wb.Delete(meta_, RefKey(std::string_view(v.data(), v.size()), conv, GetFixed64(k.data() + 9)));
+    wb.Delete(meta_, k);
+  }
+  if (!it->status().ok()) return Err(it->status(), "scan attachment references");
+  return Status::Ok();
+}
+
+Status RocksStore::MigrateAttachmentRefs() {
+  rocksdb::PinnableSlice marker;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), meta_, kRefsVersionKey, &marker);
+  if (st.ok()) {
+    if (marker.size() == 1 && static_cast<uint8_t>(marker[0]) == kRefsVersion) return Status::Ok();
+    return Internal("store: unknown attachment reference version");
+  }
+  if (!st.IsNotFound()) return Err(st, "get attachment reference version");
+
+  // Every 'A' key of this store is a legacy one: gather them by conversation (a new
+  // store has none, and this costs one empty scan).
+  const auto start = std::chrono::steady_clock::now();
+  std::map<ConvId, std::vector<std::string>> legacy;  // conv -> digests
+  {
+    const std::string lower(1, kReferenceTag);
+    const std::string upper(1, static_cast<char>(kReferenceTag + 1));
+    rocksdb::Slice lo(lower), up(upper);
+    rocksdb::ReadOptions ro;
+    ro.iterate_lower_bound = &lo;
+    ro.iterate_upper_bound = &up;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
+    for (it->Seek(lo); it->Valid(); it->Next()) {
+      rocksdb::Slice k = it->key();
+      if (k.size() != kLegacyRefKeyBytes) return Internal("store: unexpected attachment reference key");
+      legacy[GetFixed64(k.data() + 1 + kDigest)].emplace_back(k.data() + 1, kDigest);
+    }
+    if (!it->status().ok()) return Err(it->status(), "scan attachment references");
+  }
+  // Per conversation, one batch: a reference for every message naming one of our
+  // attachments, and the legacy keys gone. A crash in between leaves the remaining
+  // conversations' legacy keys (and no marker), so the next open goes on.
+  uint64_t refs = 0;
+  for (const auto& [conv, digests] : legacy) {
+    rocksdb::WriteBatch wb;
+    const std::string lower = rocks_format::MessagePrefix(conv);
+    const std::string upper = PrefixEnd(lower);
+    rocksdb::Slice lo(lower), up(upper);
+    rocksdb::ReadOptions ro;
+    ro.iterate_lower_bound = &lo;
+    ro.iterate_upper_bound = &up;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, msgs_));
+    std::vector<Message> named;
+    for (it->Seek(lo); it->Valid(); it->Next()) {
+      rocksdb::Slice k = it->key(), v = it->value();
+      if (k.size() != lower.size() + 8) return Internal("store: corrupted message key");
+      Message m;
+      // A record that does not decode cannot name anything we could serve.
+      if (!rocks_format::DecodeMessage(std::string_view(v.data(), v.size()), conv, GetFixed64(k.data() + lower.size()), &m)
+               .ok())
+        continue;
+      if (!m.media_url.empty()) named.push_back(std::move(m));
+    }
+    if (!it->status().ok()) return Err(it->status(), "scan messages");
+    const size_t before = wb.Count();
+    PutAttachmentRefs(wb, named);
+    refs += (wb.Count() - before) / 2;
+    for (const std::string& d : digests) wb.Delete(meta_, Key(kReferenceTag, d, conv));
+    st = db_->Write(rocksdb::WriteOptions(), &wb);
+    if (!st.ok()) return Err(st, "migrate attachment references");
+  }
+  st = db_->Put(account_wo_, meta_, kRefsVersionKey, std::string(1, static_cast<char>(kRefsVersion)));
+  if (!st.ok()) return Err(st, "put attachment reference version");
+  if (!legacy.empty())
+    LOG_INFO("attachment_refs_migrated")
+        .Kv("conversations", legacy.size())
+        .Kv("references", refs)
+        .Kv("ms", std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+  return Status::Ok();
 }
 
 Result<Attachment> RocksStore::PutAttachment(const Attachment& a) {
@@ -115,8 +249,6 @@ Result<Attachment> RocksStore::GetAttachment(std::string_view id) {
   return a;
 }
 
-// Calls fn(conv) for each conversation referencing attachment `id`, in order, until it
-// returns false.
 Status RocksStore::ForEachAttachmentReference(std::string_view id, const std::function<bool(ConvId)>& fn) {
   const std::string lower = Key(kReferenceTag, id);
   const std::string upper = PrefixEnd(lower);
@@ -125,10 +257,14 @@ Status RocksStore::ForEachAttachmentReference(std::string_view id, const std::fu
   ro.iterate_lower_bound = &lo;
   ro.iterate_upper_bound = &up;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
-  for (it->Seek(lo); it->Valid(); it->Next()) {
+  it->Seek(lo);
+  while (it->Valid()) {
     rocksdb::Slice k = it->key();
-    if (k.size() != 1 + kDigest + 8) return Internal("store: corrupted attachment reference");
-    if (!fn(GetFixed64(k.data() + 1 + kDigest))) return Status::Ok();
+    if (k.size() != kRefKeyBytes) return Internal("store: corrupted attachment reference");
+    const ConvId conv = GetFixed64(k.data() + 1 + kDigest);
+    if (!fn(conv) || conv == std::numeric_limits<ConvId>::max()) return Status::Ok();
+    // The conversation's other messages naming the same bytes: skipped in one seek.
+    it->Seek(Key(kReferenceTag, id, conv + 1));
   }
   if (!it->status().ok()) return Err(it->status(), "scan attachment references");
   return Status::Ok();
@@ -214,8 +350,10 @@ Result<bool> RocksStore::DeleteAttachmentIfUnused(std::string_view id, int64_t u
     if (Status s = ForEachAttachmentReference(id, [&](ConvId) { return !(any = true); }); !s.ok()) return s;
     return any;
   };
-  // References are only ever added: a referenced attachment stays so, and is answered
-  // without the lock (an old store holds many of those; each pass looks at them all).
+  // A referenced attachment is answered without the lock (an old store holds many of
+  // those; each pass looks at them all). References come and go (a send adds one, a
+  // delete or a retention drop removes it), but a new one only comes from a send that
+  // touched the record first, which the check under the lock sees.
   auto before = referenced();
   if (!before.ok()) return before.status();
   if (*before) return false;

@@ -109,8 +109,12 @@ Status RocksStore::Commit(const CommitBatch& batch) {
     for (const Message& m : batch.messages) latest[m.conv] = &m;
     for (const auto& [conv, m] : latest) wb.Put(meta_, SummaryKey(conv), EncodeSummary(*m));
   }
-  for (const Message& m : batch.rewrites)
+  for (const Message& m : batch.rewrites) {
     wb.Put(msgs_, rocks_format::MessageKey(m.conv, m.seq), rocks_format::EncodeMessage(m));
+    // A deleted message no longer holds its attachment (an edit keeps it).
+    if (m.deleted)
+      if (Status s = ReleaseAttachmentRef(wb, m.conv, m.seq); !s.ok()) return s;
+  }
   for (const auto& [conv, r] : batch.receipts) wb.Put(meta_, ReceiptKey(conv, r.user), EncodeReceipt(r));
   for (const DeviceCursor& c : batch.cursors) {
     std::string v(1, static_cast<char>(kVersion));

@@ -555,6 +555,7 @@ Result<std::unique_ptr<RocksStore>> RocksStore::Open(const StoreOptions& options
 
   s->append_wo_.sync = options.sync == SyncPolicy::kAlways;
   s->account_wo_.sync = true;
+  if (Status m = s->MigrateAttachmentRefs(); !m.ok()) return m;
   return s;
 }
 
@@ -838,6 +839,8 @@ Status RocksStore::DropHistoryBefore(ConvId conv, Seq first_kept) {
   // (MessageInsertHint), as range tombstones must be.
   rocksdb::Status st = wb.DeleteRange(msgs_, fmt::MessageKey(conv, 0), fmt::MessageKey(conv, first_kept));
   if (!st.ok()) return FromRocks(st, "drop history");
+  // The dropped messages' attachment references go with them.
+  if (Status s = ReleaseAttachmentRefsBefore(wb, conv, first_kept); !s.ok()) return s;
   std::string v(1, static_cast<char>(kRetainedVersion));
   PutFixed64(&v, first_kept);
   wb.Put(meta_, RetainedKey(conv), v);

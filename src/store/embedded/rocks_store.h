@@ -99,10 +99,22 @@ class RocksStore final : public Store {
   RocksStore() = default;
   // Adds every message and its dedup entry to `wb` (AppendMessages and Commit).
   void PutMessages(rocksdb::WriteBatch& wb, std::span<const Message> batch);
-  // Adds "attachment -> conversation" for every message whose media_url names one of
-  // our attachments (rocks_attachments.cpp; called by PutMessages).
+  // Adds a reference (attachment -> conversation, seq, and back) for every message
+  // whose media_url names one of our attachments (rocks_attachments.cpp; called by
+  // PutMessages).
   void PutAttachmentRefs(rocksdb::WriteBatch& wb, std::span<const Message> batch);
+  // Adds the removal of the reference message (conv, seq) holds, if any (a deleted
+  // message: Commit's rewrites).
+  Status ReleaseAttachmentRef(rocksdb::WriteBatch& wb, ConvId conv, Seq seq);
+  // Adds the removal of every reference held by a message of `conv` below `first_kept`
+  // (DropHistoryBefore).
+  Status ReleaseAttachmentRefsBefore(rocksdb::WriteBatch& wb, ConvId conv, Seq first_kept);
+  // Calls fn(conv) once for each conversation with a message referencing attachment
+  // `id`, ascending, until it returns false.
   Status ForEachAttachmentReference(std::string_view id, const std::function<bool(ConvId)>& fn);
+  // Stores from before per-message references held one "attachment -> conversation" key
+  // per pair: rewritten once, at open, from the conversations' messages.
+  Status MigrateAttachmentRefs();
 
   std::shared_ptr<rocksdb::Cache> cache_;
   std::unique_ptr<rocksdb::DB> db_;
