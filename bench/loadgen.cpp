@@ -832,8 +832,66 @@ struct Worker {
   std::vector<std::shared_ptr<Conn>> conns;
   std::vector<std::shared_ptr<Conn>> retired;  // storm: the connections that were dropped
   simdjson::dom::parser parser;
+  // The frames of a running phase: one on-demand pass over each (FrameFields), from a
+  // copy with simdjson's padding after it.
+  simdjson::ondemand::parser od_parser;
+  std::string od_buf;
   Plan plan;
 };
+
+// The fields of a server frame the measurement reads. The views point into the
+// worker's on-demand parser and live until its next frame.
+struct FrameFields {
+  std::string_view event, client_msg_id, conversation_id, message_id, content, code, message;
+  uint64_t seq = 0;
+  bool duplicate = false;
+  bool has_content = false;
+};
+
+// One pass over the frame's top-level fields; false when it is not a JSON object.
+// Fields of another type than expected are left at their defaults.
+bool ReadFrameFields(Worker& w, std::string_view frame, FrameFields* f) {
+  w.od_buf.resize(frame.size() + simdjson::SIMDJSON_PADDING);
+  std::memcpy(w.od_buf.data(), frame.data(), frame.size());
+  simdjson::ondemand::document doc;
+  if (w.od_parser.iterate(w.od_buf.data(), frame.size(), w.od_buf.size()).get(doc)) return false;
+  simdjson::ondemand::object obj;
+  if (doc.get_object().get(obj)) return false;
+  for (auto field : obj) {
+    std::string_view key;
+    if (field.unescaped_key().get(key)) return false;
+    auto v = field.value();
+    // By length first: a frame has a dozen fields and most are not wanted.
+    switch (key.size()) {
+      case 3:
+        if (key == "seq") Get(v.get_uint64(), f->seq);
+        break;
+      case 4:
+        if (key == "code") Get(v.get_string(), f->code);
+        break;
+      case 5:
+        if (key == "event") Get(v.get_string(), f->event);
+        break;
+      case 7:
+        if (key == "content") f->has_content = Get(v.get_string(), f->content);
+        else if (key == "message") Get(v.get_string(), f->message);
+        break;
+      case 9:
+        if (key == "duplicate") Get(v.get_bool(), f->duplicate);
+        break;
+      case 10:
+        if (key == "message_id") Get(v.get_string(), f->message_id);
+        break;
+      case 13:
+        if (key == "client_msg_id") Get(v.get_string(), f->client_msg_id);
+        break;
+      case 15:
+        if (key == "conversation_id") Get(v.get_string(), f->conversation_id);
+        break;
+    }
+  }
+  return true;
+}
 
 struct Common {
   const Options* opt = nullptr;
@@ -871,6 +929,15 @@ std::vector<std::string> MakeVocabulary() {
 // deliveries. A sender never receives its own messages as `message` frames, so only the
 // union tells a real gap from "that one was mine", and only at the end of the run, since
 // an ack and a delivery may arrive in either order.
+// Maps keyed by conversation id, looked up by the frame's string_view without making a
+// string (ids are longer than the small-string buffer).
+struct StrHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+template <class V>
+using StrMap = std::unordered_map<std::string, V, StrHash, std::equal_to<>>;
+
 struct ConvSeen {
   std::vector<bool> seen;  // index: seq
   uint64_t last_delivered = 0;
@@ -1498,22 +1565,22 @@ class Conn : public std::enable_shared_from_this<Conn> {
   // --- receiving -------------------------------------------------------------------
 
   void OnFrame(std::string_view frame) {
-    simdjson::dom::element doc;
-    std::string_view ev;
-    if (w_.parser.parse(frame.data(), frame.size()).get(doc) || doc["event"].get_string().get(ev)) {
+    FrameFields f;
+    if (!ReadFrameFields(w_, frame, &f) || f.event.empty()) {
       ++S().unparsable_frames;
       return;
     }
-    if (ev == "message_ack") OnAck(doc);
-    else if (ev == "message") OnMessage(doc);
-    else if (ev == "error") OnError(doc);
+    const std::string_view ev = f.event;
+    if (ev == "message_ack") OnAck(f);
+    else if (ev == "message") OnMessage(f);
+    else if (ev == "error") OnError(f);
     else if (ev == "message_receipt") ++S().receipts_received;
     else if (ev == "pong") ++S().pongs;
     else Inc(S().other_events, ev);
   }
 
   ConvSeen& ConvView(std::string_view conv) {
-    auto it = conv_seen_.find(std::string(conv));
+    auto it = conv_seen_.find(conv);
     if (it == conv_seen_.end()) it = conv_seen_.emplace(std::string(conv), ConvSeen{}).first;
     return it->second;
   }
@@ -1537,11 +1604,10 @@ class Conn : public std::enable_shared_from_this<Conn> {
     return n;
   }
 
-  void OnAck(const simdjson::dom::element& doc) {
+  void OnAck(const FrameFields& f) {
     int64_t now = MonoNs();
-    std::string_view cmid;
     std::optional<uint64_t> n;
-    if (doc["client_msg_id"].get_string().get(cmid) == simdjson::SUCCESS) n = CounterOf(cmid);
+    if (!f.client_msg_id.empty()) n = CounterOf(f.client_msg_id);
     auto it = n ? inflight_.find(*n) : inflight_.end();
     if (it == inflight_.end()) {
       ++S().unknown_acks;
@@ -1556,33 +1622,23 @@ class Conn : public std::enable_shared_from_this<Conn> {
     ++S().acked_total;
     if (p.InWindow(now)) ++S().acked_window;
     if (p.InWindow(t0)) S().ack_lat.RecordSigned(now - t0);
-    bool dup = false;
-    if (doc["duplicate"].get_bool().get(dup) == simdjson::SUCCESS && dup) ++S().duplicate_acks;
-    std::string_view conv;
-    uint64_t seq = 0;
-    if (Get(doc["conversation_id"].get_string(), conv) && Get(doc["seq"].get_uint64(), seq)) {
-      MarkSeen(ConvView(conv), seq);
-    }
+    if (f.duplicate) ++S().duplicate_acks;
+    if (!f.conversation_id.empty() && f.seq != 0) MarkSeen(ConvView(f.conversation_id), f.seq);
     AfterReply();
   }
 
-  void OnError(const simdjson::dom::element& doc) {
-    std::string_view code = "(no code)";
-    Get(doc["code"].get_string(), code);
+  void OnError(const FrameFields& f) {
+    const std::string_view code = f.code.empty() ? std::string_view("(no code)") : f.code;
     Inc(S().errors, code);
     if (S().error_samples.find(code) == S().error_samples.end()) {
       // One example per code makes a report actionable without a packet capture.
-      std::string_view msg;
-      Get(doc["message"].get_string(), msg);
-      std::string sample(msg);
-      std::string_view cmid;
-      if (Get(doc["client_msg_id"].get_string(), cmid)) sample += " (client_msg_id " + std::string(cmid) + ")";
+      std::string sample(f.message);
+      if (!f.client_msg_id.empty()) sample += " (client_msg_id " + std::string(f.client_msg_id) + ")";
       S().error_samples.emplace(std::string(code), std::move(sample));
     }
     c_.shared->errors.fetch_add(1, std::memory_order_relaxed);
-    std::string_view cmid;
-    if (doc["client_msg_id"].get_string().get(cmid) != simdjson::SUCCESS) return;
-    auto n = CounterOf(cmid);
+    if (f.client_msg_id.empty()) return;
+    auto n = CounterOf(f.client_msg_id);
     auto it = n ? inflight_.find(*n) : inflight_.end();
     if (it == inflight_.end()) return;
     inflight_.erase(it);
@@ -1601,17 +1657,15 @@ class Conn : public std::enable_shared_from_this<Conn> {
     AfterReply();
   }
 
-  void OnMessage(const simdjson::dom::element& doc) {
+  void OnMessage(const FrameFields& f) {
     int64_t now = MonoNs();
-    std::string_view content, conv, mid;
-    uint64_t seq = 0;
-    if (doc["content"].get_string().get(content) || !content.starts_with("lg ")) {
+    std::string_view content = f.content;
+    const std::string_view conv = f.conversation_id, mid = f.message_id;
+    const uint64_t seq = f.seq;
+    if (!f.has_content || !content.starts_with("lg ")) {
       ++S().foreign_messages;
       return;
     }
-    Get(doc["conversation_id"].get_string(), conv);
-    Get(doc["message_id"].get_string(), mid);
-    Get(doc["seq"].get_uint64(), seq);
     if (seq != 0) {
       ConvSeen& cs = ConvView(conv);
       if (MarkSeen(cs, seq)) {
@@ -1634,7 +1688,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
     const ClassPlan& cp = CP();
     if (cp.receipts == Receipts::kOff || conv.empty() || mid.empty() || seq == 0) return;
-    auto& pend = pending_receipts_[std::string(conv)];
+    auto pit = pending_receipts_.find(conv);
+    if (pit == pending_receipts_.end()) pit = pending_receipts_.emplace(std::string(conv), ReceiptDue{}).first;
+    auto& pend = pit->second;
     pend.first = seq;
     pend.second = std::string(mid);
     if (cp.receipts == Receipts::kEach) {
@@ -1709,9 +1765,10 @@ class Conn : public std::enable_shared_from_this<Conn> {
   bool blocked_ = false;
 
   // recipient
-  std::unordered_map<std::string, ConvSeen> conv_seen_;
+  StrMap<ConvSeen> conv_seen_;
   std::string resume_cursors_;  // what `resume` sends; empty: no cursors
-  std::unordered_map<std::string, std::pair<uint64_t, std::string>> pending_receipts_;
+  using ReceiptDue = std::pair<uint64_t, std::string>;  // up_to_seq, message_id
+  StrMap<ReceiptDue> pending_receipts_;
   bool receipt_armed_ = false;
 };
 

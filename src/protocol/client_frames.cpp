@@ -10,26 +10,88 @@ namespace {
 using simdjson::dom::element;
 using simdjson::dom::object;
 
+// The top-level fields the contract knows. A frame is read in one pass over its
+// object (each known key's first occurrence kept, as a lookup by key would find it),
+// then checked field by field.
+enum Slot : uint8_t {
+  kEvent,
+  kClientMsgId,
+  kConversationId,
+  kSenderId,
+  kContent,
+  kContentType,
+  kMediaUrl,
+  kTargetMessageId,
+  kReplyTo,
+  kSentTimestampMs,
+  kMessageId,
+  kStatus,
+  kUpToSeq,
+  kReceiptTimestampMs,
+  kCursors,
+  kState,
+  kUserIds,
+  kSlots
+};
+constexpr std::string_view kSlotName[kSlots] = {
+    "event",     "client_msg_id", "conversation_id", "sender_id", "content",    "content_type",
+    "media_url", "target_message_id", "reply_to",    "sent_timestamp_ms", "message_id", "status",
+    "up_to_seq", "receipt_timestamp_ms", "cursors",  "state",     "user_ids"};
+
+struct Fields {
+  element at[kSlots];
+  uint32_t present = 0;
+
+  void Read(const object& o) {
+    for (auto field : o) {
+      const int i = SlotOf(field.key);
+      if (i < kSlots && !(present & (1u << i))) {
+        at[i] = field.value;
+        present |= 1u << i;
+      }
+    }
+  }
+  // kSlots when the key is none of ours. By length first: one comparison per key.
+  static int SlotOf(std::string_view k) {
+    auto is = [&](Slot s) { return k == kSlotName[s] ? s : kSlots; };
+    switch (k.size()) {
+      case 5: return k[1] == 'v' ? is(kEvent) : is(kState);
+      case 6: return is(kStatus);
+      case 7: return k[2] == 'n' ? is(kContent) : is(kCursors);
+      case 8: return k[0] == 'r' ? is(kReplyTo) : is(kUserIds);
+      case 9: return k[0] == 's' ? is(kSenderId) : k[0] == 'm' ? is(kMediaUrl) : is(kUpToSeq);
+      case 10: return is(kMessageId);
+      case 12: return is(kContentType);
+      case 13: return is(kClientMsgId);
+      case 15: return is(kConversationId);
+      case 17: return k[0] == 't' ? is(kTargetMessageId) : is(kSentTimestampMs);
+      case 20: return is(kReceiptTimestampMs);
+      default: return kSlots;
+    }
+  }
+  // Absent or null: nullptr.
+  const element* Get(Slot s) const {
+    if (!(present & (1u << s)) || at[s].is_null()) return nullptr;
+    return &at[s];
+  }
+};
+
 // Field access helpers: each distinguishes "absent" from "present with the wrong type",
 // because the contract answers both with bad_request but different messages help
 // client authors.
 enum class Got { kAbsent, kOk, kWrongType };
 
-Got GetString(const object& o, std::string_view key, std::string_view* out) {
-  element e;
-  if (o[key].get(e) != simdjson::SUCCESS) return Got::kAbsent;
-  if (e.is_null()) return Got::kAbsent;
-  return e.get_string().get(*out) == simdjson::SUCCESS ? Got::kOk : Got::kWrongType;
+Got GetString(const Fields& f, Slot s, std::string_view* out) {
+  const element* e = f.Get(s);
+  if (!e) return Got::kAbsent;
+  return e->get_string().get(*out) == simdjson::SUCCESS ? Got::kOk : Got::kWrongType;
 }
 
-Got GetInt(const object& o, std::string_view key, int64_t* out) {
-  element e;
-  if (o[key].get(e) != simdjson::SUCCESS) return Got::kAbsent;
-  if (e.is_null()) return Got::kAbsent;
-  if (e.get_int64().get(*out) == simdjson::SUCCESS) return Got::kOk;
-  uint64_t u;
-  if (e.get_uint64().get(u) == simdjson::SUCCESS) return Got::kWrongType;  // out of range
-  return Got::kWrongType;
+Got GetInt(const Fields& f, Slot s, int64_t* out) {
+  const element* e = f.Get(s);
+  if (!e) return Got::kAbsent;
+  // Out of int64 range (a large unsigned) is the wrong type too.
+  return e->get_int64().get(*out) == simdjson::SUCCESS ? Got::kOk : Got::kWrongType;
 }
 
 bool Fail(FrameError* err, Status s) {
@@ -37,31 +99,31 @@ bool Fail(FrameError* err, Status s) {
   return false;
 }
 
-bool RequireString(const object& o, std::string_view key, std::string* out, FrameError* err) {
+bool RequireString(const Fields& f, Slot s, std::string* out, FrameError* err) {
   std::string_view v;
-  switch (GetString(o, key, &v)) {
+  switch (GetString(f, s, &v)) {
     case Got::kOk: out->assign(v); return true;
-    case Got::kAbsent: return Fail(err, BadRequest("missing field '" + std::string(key) + "'"));
-    case Got::kWrongType: return Fail(err, BadRequest("field '" + std::string(key) + "' must be a string"));
+    case Got::kAbsent: return Fail(err, BadRequest("missing field '" + std::string(kSlotName[s]) + "'"));
+    case Got::kWrongType: return Fail(err, BadRequest("field '" + std::string(kSlotName[s]) + "' must be a string"));
   }
   return false;
 }
 
-bool OptionalString(const object& o, std::string_view key, std::string* out, FrameError* err) {
+bool OptionalString(const Fields& f, Slot s, std::string* out, FrameError* err) {
   std::string_view v;
-  switch (GetString(o, key, &v)) {
+  switch (GetString(f, s, &v)) {
     case Got::kOk: out->assign(v); return true;
     case Got::kAbsent: return true;
-    case Got::kWrongType: return Fail(err, BadRequest("field '" + std::string(key) + "' must be a string"));
+    case Got::kWrongType: return Fail(err, BadRequest("field '" + std::string(kSlotName[s]) + "' must be a string"));
   }
   return false;
 }
 
-bool OptionalInt(const object& o, std::string_view key, int64_t* out, FrameError* err) {
-  switch (GetInt(o, key, out)) {
+bool OptionalInt(const Fields& f, Slot s, int64_t* out, FrameError* err) {
+  switch (GetInt(f, s, out)) {
     case Got::kOk:
     case Got::kAbsent: return true;
-    case Got::kWrongType: return Fail(err, BadRequest("field '" + std::string(key) + "' must be an integer"));
+    case Got::kWrongType: return Fail(err, BadRequest("field '" + std::string(kSlotName[s]) + "' must be an integer"));
   }
   return false;
 }
@@ -86,42 +148,45 @@ std::optional<ClientFrame> FrameParser::Parse(std::string_view text, FrameError*
     Fail(err, BadRequest("frame must be a JSON object"));
     return std::nullopt;
   }
+  Fields fields;
+  fields.Read(o);
+  const Fields& f = fields;
   std::string event;
-  if (!RequireString(o, "event", &event, err)) return std::nullopt;
+  if (!RequireString(f, kEvent, &event, err)) return std::nullopt;
 
   if (event == "send_message") {
     SendMessage m;
     // Pick up client_msg_id first so that every later error can echo it.
     std::string_view cid;
-    if (GetString(o, "client_msg_id", &cid) == Got::kOk) err->client_msg_id.assign(cid);
-    if (!RequireString(o, "client_msg_id", &m.client_msg_id, err)) return std::nullopt;
+    if (GetString(f, kClientMsgId, &cid) == Got::kOk) err->client_msg_id.assign(cid);
+    if (!RequireString(f, kClientMsgId, &m.client_msg_id, err)) return std::nullopt;
     if (!IsValidClientToken(m.client_msg_id)) {
       err->client_msg_id.clear();
       Fail(err, BadRequest("client_msg_id must be 1-64 printable ASCII characters"));
       return std::nullopt;
     }
-    if (!RequireString(o, "conversation_id", &m.conversation_id, err)) return std::nullopt;
+    if (!RequireString(f, kConversationId, &m.conversation_id, err)) return std::nullopt;
     std::string sender;
     std::string_view sv;
-    Got g = GetString(o, "sender_id", &sv);
+    Got g = GetString(f, kSenderId, &sv);
     if (g == Got::kWrongType) {
       Fail(err, BadRequest("field 'sender_id' must be a string"));
       return std::nullopt;
     }
     if (g == Got::kOk) m.sender_id.emplace(sv);
-    if (!OptionalString(o, "content", &m.content, err)) return std::nullopt;
+    if (!OptionalString(f, kContent, &m.content, err)) return std::nullopt;
     std::string ct = "text";
-    if (!OptionalString(o, "content_type", &ct, err)) return std::nullopt;
+    if (!OptionalString(f, kContentType, &ct, err)) return std::nullopt;
     auto parsed_ct = store::ParseContentType(ct);
     if (!parsed_ct) {
       Fail(err, BadRequest("unknown content_type '" + TruncateUtf8(ct, 32) + "'"));
       return std::nullopt;
     }
     m.content_type = *parsed_ct;
-    if (!OptionalString(o, "media_url", &m.media_url, err)) return std::nullopt;
-    if (!OptionalString(o, "target_message_id", &m.target_message_id, err)) return std::nullopt;
-    if (!OptionalString(o, "reply_to", &m.reply_to, err)) return std::nullopt;
-    if (!OptionalInt(o, "sent_timestamp_ms", &m.sent_timestamp_ms, err)) return std::nullopt;
+    if (!OptionalString(f, kMediaUrl, &m.media_url, err)) return std::nullopt;
+    if (!OptionalString(f, kTargetMessageId, &m.target_message_id, err)) return std::nullopt;
+    if (!OptionalString(f, kReplyTo, &m.reply_to, err)) return std::nullopt;
+    if (!OptionalInt(f, kSentTimestampMs, &m.sent_timestamp_ms, err)) return std::nullopt;
 
     if (m.content.size() > limits_.max_content_bytes) {
       Fail(err, TooLarge("content is larger than " + std::to_string(limits_.max_content_bytes) + " bytes"));
@@ -174,30 +239,29 @@ std::optional<ClientFrame> FrameParser::Parse(std::string_view text, FrameError*
 
   if (event == "message_receipt") {
     MessageReceipt r;
-    if (!RequireString(o, "conversation_id", &r.conversation_id, err)) return std::nullopt;
-    if (!OptionalString(o, "message_id", &r.message_id, err)) return std::nullopt;
-    if (!RequireString(o, "status", &r.status, err)) return std::nullopt;
+    if (!RequireString(f, kConversationId, &r.conversation_id, err)) return std::nullopt;
+    if (!OptionalString(f, kMessageId, &r.message_id, err)) return std::nullopt;
+    if (!RequireString(f, kStatus, &r.status, err)) return std::nullopt;
     if (r.status != "DELIVERED" && r.status != "READ") {
       Fail(err, BadRequest("status must be DELIVERED or READ"));
       return std::nullopt;
     }
     int64_t up = -1;
-    if (!OptionalInt(o, "up_to_seq", &up, err)) return std::nullopt;
+    if (!OptionalInt(f, kUpToSeq, &up, err)) return std::nullopt;
     if (up >= 0) r.up_to_seq = static_cast<uint64_t>(up);
     if (r.message_id.empty() && !r.up_to_seq) {
       Fail(err, BadRequest("message_receipt needs message_id or up_to_seq"));
       return std::nullopt;
     }
-    if (!OptionalInt(o, "receipt_timestamp_ms", &r.receipt_timestamp_ms, err)) return std::nullopt;
+    if (!OptionalInt(f, kReceiptTimestampMs, &r.receipt_timestamp_ms, err)) return std::nullopt;
     return ClientFrame{std::move(r)};
   }
 
   if (event == "resume") {
     Resume r;
-    element cursors;
-    if (o["cursors"].get(cursors) == simdjson::SUCCESS && !cursors.is_null()) {
+    if (const element* cursors = f.Get(kCursors)) {
       object co;
-      if (cursors.get_object().get(co) != simdjson::SUCCESS) {
+      if (cursors->get_object().get(co) != simdjson::SUCCESS) {
         Fail(err, BadRequest("field 'cursors' must be an object"));
         return std::nullopt;
       }
@@ -215,8 +279,8 @@ std::optional<ClientFrame> FrameParser::Parse(std::string_view text, FrameError*
 
   if (event == "typing") {
     Typing t;
-    if (!RequireString(o, "conversation_id", &t.conversation_id, err)) return std::nullopt;
-    if (!RequireString(o, "state", &t.state, err)) return std::nullopt;
+    if (!RequireString(f, kConversationId, &t.conversation_id, err)) return std::nullopt;
+    if (!RequireString(f, kState, &t.state, err)) return std::nullopt;
     if (t.state != "started" && t.state != "stopped") {
       Fail(err, BadRequest("state must be started or stopped"));
       return std::nullopt;
@@ -227,8 +291,8 @@ std::optional<ClientFrame> FrameParser::Parse(std::string_view text, FrameError*
   if (event == "presence_subscribe") {
     PresenceSubscribe p;
     simdjson::dom::array arr;
-    element e;
-    if (o["user_ids"].get(e) != simdjson::SUCCESS || e.get_array().get(arr) != simdjson::SUCCESS) {
+    const element* e = f.Get(kUserIds);
+    if (!e || e->get_array().get(arr) != simdjson::SUCCESS) {
       Fail(err, BadRequest("field 'user_ids' must be an array of strings"));
       return std::nullopt;
     }

@@ -38,19 +38,39 @@ size_t WsFrameHeader(uint8_t opcode, uint64_t payload_len, uint8_t out[kWsMaxHea
   return 10;
 }
 
+namespace {
+
+// XORs p[0..n) with the 4-byte key repeated (RFC 6455 §5.3; masking and unmasking are
+// the same), eight bytes at a time.
+void ApplyMask(char* p, size_t n, const unsigned char key[4]) {
+  uint32_t k32;
+  std::memcpy(&k32, key, 4);
+  uint64_t k64 = (static_cast<uint64_t>(k32) << 32) | k32;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    w ^= k64;
+    std::memcpy(p + i, &w, 8);
+  }
+  for (; i < n; ++i) p[i] = static_cast<char>(p[i] ^ key[i & 3]);
+}
+
+}  // namespace
+
 std::string WsClientFrame(uint8_t opcode, std::string_view payload, uint32_t mask, bool fin) {
   uint8_t h[kWsMaxHeaderBytes];
   size_t n = WsFrameHeader(opcode, payload.size(), h);
   if (!fin) h[0] &= 0x7F;
   h[1] |= 0x80;  // masked
-  const char key[4] = {static_cast<char>(mask >> 24), static_cast<char>(mask >> 16), static_cast<char>(mask >> 8),
-                       static_cast<char>(mask)};
+  const unsigned char key[4] = {static_cast<unsigned char>(mask >> 24), static_cast<unsigned char>(mask >> 16),
+                                static_cast<unsigned char>(mask >> 8), static_cast<unsigned char>(mask)};
   std::string f;
-  f.reserve(n + 4 + payload.size());
-  f.append(reinterpret_cast<const char*>(h), n).append(key, 4);
-  size_t at = f.size();
-  f.append(payload);
-  for (size_t i = 0; i < payload.size(); ++i) f[at + i] = static_cast<char>(f[at + i] ^ key[i & 3]);
+  f.resize(n + 4 + payload.size());
+  std::memcpy(f.data(), h, n);
+  std::memcpy(f.data() + n, key, 4);
+  if (!payload.empty()) std::memcpy(f.data() + n + 4, payload.data(), payload.size());
+  ApplyMask(f.data() + n + 4, payload.size(), key);
   return f;
 }
 
@@ -70,20 +90,6 @@ namespace {
 // after the RFC and are accepted; 1004-1006 and 1015 must never be sent.
 bool ValidCloseCode(uint16_t c) {
   return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
-}
-
-void Unmask(char* p, size_t n, const unsigned char key[4]) {
-  uint32_t k32;
-  std::memcpy(&k32, key, 4);
-  uint64_t k64 = (static_cast<uint64_t>(k32) << 32) | k32;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    w ^= k64;
-    std::memcpy(p + i, &w, 8);
-  }
-  for (; i < n; ++i) p[i] = static_cast<char>(p[i] ^ key[i & 3]);
 }
 
 uint16_t Be16(const unsigned char* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
@@ -144,7 +150,7 @@ WsReader::Event WsReader::Next(char* data, size_t size, size_t* used) {
   const unsigned char* key = u + header;
   char* payload = data + header + 4;
   const size_t n = static_cast<size_t>(len);
-  Unmask(payload, n, key);
+  ApplyMask(payload, n, key);
   *used = header + 4 + n;
   const std::string_view body(payload, n);
 

@@ -44,6 +44,62 @@ TEST_F(ParseTest, ContentTypeDefaultsToText) {
   EXPECT_EQ(std::get<SendMessage>(*f).content_type, store::ContentType::kText);
 }
 
+TEST_F(ParseTest, EveryFieldIsFoundByItsNameWhereverItIs) {
+  // Each field of each event given a value of the wrong type, after other fields and
+  // before others: the error names that field, so the parser read it under its name.
+  struct Case {
+    std::string event, field, bad, want;
+  };
+  const std::string msg = R"("client_msg_id":"m1","conversation_id":"c","content":"x")";
+  const std::vector<Case> cases = {
+      {"send_message", "client_msg_id", "1", "must be a string"},
+      {"send_message", "conversation_id", "1", "must be a string"},
+      {"send_message", "sender_id", "1", "must be a string"},
+      {"send_message", "content", "1", "must be a string"},
+      {"send_message", "content_type", "1", "must be a string"},
+      {"send_message", "media_url", "1", "must be a string"},
+      {"send_message", "target_message_id", "1", "must be a string"},
+      {"send_message", "reply_to", "1", "must be a string"},
+      {"send_message", "sent_timestamp_ms", "\"1\"", "must be an integer"},
+      {"message_receipt", "message_id", "1", "must be a string"},
+      {"message_receipt", "status", "1", "must be a string"},
+      {"message_receipt", "up_to_seq", "\"1\"", "must be an integer"},
+      {"message_receipt", "receipt_timestamp_ms", "\"1\"", "must be an integer"},
+      {"typing", "state", "1", "must be a string"},
+      {"resume", "cursors", "1", "must be an object"},
+      {"presence_subscribe", "user_ids", "1", "must be an array"},
+  };
+  for (const Case& c : cases) {
+    std::string rest = c.event == "send_message" ? msg
+                       : c.event == "message_receipt" ? R"("conversation_id":"c","status":"READ","up_to_seq":1)"
+                       : c.event == "typing" ? R"("conversation_id":"c","state":"started")"
+                                             : R"("x":1)";
+    // The bad value first: as the first occurrence it is the one that counts.
+    std::string frame = R"({"a":null,")" + c.field + "\":" + c.bad + R"(,"event":")" + c.event + "\"," + rest +
+                        R"(,"zzz":true})";
+    EXPECT_FALSE(Parse(frame)) << frame;
+    EXPECT_NE(err_.status.message().find("'" + c.field + "' " + c.want), std::string::npos)
+        << frame << " -> " << err_.status.message();
+  }
+}
+
+TEST_F(ParseTest, ARepeatedFieldCountsByItsFirstOccurrenceAndNullIsAbsent) {
+  auto f = Parse(R"({"event":"send_message","client_msg_id":"a","client_msg_id":"b","conversation_id":"c",
+    "content":"first","content":"second","content_type":null})");
+  ASSERT_TRUE(f) << err_.status.message();
+  auto& m = std::get<SendMessage>(*f);
+  EXPECT_EQ(m.client_msg_id, "a");
+  EXPECT_EQ(m.content, "first");
+  EXPECT_EQ(m.content_type, store::ContentType::kText) << "null is as if absent";
+  EXPECT_FALSE(Parse(R"({"event":"send_message","client_msg_id":null,"client_msg_id":"b","conversation_id":"c",
+    "content":"x"})"));
+  EXPECT_EQ(err_.status.message(), "missing field 'client_msg_id'");
+  // Keys are compared unescaped.
+  f = Parse(R"({"\u0065vent":"typing","conversation_id":"c","st\u0061te":"stopped"})");
+  ASSERT_TRUE(f) << err_.status.message();
+  EXPECT_EQ(std::get<Typing>(*f).state, "stopped");
+}
+
 TEST_F(ParseTest, MalformedJsonIsBadRequest) {
   EXPECT_FALSE(Parse("{bad"));
   EXPECT_EQ(err_.status.code(), Code::kBadRequest);

@@ -73,6 +73,25 @@ TEST(WsCodec, ClientFramesAreMaskedAsTheRfcExample) {
   EXPECT_EQ(WsClientFrame(kWsText, "Hello", 0x37fa213d), std::string("\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58", 11));
 }
 
+TEST(WsCodec, EveryPayloadByteIsMaskedWithItsKeyByte) {
+  // Lengths around the 8-byte steps and the 126 / 65536 header sizes, every offset
+  // checked against payload[i] ^ key[i % 4].
+  const uint32_t mask = 0x9c41e207;
+  const unsigned char key[4] = {0x9c, 0x41, 0xe2, 0x07};
+  for (size_t len : {size_t{0}, size_t{1}, size_t{3}, size_t{4}, size_t{7}, size_t{8}, size_t{9}, size_t{15},
+                     size_t{16}, size_t{17}, size_t{125}, size_t{126}, size_t{127}, size_t{1000}, size_t{65536}}) {
+    std::string payload(len, '\0');
+    for (size_t i = 0; i < len; ++i) payload[i] = static_cast<char>((i * 131 + 7) & 0xFF);
+    const std::string f = WsClientFrame(kWsBinary, payload, mask);
+    const size_t head = len < 126 ? 2 : len < 65536 ? 4 : 10;
+    ASSERT_EQ(f.size(), head + 4 + len);
+    ASSERT_EQ(f.compare(head, 4, reinterpret_cast<const char*>(key), 4), 0) << len;
+    for (size_t i = 0; i < len; ++i)
+      ASSERT_EQ(static_cast<unsigned char>(f[head + 4 + i]), static_cast<unsigned char>(payload[i]) ^ key[i % 4])
+          << "length " << len << ", byte " << i;
+  }
+}
+
 TEST(WsCodec, ClosePayloadIsCutAtACodePoint) {
   std::string reason(122, 'r');
   reason += "\xe2\x82\xac";  // a 3-byte code point across the 123-byte limit
