@@ -31,6 +31,7 @@
 
 #include "api/http_types.h"
 #include "api/rest_api.h"
+#include "api/web_assets.h"
 #include "auth/password.h"
 #include "auth/revocations.h"
 #include "auth/tokens.h"
@@ -192,6 +193,7 @@ Env& E() {
 
 // The routes the REST API answers without a token (rest_api.cpp).
 bool UnauthenticatedRoute(const api::HttpRequest& r) {
+  if (r.method == "GET" && api::FindWebAsset(r.path)) return true;  // the web client's files
   auto s = api::PathSegments(r.path);
   if (s.size() == 1 && r.method == "GET") return s[0] == "healthz" || s[0] == "readyz" || s[0] == "metrics";
   if (r.method != "POST" || s.empty() || s[0] != "v1") return false;

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <unordered_map>
 
+#include "api/web_assets.h"
 #include "base/ids.h"
 #include "base/json_writer.h"
 #include "base/log.h"
@@ -78,6 +79,22 @@ std::optional<uint64_t> ParseUint(const std::string* s) {
   return v;
 }
 
+// The page and its two files: fetched again on every load (no-cache: a new binary's
+// client is picked up at once; they are a few tens of KB), never framed, and allowed
+// to load and connect only to this origin (so no injected markup can run scripts).
+HttpResponse ServeWebAsset(const WebAsset& a) {
+  HttpResponse r;
+  r.content_type = std::string(a.content_type);
+  r.body = std::string(a.body);
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  r.headers.emplace_back("Referrer-Policy", "no-referrer");
+  r.headers.emplace_back("Content-Security-Policy",
+                         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+                         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+  return r;
+}
+
 void WriteUser(JsonWriter& w, const store::User& u) {
   w.Key("user_id").UserId(u.id)
       .Field("username", u.username)
@@ -148,6 +165,9 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
       return r;
     }
   }
+  // The web client (web/, compiled into the binary): same origin as the API.
+  if (m == "GET")
+    if (const WebAsset* a = FindWebAsset(req.path)) return ServeWebAsset(*a);
   if (seg.empty() || seg[0] != "v1") return Error(NotFound("no such endpoint"));
 
   // Unauthenticated calls.
@@ -169,6 +189,7 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
   if (seg.size() == 3 && seg[1] == "sessions" && seg[2] == "logout" && m == "POST") return Logout(c, req);
 
   if (seg.size() == 2 && seg[1] == "search" && m == "GET") return Search(c, req);
+  if (seg.size() == 2 && seg[1] == "users" && m == "GET") return FindUser(req);
   if (seg.size() == 3 && seg[1] == "users" && m == "GET") return GetUser(c, seg[2]);
   if (seg.size() == 4 && seg[1] == "users" && seg[3] == "presence" && m == "GET")
     return GetPresence(c, seg[2]);
@@ -346,6 +367,22 @@ HttpResponse RestApi::GetUser(const Ctx&, std::string_view id) {
   auto uid = ParseUserId(id);
   if (!uid) return Error(NotFound("no such user"));
   auto u = store_.GetUser(*uid);
+  if (!u.ok()) return Error(u.status().code() == Code::kNotFound ? NotFound("no such user") : u.status());
+  JsonWriter w;
+  w.BeginObject();
+  WriteUser(w, *u);
+  w.EndObject();
+  return Json(200, std::move(w).Take());
+}
+
+// GET /v1/users?username=NAME: exact (case-insensitive) lookup, how a client starts a
+// conversation with someone it knows by name. No prefix search: names are not listed.
+HttpResponse RestApi::FindUser(const HttpRequest& req) {
+  const std::string* name = req.Query("username");
+  if (!name) return Error(BadRequest("query parameter 'username' is required"));
+  const std::string username = Lower(*name);
+  if (!ValidUsername(username)) return Error(NotFound("no such user"));
+  auto u = store_.FindUserByUsername(username);
   if (!u.ok()) return Error(u.status().code() == Code::kNotFound ? NotFound("no such user") : u.status());
   JsonWriter w;
   w.BeginObject();

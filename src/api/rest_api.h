@@ -59,6 +59,7 @@ class RestApi {
   HttpResponse RefreshSession(const HttpRequest& req);
   HttpResponse Logout(const Ctx& c, const HttpRequest& req);
   HttpResponse GetUser(const Ctx& c, std::string_view id);
+  HttpResponse FindUser(const HttpRequest& req);
   HttpResponse GetPresence(const Ctx& c, std::string_view id);
   HttpResponse Settings(const Ctx& c, std::string_view id, const HttpRequest& req);
   HttpResponse CreateConversation(const Ctx& c, const HttpRequest& req);

@@ -16,42 +16,15 @@
 //     WebSocket, even with a valid token.
 // Chromium comes from Debian (scripts/deps.sh installs it with SB_WITH_BROWSER=1, as
 // `./dev test` does); the path can be overridden with SB_CHROMIUM.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 
-let chromium;
-try {
-  ({ chromium } = await import('playwright-core'));
-} catch (e) {
-  console.error('browser_chat: playwright-core is not installed in tests/browser/node_modules.\n' +
-                'Run `SB_WITH_BROWSER=1 scripts/deps.sh` (./dev test does it).');
-  process.exit(1);
-}
+import { WAIT_MS, checker, launch, setup, startServer, stopServer } from './harness.mjs';
 
-const bin = process.argv[2];
-if (!bin || !fs.existsSync(bin)) {
-  console.error('usage: node tests/browser/chat_test.mjs path/to/switchboard');
-  process.exit(2);
-}
-const executablePath = process.env.SB_CHROMIUM || '/usr/bin/chromium';
-if (!fs.existsSync(executablePath)) {
-  console.error(`browser_chat: no Chromium at ${executablePath} (apt-get install chromium, or set SB_CHROMIUM)`);
-  process.exit(1);
-}
-
-const WAIT_MS = 10000;
-let failures = 0;
-function check(cond, what, detail) {
-  if (cond) {
-    console.log(`ok   ${what}`);
-  } else {
-    failures++;
-    console.log(`FAIL ${what}${detail === undefined ? '' : ': ' + JSON.stringify(detail)}`);
-  }
-}
+const { chromium, bin, executablePath } = await setup('chat_test');
+const { check, fail, failures } = checker();
 
 // A page server: one blank page, on a port (an origin) of its own.
 function servePages() {
@@ -61,27 +34,6 @@ function servePages() {
       res.end('<!doctype html><meta charset="utf-8"><title>switchboard browser test</title><body></body>');
     });
     s.listen(0, '127.0.0.1', () => resolve(s));
-  });
-}
-
-function startServer(dataDir, allowedOrigin) {
-  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir,
-                '--set', `server.allowed_origins=${allowedOrigin}`,
-                // Cheap password hashing: the test is about the browser, not argon2id.
-                '--set', 'auth.password_ops=1', '--set', 'auth.password_mem_kib=64'];
-  const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('server did not start:\n' + log)), WAIT_MS);
-    proc.stderr.on('data', (d) => {
-      log += d;
-      const m = /event=listening addr=(\S+)/.exec(log);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ proc, addr: m[1], log: () => log });
-      }
-    });
-    proc.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
   });
 }
 
@@ -138,14 +90,9 @@ const otherOrigin = `http://127.0.0.1:${other.address().port}`;
 let server;
 let browser;
 try {
-  server = await startServer(dataDir, appOrigin);
+  server = await startServer(bin, dataDir, ['--set', `server.allowed_origins=${appOrigin}`]);
   const api = `http://${server.addr}`;
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-           '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launch(chromium, executablePath);
   console.log(`browser_chat: ${browser.version()}, pages on ${appOrigin}, API on ${api}`);
 
   const alice = await client(browser, appOrigin, api);
@@ -257,19 +204,14 @@ try {
   const aliceStillThere = await alice.evaluate(() => window.sb.ws.readyState);
   check(aliceStillThere === 1, 'the refused page did not disturb the open sessions', aliceStillThere);
 } catch (e) {
-  failures++;
-  console.log('FAIL ' + (e && e.stack ? e.stack : e));
+  fail(e);
   if (server) console.log('server log:\n' + server.log());
 } finally {
   if (browser) await browser.close().catch(() => {});
-  if (server) {
-    server.proc.removeAllListeners('exit');
-    server.proc.kill('SIGTERM');
-    await new Promise((r) => { server.proc.on('exit', r); setTimeout(r, 5000); });
-  }
+  await stopServer(server);
   app.close();
   other.close();
   fs.rmSync(dataDir, { recursive: true, force: true });
 }
-console.log(failures ? `browser_chat: ${failures} failed` : 'browser_chat: all passed');
-process.exit(failures ? 1 : 0);
+console.log(failures() ? `browser_chat: ${failures()} failed` : 'browser_chat: all passed');
+process.exit(failures() ? 1 : 0);

@@ -44,6 +44,52 @@ TEST_F(AuthTest, RegisterReturns201WithUserFields) {
   EXPECT_EQ(get.json()["display_name"].Str(), "Reg User"s) << get.Describe();
 }
 
+TEST_F(AuthTest, AUserIsFoundByExactUsername) {
+  RestClient api = Api();
+  TestUser asker;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, UniqueName("ask"), &asker));
+  const std::string name = UniqueName("findme");
+  HttpResponse reg = api.RegisterUser(name, kPassword, "Find Me");
+  ASSERT_EQ(reg.status, 201) << reg.Describe();
+  std::string upper = name;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (const std::string& q : {name, upper}) {
+    HttpResponse r = api.Request("GET", "/v1/users?username=" + q, {}, asker.access_token);
+    ASSERT_EQ(r.status, 200) << q << " " << r.Describe();
+    EXPECT_EQ(r.json()["user_id"].Str(), reg.json()["user_id"].Str());
+    EXPECT_EQ(r.json()["username"].Str(), name);
+    EXPECT_EQ(r.json()["display_name"].Str(), "Find Me"s);
+  }
+  // Exact names only: a prefix, an unknown or an impossible name are the same 404.
+  for (const std::string& q : {name.substr(0, name.size() - 1), UniqueName("ghost"), std::string("a%20b"),
+                               std::string(40, 'x')}) {
+    HttpResponse r = api.Request("GET", "/v1/users?username=" + q, {}, asker.access_token);
+    EXPECT_EQ(r.status, 404) << q << " " << r.Describe();
+    EXPECT_EQ(r.ErrorCode(), "not_found") << r.Describe();
+  }
+  EXPECT_EQ(api.Request("GET", "/v1/users", {}, asker.access_token).status, 400);
+  EXPECT_EQ(api.Request("GET", "/v1/users?username=" + name).status, 401) << "a token is needed";
+}
+
+TEST_F(AuthTest, TheWebClientIsServedAtTheRoot) {
+  RestClient api = Api();
+  HttpResponse page = api.Request("GET", "/");
+  ASSERT_EQ(page.status, 200) << page.Describe();
+  EXPECT_EQ(page.Header("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(page.body.find("<script type=\"module\" src=\"/app.js\">"), std::string::npos);
+  const std::string csp = page.Header("Content-Security-Policy");
+  EXPECT_NE(csp.find("default-src 'none'"), std::string::npos) << csp;
+  EXPECT_NE(csp.find("script-src 'self'"), std::string::npos) << csp;
+  EXPECT_EQ(page.Header("X-Content-Type-Options"), "nosniff");
+  HttpResponse js = api.Request("GET", "/app.js");
+  ASSERT_EQ(js.status, 200);
+  EXPECT_EQ(js.Header("Content-Type"), "text/javascript; charset=utf-8");
+  EXPECT_NE(js.body.find("/v1/ws"), std::string::npos);
+  EXPECT_EQ(api.Request("GET", "/app.css").Header("Content-Type"), "text/css; charset=utf-8");
+  EXPECT_EQ(api.Request("GET", "/index.html").status, 404) << "one name per file";
+  EXPECT_EQ(api.Request("POST", "/").status, 404);
+}
+
 TEST_F(AuthTest, DuplicateUsernameIs409Conflict) {
   RestClient api = Api();
   const std::string name = UniqueName("dup");

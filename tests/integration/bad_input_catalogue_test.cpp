@@ -289,7 +289,7 @@ TEST_F(BadInputCatalogueTest, RefreshWithGarbageTokens) {
 // Kind 14: unknown routes.
 TEST_F(BadInputCatalogueTest, UnknownRouteIs404) {
   RestClient api = Api();
-  for (const char* target : {"/v1/nope", "/v2/conversations", "/", "/v1", "/v1/users/x/y/z",
+  for (const char* target : {"/v1/nope", "/v2/conversations", "/favicon.ico", "/app", "/v1", "/v1/users/x/y/z",
                              "/healthz/extra"}) {
     ExpectError(api.Request("GET", target, {}, a_.access_token), 404, "not_found", target);
   }

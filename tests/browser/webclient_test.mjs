@@ -1,0 +1,189 @@
+// The web client the server serves at "/" (web/), used the way a person uses it: two
+// people in two browser profiles of Debian's Chromium, through the page's forms and
+// buttons only. ctest runs it as `browser_webclient`:
+//
+//   node tests/browser/webclient_test.mjs build/switchboard
+//
+// Sign up, start a direct chat by username, send, see the message arrive with an unread
+// badge, read it (the sender's ticks turn to read), typing and presence, markup sent as
+// text stays text, an image attachment shown to the other side, delete, reload (still
+// logged in, history back), search, a group, and the page's own rules: its Content-Security-Policy
+// is in force and nothing on the page breaks it (no console errors, no page errors).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { WAIT_MS, checker, launch, setup, startServer, stopServer } from './harness.mjs';
+
+const { chromium, bin, executablePath } = await setup('webclient_test');
+const { check, fail, failures } = checker();
+
+// A 2x2 PNG (red, green / blue, white).
+const PNG = Buffer.from(
+  '89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001249444154789c63f8cfc0c000c20cff81' +
+  '00001fee05fb0bd9688b0000000049454e44ae426082', 'hex');
+
+const problems = [];  // console errors and page errors, from both pages
+
+async function person(browser, origin, name) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  // Chromium logs every 4xx answer to fetch() as a console error; the page asks for an
+  // unknown username on purpose (404). Anything else logged as an error is a problem.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 404/.test(m.text())) problems.push(`${name} console: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`${name} page error: ${e.message}`));
+  page.on('dialog', (d) => d.accept());  // "Delete this message for everyone?"
+  await page.goto(origin + '/');
+  return page;
+}
+
+async function signUp(page, username) {
+  await page.fill('#login-username', username);
+  await page.fill('#login-password', 'correct horse ' + username);
+  await page.click('#signup-submit');
+  await page.waitForSelector('#app:not([hidden])', { timeout: WAIT_MS });
+}
+
+const conversationItem = (page, name) => page.locator('#conversations li', { has: page.locator('.name', { hasText: name }) });
+const bubble = (page, text) => page.locator('#message-list li.msg', { hasText: text });
+
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-webclient-'));
+let server;
+let browser;
+try {
+  server = await startServer(bin, dataDir);
+  const origin = `http://${server.addr}`;
+  browser = await launch(chromium, executablePath);
+  console.log(`browser_webclient: ${browser.version()}, page and API on ${origin}`);
+
+  const head = await fetch(origin + '/');
+  const csp = head.headers.get('content-security-policy') || '';
+  check(head.status === 200 && /text\/html/.test(head.headers.get('content-type')) &&
+        csp.includes("script-src 'self'") && csp.includes("frame-ancestors 'none'"),
+        'the page is served at / with its Content-Security-Policy', { status: head.status, csp });
+
+  const alice = await person(browser, origin, 'alice');
+  const bob = await person(browser, origin, 'bob');
+  await signUp(alice, 'alice');
+  await signUp(bob, 'bob');
+  check(await alice.textContent('#me-name') === 'alice', 'signed up and logged in through the form');
+
+  // A username that does not exist: a clear error, nothing created.
+  await alice.fill('#new-direct-username', 'nobody-here');
+  await alice.press('#new-direct-username', 'Enter');
+  await alice.waitForFunction(() => document.getElementById('sidebar-error').textContent !== '', null, { timeout: WAIT_MS });
+  check(/no such user/.test(await alice.textContent('#sidebar-error')), 'an unknown username is refused with a message',
+        await alice.textContent('#sidebar-error'));
+
+  // Alice starts a chat with Bob by username and writes.
+  await alice.fill('#new-direct-username', 'bob');
+  await alice.press('#new-direct-username', 'Enter');
+  await alice.waitForSelector('#conversation:not([hidden])', { timeout: WAIT_MS });
+  check(await alice.textContent('#conv-title') === 'bob', 'a direct chat opened by username', await alice.textContent('#conv-title'));
+  await alice.fill('#text', 'hello bob, <b>not bold</b> <img src=x onerror="window.pwned=1">');
+  await alice.press('#text', 'Enter');
+  await bubble(alice, 'hello bob').locator('.ticks[title="sent"], .ticks[title="delivered"], .ticks[title="read"]')
+    .waitFor({ timeout: WAIT_MS });
+  check(true, 'the message is acknowledged (one tick)');
+
+  // Bob sees the conversation appear with an unread badge, live.
+  const item = conversationItem(bob, 'alice');
+  await item.locator('.badge', { hasText: '1' }).waitFor({ timeout: WAIT_MS });
+  check(/hello bob/.test(await item.locator('.preview').textContent()), 'the recipient sees the new chat, its preview and 1 unread');
+  await item.click();
+  const got = bubble(bob, 'hello bob');
+  await got.waitFor({ timeout: WAIT_MS });
+  const markup = await got.evaluate((li) => ({ text: li.querySelector('.body').textContent, tags: li.querySelectorAll('b, img').length }));
+  check(markup.text.includes('<b>not bold</b>') && markup.tags === 0 && !(await bob.evaluate(() => window.pwned)),
+        'markup in a message is shown as text, never run', markup);
+  await alice.waitForSelector('#message-list li.msg.mine .ticks.read', { timeout: WAIT_MS });
+  check(true, "the sender's ticks turn to read once the recipient opens the chat");
+  check((await item.locator('.badge').count()) === 0, 'the badge is gone once read');
+
+  // Presence and typing.
+  await alice.waitForFunction(() => document.getElementById('conv-status').textContent === 'online', null, { timeout: WAIT_MS });
+  check(true, 'the other person shows as online');
+  await bob.type('#text', 'hi al', { delay: 20 });
+  await alice.waitForFunction(() => /bob is typing/.test(document.getElementById('conv-typing').textContent), null,
+                              { timeout: WAIT_MS });
+  check(true, 'typing shows on the other side');
+  await bob.type('#text', 'ice, zebrafish tonight?');
+  await bob.press('#text', 'Enter');
+  await bubble(alice, 'zebrafish tonight').waitFor({ timeout: WAIT_MS });
+  await alice.waitForFunction(() => document.getElementById('conv-typing').textContent === '', null, { timeout: WAIT_MS });
+  check(true, 'the reply arrives and the typing line clears');
+
+  // An image: uploaded from the file picker, shown on the other side.
+  await alice.setInputFiles('#attach', { name: 'dot.png', mimeType: 'image/png', buffer: PNG });
+  const img = bob.locator('#message-list li.msg img');
+  await img.waitFor({ timeout: WAIT_MS });
+  await bob.waitForFunction(() => {
+    const i = document.querySelector('#message-list li.msg img');
+    return i && i.src.startsWith('blob:') && i.complete && i.naturalWidth === 2;
+  }, null, { timeout: WAIT_MS });
+  check(true, 'an image sent from the file picker is shown to the recipient');
+
+  // Delete: the recipient sees the tombstone.
+  const mine = bubble(alice, 'hello bob');
+  await mine.hover();
+  await mine.locator('.actions button', { hasText: 'Delete' }).click();
+  await bob.locator('#message-list li.msg.deleted', { hasText: 'This message was deleted' }).waitFor({ timeout: WAIT_MS });
+  check((await bubble(bob, 'hello bob').count()) === 0, 'a deleted message becomes a tombstone for the recipient');
+
+  // A reload keeps the session (refresh token) and brings the history back.
+  await alice.reload();
+  await alice.waitForSelector('#app:not([hidden])', { timeout: WAIT_MS });
+  await conversationItem(alice, 'bob').click();
+  await bubble(alice, 'zebrafish tonight').waitFor({ timeout: WAIT_MS });
+  check((await alice.locator('#message-list li.msg.deleted').count()) === 1 && (await alice.locator('#message-list img').count()) === 1,
+        'after a reload: still logged in, history with the tombstone and the image');
+  check((await conversationItem(alice, 'bob').locator('.badge').count()) === 0,
+        "after a reload: no unread badge for what was already read", await conversationItem(alice, 'bob').textContent());
+
+  // Search (the index lags the commit by up to search.index_delay_ms).
+  let found = 0;
+  for (let i = 0; i < 40 && !found; i++) {
+    await alice.fill('#search-q', 'zebrafish');
+    await alice.press('#search-q', 'Enter');
+    await alice.waitForSelector('#search-results:not([hidden])', { timeout: WAIT_MS });
+    found = await alice.locator('#search-list li', { hasText: 'zebrafish tonight' }).count();
+    if (!found) await alice.waitForTimeout(250);
+  }
+  check(found === 1, 'search finds the message');
+
+  // A group: created from the form by usernames; members see who wrote what.
+  await alice.click('#search-close');
+  await alice.fill('#new-group-title', 'Trip planning');
+  await alice.fill('#new-group-members', 'bob');
+  await alice.click('#new-group button');
+  await alice.waitForFunction(() => document.getElementById('conv-title').textContent === 'Trip planning', null,
+                              { timeout: WAIT_MS });
+  await alice.fill('#text', 'train at nine');
+  await alice.press('#text', 'Enter');
+  await conversationItem(bob, 'Trip planning').click();
+  const groupMsg = bubble(bob, 'train at nine');
+  await groupMsg.locator('.who', { hasText: 'alice' }).waitFor({ timeout: WAIT_MS });
+  check(await bob.textContent('#conv-status') === '2 members', 'a group made from the form; members see the sender of each message',
+        await bob.textContent('#conv-status'));
+
+  // Log out: back to the form, and the session is gone after a reload.
+  await bob.click('#logout');
+  await bob.waitForSelector('#login:not([hidden])', { timeout: WAIT_MS });
+  await bob.reload();
+  await bob.waitForSelector('#login:not([hidden])', { timeout: WAIT_MS });
+  check(await bob.evaluate(() => localStorage.getItem('sb.session')) === null, 'log out forgets the session');
+
+  check(problems.length === 0, 'no console errors or page errors (the CSP allows everything the page does)', problems);
+} catch (e) {
+  fail(e);
+  if (problems.length) console.log('page problems:\n' + problems.join('\n'));
+  if (server) console.log('server log:\n' + server.log());
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  await stopServer(server);
+  fs.rmSync(dataDir, { recursive: true, force: true });
+}
+console.log(failures() ? `browser_webclient: ${failures()} failed` : 'browser_webclient: all passed');
+process.exit(failures() ? 1 : 0);
