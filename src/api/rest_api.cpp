@@ -101,6 +101,16 @@ void WriteUser(JsonWriter& w, const store::User& u) {
       .Field("display_name", u.display_name);
 }
 
+// A user found by id or by name, as the API shows users; "no such user" otherwise.
+HttpResponse UserAnswer(const Result<store::User>& u) {
+  if (!u.ok()) return Error(u.status().code() == Code::kNotFound ? NotFound("no such user") : u.status());
+  JsonWriter w;
+  w.BeginObject();
+  WriteUser(w, *u);
+  w.EndObject();
+  return Json(200, std::move(w).Take());
+}
+
 void WriteConversation(JsonWriter& w, const store::Conversation& c) {
   w.Key("conversation_id").ConvId(c.id)
       .Field("type", store::ConvTypeName(c.type))
@@ -366,13 +376,7 @@ HttpResponse RestApi::Logout(const Ctx& c, const HttpRequest& req) {
 HttpResponse RestApi::GetUser(const Ctx&, std::string_view id) {
   auto uid = ParseUserId(id);
   if (!uid) return Error(NotFound("no such user"));
-  auto u = store_.GetUser(*uid);
-  if (!u.ok()) return Error(u.status().code() == Code::kNotFound ? NotFound("no such user") : u.status());
-  JsonWriter w;
-  w.BeginObject();
-  WriteUser(w, *u);
-  w.EndObject();
-  return Json(200, std::move(w).Take());
+  return UserAnswer(store_.GetUser(*uid));
 }
 
 // GET /v1/users?username=NAME: exact (case-insensitive) lookup, how a client starts a
@@ -382,13 +386,7 @@ HttpResponse RestApi::FindUser(const HttpRequest& req) {
   if (!name) return Error(BadRequest("query parameter 'username' is required"));
   const std::string username = Lower(*name);
   if (!ValidUsername(username)) return Error(NotFound("no such user"));
-  auto u = store_.FindUserByUsername(username);
-  if (!u.ok()) return Error(u.status().code() == Code::kNotFound ? NotFound("no such user") : u.status());
-  JsonWriter w;
-  w.BeginObject();
-  WriteUser(w, *u);
-  w.EndObject();
-  return Json(200, std::move(w).Take());
+  return UserAnswer(store_.FindUserByUsername(username));
 }
 
 HttpResponse RestApi::GetPresence(const Ctx& c, std::string_view id) {

@@ -115,13 +115,7 @@ class AttachmentStoreTest : public ::testing::Test {
     char tmpl[] = "/tmp/sb_attach_XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     root_ = tmpl;
-    store::StoreOptions so;
-    so.dir = root_ + "/store";
-    so.sync = store::SyncPolicy::kNone;
-    auto s = store::RocksStore::Open(so);
-    ASSERT_TRUE(s.ok()) << s.status().message();
-    meta_ = std::move(*s);
-    Reopen();
+    ReopenStore();
   }
   void TearDown() override {
     files_.reset();
@@ -165,7 +159,7 @@ class AttachmentStoreTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status().message();
     return *r;
   }
-  // Closes and reopens the RocksDB store under the attachment store.
+  // (Re)opens the RocksDB store, and the attachment store on it.
   void ReopenStore() {
     files_.reset();
     meta_.reset();

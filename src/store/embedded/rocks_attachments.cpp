@@ -94,6 +94,28 @@ Status DecodeAttachment(std::string_view v, std::string_view digest, Attachment*
   return Status::Ok();
 }
 
+// An iterator over the keys in [lower, upper) of one column family, positioned at the
+// first; the bounds live as long as it does.
+class Range {
+ public:
+  Range(rocksdb::DB& db, rocksdb::ColumnFamilyHandle* cf, std::string lower, std::string upper)
+      : lower_(std::move(lower)), upper_(std::move(upper)), lo_(lower_), up_(upper_) {
+    ro_.iterate_lower_bound = &lo_;
+    ro_.iterate_upper_bound = &up_;
+    it_.reset(db.NewIterator(ro_, cf));
+    it_->Seek(lo_);
+  }
+  Range(const Range&) = delete;
+  Range& operator=(const Range&) = delete;
+  rocksdb::Iterator* operator->() const { return it_.get(); }
+
+ private:
+  std::string lower_, upper_;
+  rocksdb::Slice lo_, up_;
+  rocksdb::ReadOptions ro_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
+
 Status Err(const rocksdb::Status& s, const char* what) {
   return Internal(std::string("rocksdb ") + what + ": " + s.ToString());
 }
@@ -123,14 +145,8 @@ Status RocksStore::ReleaseAttachmentRef(rocksdb::WriteBatch& wb, ConvId conv, Se
 }
 
 Status RocksStore::ReleaseAttachmentRefsBefore(rocksdb::WriteBatch& wb, ConvId conv, Seq first_kept) {
-  const std::string lower = BackRefPrefix(conv);
-  const std::string upper = BackRefKey(conv, first_kept);
-  rocksdb::Slice lo(lower), up(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_lower_bound = &lo;
-  ro.iterate_upper_bound = &up;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
-  for (it->Seek(lo); it->Valid(); it->Next()) {
+  Range it(*db_, meta_, BackRefPrefix(conv), BackRefKey(conv, first_kept));
+  for (; it->Valid(); it->Next()) {
     rocksdb::Slice k = it->key(), v = it->value();
     if (k.size() != 17 || v.size() != kDigest) return Internal("store: corrupted attachment reference");
     wb.Delete(meta_, RefKey(std::string_view(v.data(), v.size()), conv, GetFixed64(k.data() + 9)));
@@ -154,14 +170,8 @@ Status RocksStore::MigrateAttachmentRefs() {
   const auto start = std::chrono::steady_clock::now();
   std::map<ConvId, std::vector<std::string>> legacy;  // conv -> digests
   {
-    const std::string lower(1, kReferenceTag);
-    const std::string upper(1, static_cast<char>(kReferenceTag + 1));
-    rocksdb::Slice lo(lower), up(upper);
-    rocksdb::ReadOptions ro;
-    ro.iterate_lower_bound = &lo;
-    ro.iterate_upper_bound = &up;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
-    for (it->Seek(lo); it->Valid(); it->Next()) {
+    Range it(*db_, meta_, std::string(1, kReferenceTag), std::string(1, static_cast<char>(kReferenceTag + 1)));
+    for (; it->Valid(); it->Next()) {
       rocksdb::Slice k = it->key();
       if (k.size() != kLegacyRefKeyBytes) return Internal("store: unexpected attachment reference key");
       legacy[GetFixed64(k.data() + 1 + kDigest)].emplace_back(k.data() + 1, kDigest);
@@ -174,20 +184,15 @@ Status RocksStore::MigrateAttachmentRefs() {
   uint64_t refs = 0;
   for (const auto& [conv, digests] : legacy) {
     rocksdb::WriteBatch wb;
-    const std::string lower = rocks_format::MessagePrefix(conv);
-    const std::string upper = PrefixEnd(lower);
-    rocksdb::Slice lo(lower), up(upper);
-    rocksdb::ReadOptions ro;
-    ro.iterate_lower_bound = &lo;
-    ro.iterate_upper_bound = &up;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, msgs_));
+    const std::string prefix = rocks_format::MessagePrefix(conv);
+    Range it(*db_, msgs_, prefix, PrefixEnd(prefix));
     std::vector<Message> named;
-    for (it->Seek(lo); it->Valid(); it->Next()) {
+    for (; it->Valid(); it->Next()) {
       rocksdb::Slice k = it->key(), v = it->value();
-      if (k.size() != lower.size() + 8) return Internal("store: corrupted message key");
+      if (k.size() != prefix.size() + 8) return Internal("store: corrupted message key");
       Message m;
       // A record that does not decode cannot name anything we could serve.
-      if (!rocks_format::DecodeMessage(std::string_view(v.data(), v.size()), conv, GetFixed64(k.data() + lower.size()), &m)
+      if (!rocks_format::DecodeMessage(std::string_view(v.data(), v.size()), conv, GetFixed64(k.data() + prefix.size()), &m)
                .ok())
         continue;
       if (!m.media_url.empty()) named.push_back(std::move(m));
@@ -250,14 +255,8 @@ Result<Attachment> RocksStore::GetAttachment(std::string_view id) {
 }
 
 Status RocksStore::ForEachAttachmentReference(std::string_view id, const std::function<bool(ConvId)>& fn) {
-  const std::string lower = Key(kReferenceTag, id);
-  const std::string upper = PrefixEnd(lower);
-  rocksdb::Slice lo(lower), up(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_lower_bound = &lo;
-  ro.iterate_upper_bound = &up;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
-  it->Seek(lo);
+  const std::string prefix = Key(kReferenceTag, id);
+  Range it(*db_, meta_, prefix, PrefixEnd(prefix));
   while (it->Valid()) {
     rocksdb::Slice k = it->key();
     if (k.size() != kRefKeyBytes) return Internal("store: corrupted attachment reference");
@@ -305,13 +304,8 @@ Result<std::vector<ConvId>> RocksStore::AttachmentConversations(std::string_view
 
 Result<std::vector<Attachment>> RocksStore::ListAttachments(std::string_view after, size_t limit) {
   std::vector<Attachment> out;
-  const std::string lower = Key(kAttachmentTag, after);
-  const std::string upper(1, static_cast<char>(kAttachmentTag + 1));
-  rocksdb::Slice lo(lower), up(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &up;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
-  for (it->Seek(lo); it->Valid() && out.size() < limit; it->Next()) {
+  Range it(*db_, meta_, Key(kAttachmentTag, after), std::string(1, static_cast<char>(kAttachmentTag + 1)));
+  for (; it->Valid() && out.size() < limit; it->Next()) {
     rocksdb::Slice k = it->key();
     if (k.size() != 1 + kDigest) return Internal("store: corrupted attachment key");
     std::string_view digest(k.data() + 1, kDigest);
