@@ -23,7 +23,8 @@ const PNG = Buffer.from(
   '89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001249444154789c63f8cfc0c000c20cff81' +
   '00001fee05fb0bd9688b0000000049454e44ae426082', 'hex');
 
-const problems = [];  // console errors and page errors, from both pages
+const problems = [];  // console errors and page errors, from every page
+const sockets = new Map();  // page -> WebSockets it opened
 
 async function person(browser, origin, name) {
   const context = await browser.newContext();
@@ -35,6 +36,8 @@ async function person(browser, origin, name) {
   });
   page.on('pageerror', (e) => problems.push(`${name} page error: ${e.message}`));
   page.on('dialog', (d) => d.accept());  // "Delete this message for everyone?"
+  sockets.set(page, 0);
+  page.on('websocket', () => sockets.set(page, sockets.get(page) + 1));
   await page.goto(origin + '/');
   return page;
 }
@@ -176,6 +179,37 @@ try {
   check(await bob.evaluate(() => localStorage.getItem('sb.session')) === null, 'log out forgets the session');
 
   check(problems.length === 0, 'no console errors or page errors (the CSP allows everything the page does)', problems);
+
+  // Tokens that expire: with 10 s access tokens the server closes each socket with
+  // 1008 when its token runs out; the page refreshes its tokens (before expiry and
+  // after the close), reconnects, and chatting goes on.
+  await alice.context().close();
+  await bob.context().close();
+  await stopServer(server);
+  server = await startServer(bin, fs.mkdtempSync(path.join(dataDir, 'ttl-')), ['--set', 'auth.access_ttl_s=10']);
+  const origin2 = `http://${server.addr}`;
+  const carol = await person(browser, origin2, 'carol');
+  const dave = await person(browser, origin2, 'dave');
+  await signUp(carol, 'carol');
+  await signUp(dave, 'dave');
+  await carol.fill('#new-direct-username', 'dave');
+  await carol.press('#new-direct-username', 'Enter');
+  await carol.waitForSelector('#conversation:not([hidden])', { timeout: WAIT_MS });
+  await carol.fill('#text', 'before the tokens expire');
+  await carol.press('#text', 'Enter');
+  await conversationItem(dave, 'carol').click();
+  await bubble(dave, 'before the tokens expire').waitFor({ timeout: WAIT_MS });
+  await carol.waitForTimeout(13000);  // past one token lifetime
+  const opened = sockets.get(carol);
+  await dave.fill('#text', 'after they expired');
+  await dave.press('#text', 'Enter');
+  await bubble(carol, 'after they expired').waitFor({ timeout: WAIT_MS });
+  await carol.fill('#text', 'and back');
+  await carol.press('#text', 'Enter');
+  await bubble(dave, 'and back').waitFor({ timeout: WAIT_MS });
+  check(opened >= 2, 'chatting goes on across expired access tokens (the socket was closed and opened again)',
+        { sockets: opened });
+  check(problems.length === 0, 'still no console errors or page errors', problems);
 } catch (e) {
   fail(e);
   if (problems.length) console.log('page problems:\n' + problems.join('\n'));
