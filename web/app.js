@@ -52,9 +52,10 @@ class ApiError extends Error {
   }
 }
 
-async function request(method, path, body, { auth = true, raw = null, contentType = null } = {}) {
+async function request(method, path, body, { auth = true, raw = null, contentType = null, token = null } = {}) {
   const headers = {};
-  if (auth && state.session) headers.Authorization = `Bearer ${state.session.access_token}`;
+  if (token) headers.Authorization = `Bearer ${token}`;
+  else if (auth && state.session) headers.Authorization = `Bearer ${state.session.access_token}`;
   let payload;
   if (raw) {
     payload = raw;
@@ -158,16 +159,22 @@ async function signup(username, password) {
 }
 
 async function logout(tellServer = true) {
-  if (tellServer && state.session) {
-    try { await request('POST', '/v1/sessions/logout', { refresh_token: state.session.refresh_token }); } catch { /* gone anyway */ }
-  }
-  localStorage.removeItem(SESSION_KEY);
+  // Forget the session first: the server closes this device's socket as it revokes it,
+  // and nothing may try to refresh or reconnect then.
+  const s = state.session;
   state.session = null;
+  localStorage.removeItem(SESSION_KEY);
   clearTimeout(state.refreshTimer);
+  clearInterval(state.pingTimer);
   if (state.ws) {
     state.ws.onclose = null;
     state.ws.close(1000);
     state.ws = null;
+  }
+  if (tellServer && s) {
+    try {
+      await request('POST', '/v1/sessions/logout', { refresh_token: s.refresh_token }, { token: s.access_token });
+    } catch { /* the session is gone from this browser anyway */ }
   }
   location.reload();
 }
@@ -563,6 +570,9 @@ function timeOf(ms) {
 }
 
 function renderConversations() {
+  // The tab's title counts what is unread, so a background tab shows new messages.
+  const unread = [...state.convs.values()].reduce((n, c) => n + (c.unread_count || 0), 0);
+  document.title = unread ? `(${unread}) Switchboard` : 'Switchboard';
   const list = $('conversations');
   list.replaceChildren();
   const convs = [...state.convs.values()].filter((c) => c.conversation_id);

@@ -94,7 +94,8 @@ try {
   // Bob sees the conversation appear with an unread badge, live.
   const item = conversationItem(bob, 'alice');
   await item.locator('.badge', { hasText: '1' }).waitFor({ timeout: WAIT_MS });
-  check(/hello bob/.test(await item.locator('.preview').textContent()), 'the recipient sees the new chat, its preview and 1 unread');
+  check(/hello bob/.test(await item.locator('.preview').textContent()) && await bob.title() === '(1) Switchboard',
+        'the recipient sees the new chat, its preview and 1 unread (also in the tab title)', await bob.title());
   await item.click();
   const got = bubble(bob, 'hello bob');
   await got.waitFor({ timeout: WAIT_MS });
