@@ -322,6 +322,9 @@ async function openConversation(conv) {
   $('search-results').hidden = true;
   $('empty').hidden = true;
   $('conversation').hidden = false;
+  // Members change without an event on the socket: read them again on each open.
+  const known = state.convs.get(conv);
+  if (known && known.type === 'group') delete known.member_ids;
   const c = await conversationDetails(conv);
   if (!state.oldest.has(conv)) await loadHistory(conv, false);
   c.unread_count = 0;
@@ -599,8 +602,9 @@ function renderHeader() {
     if (p && p.status === 'online') status = 'online';
     else if (p && p.last_seen_ms) status = `last seen ${timeOf(p.last_seen_ms)}`;
   } else if (c.member_ids) {
-    status = `${c.member_ids.length} members`;
+    status = c.member_ids.length === 1 ? '1 member' : `${c.member_ids.length} members`;
   }
+  $('group-tools').hidden = c.type !== 'group';
   $('conv-status').textContent = status;
   const typers = [...(state.typing.get(conv) || new Map()).keys()];
   const names = typers.map((u) => (state.users.get(u) || { display_name: 'someone' }).display_name);
@@ -727,6 +731,25 @@ function renderActions(m, mine) {
   return bar;
 }
 
+// Groups: any member may leave; adding takes the owner or an admin (the server says
+// "forbidden" otherwise, shown as the error).
+async function addMember(conv, username) {
+  const u = await api('GET', `/v1/users?username=${encodeURIComponent(username.trim())}`);
+  const r = await api('POST', `/v1/conversations/${encodeURIComponent(conv)}/members`, { user_ids: [u.user_id] });
+  (state.convs.get(conv) || {}).member_ids = r.member_ids;
+  renderHeader();
+}
+
+async function leave(conv) {
+  await api('DELETE', `/v1/conversations/${encodeURIComponent(conv)}/members/${encodeURIComponent(state.me.user_id)}`);
+  state.convs.delete(conv);
+  state.messages.delete(conv);
+  state.current = null;
+  $('conversation').hidden = true;
+  $('empty').hidden = false;
+  renderConversations();
+}
+
 async function runSearch(q) {
   const r = await api('GET', `/v1/search?q=${encodeURIComponent(q)}&limit=50`);
   const list = $('search-list');
@@ -795,6 +818,16 @@ function wire() {
     $('search-results').hidden = true;
     if (state.current) $('conversation').hidden = false;
     else $('empty').hidden = false;
+  });
+  $('group-tools').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const name = $('add-member').value;
+    if (state.current && name.trim()) {
+      addMember(state.current, name).then(() => { $('add-member').value = ''; }).catch(showError);
+    }
+  });
+  $('leave').addEventListener('click', () => {
+    if (state.current && confirm('Leave this group?')) leave(state.current).catch(showError);
   });
   $('composer').addEventListener('submit', (ev) => {
     ev.preventDefault();

@@ -171,6 +171,19 @@ try {
   await groupMsg.locator('.who', { hasText: 'alice' }).waitFor({ timeout: WAIT_MS });
   check(await bob.textContent('#conv-status') === '2 members', 'a group made from the form; members see the sender of each message',
         await bob.textContent('#conv-status'));
+  // Bob leaves; Alice sees one member left.
+  await bob.click('#leave');
+  await bob.waitForSelector('#empty:not([hidden])', { timeout: WAIT_MS });
+  check((await conversationItem(bob, 'Trip planning').count()) === 0, 'leaving a group removes it from the list');
+  // Alice, the owner, sees him gone when she opens the group, and adds him back.
+  await conversationItem(alice, 'Trip planning').click();
+  await alice.waitForFunction(() => document.getElementById('conv-status').textContent === '1 member', null,
+                              { timeout: WAIT_MS });
+  await alice.fill('#add-member', 'bob');
+  await alice.click('#group-tools button[type=submit]');
+  await alice.waitForFunction(() => document.getElementById('conv-status').textContent === '2 members', null,
+                              { timeout: WAIT_MS });
+  check(true, 'the owner adds a member by username');
 
   // Log out: back to the form, and the session is gone after a reload.
   await bob.click('#logout');
