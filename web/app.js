@@ -4,11 +4,13 @@
 // Session: REST login gives an access token (short-lived JWT) and a refresh token; both
 // are kept in localStorage with the device id, so a reload stays logged in as the same
 // device. The WebSocket carries the token in ?access_token= (browsers cannot set
-// Authorization on it), sends `resume` without cursors (the server replays what this
-// device has not acknowledged), and every message that arrives is acknowledged with a
+// Authorization on it), and every message that arrives is acknowledged with a
 // cumulative DELIVERED receipt within 50 ms; READ goes out for the open conversation
 // while the page is visible. Sends wait in an outbox until their message_ack and are
 // sent again, with the same client_msg_id, after a reconnect.
+//
+// Resume sends cursors (the newest seq the page has per conversation, from the list and
+// from what arrived), so a new device is not sent years of history it can page through.
 //
 // Everything a user typed is put on the page with textContent, never as markup.
 
@@ -239,6 +241,10 @@ async function loadConversations() {
       Object.assign(c, e);
       state.convs.set(e.conversation_id, c);
       seen.push(c);
+      // The list shows these messages (and history brings them on demand): this device
+      // has them, so the socket need not replay them (resume's cursors) and their
+      // senders learn they were delivered.
+      if (e.last_seq) noteReceived(e.conversation_id, e.last_seq, true);
     }
     if (!r.next_cursor) break;
     cursor = r.next_cursor;
@@ -374,9 +380,10 @@ function scheduleReceipts() {
     state.receiptTimer = 0;
     for (const [conv, seq] of state.delivered) {
       if (seq <= (state.deliveredSent.get(conv) || 0)) continue;
-      state.deliveredSent.set(conv, seq);
-      sendFrame({ event: 'message_receipt', conversation_id: conv, status: 'DELIVERED', up_to_seq: seq,
-                  receipt_timestamp_ms: Date.now() });
+      if (sendFrame({ event: 'message_receipt', conversation_id: conv, status: 'DELIVERED', up_to_seq: seq,
+                      receipt_timestamp_ms: Date.now() })) {
+        state.deliveredSent.set(conv, seq);
+      }
     }
     markRead();
   }, 50);
@@ -387,17 +394,21 @@ function markRead() {
   const conv = state.current;
   if (!conv || document.visibilityState !== 'visible') return;
   const seq = state.delivered.get(conv) || 0;
-  if (seq > (state.readSent.get(conv) || 0)) {
+  if (seq > (state.readSent.get(conv) || 0) &&
+      sendFrame({ event: 'message_receipt', conversation_id: conv, status: 'READ', up_to_seq: seq,
+                  receipt_timestamp_ms: Date.now() })) {
     state.readSent.set(conv, seq);
-    sendFrame({ event: 'message_receipt', conversation_id: conv, status: 'READ', up_to_seq: seq,
-                receipt_timestamp_ms: Date.now() });
   }
 }
 
 // ---- the socket --------------------------------------------------------------------
 
+// False when there is no open socket (the frame is dropped; callers that must not lose
+// it keep it: the outbox, the receipt marks).
 function sendFrame(obj) {
-  if (state.ws && state.wsReady) state.ws.send(JSON.stringify(obj));
+  if (!state.ws || !state.wsReady) return false;
+  state.ws.send(JSON.stringify(obj));
+  return true;
 }
 
 async function connect() {
@@ -411,7 +422,9 @@ async function connect() {
   state.wsReady = false;
   ws.onopen = () => {
     state.wsReady = true;
-    ws.send(JSON.stringify({ event: 'resume' }));
+    // Cursors: what this page already has, so only newer messages are replayed (without
+    // them a new device would be sent every conversation's whole history).
+    ws.send(JSON.stringify({ event: 'resume', cursors: Object.fromEntries(state.delivered) }));
   };
   ws.onmessage = (ev) => {
     let f;
@@ -452,6 +465,7 @@ function onEvent(f) {
       // Sends not acknowledged before the drop go again, with the same client_msg_id:
       // the server stores each once and answers a retry with the same ack.
       for (const o of state.outbox.values()) if (!o.failed) sendFrame(o.frame);
+      scheduleReceipts();  // marks that could not go out while disconnected
       break;
     case 'message': onMessage(f); break;
     case 'message_ack': onAck(f); break;

@@ -146,6 +146,25 @@ try {
   check((await conversationItem(alice, 'bob').locator('.badge').count()) === 0,
         "after a reload: no unread badge for what was already read", await conversationItem(alice, 'bob').textContent());
 
+  // Alice on a second browser (a new device): the list and history are there, and the
+  // socket replays none of the old messages (the page resumes from what the list shows).
+  const alice2 = await person(browser, origin, 'alice-2');
+  const replayed = [];
+  alice2.on('websocket', (ws) => ws.on('framereceived', (f) => {
+    if (typeof f.payload === 'string' && f.payload.includes('"event":"message"')) replayed.push(f.payload);
+  }));
+  await alice2.fill('#login-username', 'alice');
+  await alice2.fill('#login-password', 'correct horse alice');
+  await alice2.click('#login-submit');
+  await alice2.waitForSelector('#app:not([hidden])', { timeout: WAIT_MS });
+  await alice2.waitForFunction(() => document.getElementById('conn-state').classList.contains('online'), null,
+                               { timeout: WAIT_MS });
+  await conversationItem(alice2, 'bob').click();
+  await bubble(alice2, 'zebrafish tonight').waitFor({ timeout: WAIT_MS });
+  check(replayed.length === 0, 'a new device is not sent the old messages over the socket (history comes on demand)',
+        { replayed: replayed.length });
+  await alice2.context().close();
+
   // Search (the index lags the commit by up to search.index_delay_ms).
   let found = 0;
   for (let i = 0; i < 40 && !found; i++) {

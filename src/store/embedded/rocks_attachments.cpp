@@ -191,10 +191,9 @@ Status RocksStore::MigrateAttachmentRefs() {
       rocksdb::Slice k = it->key(), v = it->value();
       if (k.size() != prefix.size() + 8) return Internal("store: corrupted message key");
       Message m;
+      const Seq seq = GetFixed64(k.data() + prefix.size());
       // A record that does not decode cannot name anything we could serve.
-      if (!rocks_format::DecodeMessage(std::string_view(v.data(), v.size()), conv, GetFixed64(k.data() + prefix.size()), &m)
-               .ok())
-        continue;
+      if (!rocks_format::DecodeMessage(std::string_view(v.data(), v.size()), conv, seq, &m).ok()) continue;
       if (!m.media_url.empty()) named.push_back(std::move(m));
     }
     if (!it->status().ok()) return Err(it->status(), "scan messages");
@@ -207,11 +206,13 @@ Status RocksStore::MigrateAttachmentRefs() {
   }
   st = db_->Put(account_wo_, meta_, kRefsVersionKey, std::string(1, static_cast<char>(kRefsVersion)));
   if (!st.ok()) return Err(st, "put attachment reference version");
-  if (!legacy.empty())
+  if (!legacy.empty()) {
+    const auto took = std::chrono::steady_clock::now() - start;
     LOG_INFO("attachment_refs_migrated")
         .Kv("conversations", legacy.size())
         .Kv("references", refs)
-        .Kv("ms", std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+        .Kv("ms", std::chrono::duration_cast<std::chrono::milliseconds>(took).count());
+  }
   return Status::Ok();
 }
 
