@@ -411,10 +411,22 @@ function sendFrame(obj) {
   return true;
 }
 
+function reconnectLater() {
+  const wait = state.retryMs;
+  state.retryMs = Math.min(state.retryMs * 2, 30000);
+  setTimeout(() => { if (state.session) connect(); }, wait * (0.5 + Math.random()));
+}
+
 async function connect() {
-  // The upgrade checks the token: one about to expire is refreshed first.
+  // The upgrade checks the token: one about to expire is refreshed first (a dead
+  // session logs out; an unreachable server is tried again later).
   if (Date.now() > state.session.expires_at - 30000) {
-    try { await refreshSession(); } catch { return; }
+    try {
+      await refreshSession();
+    } catch {
+      if (state.session) reconnectLater();
+      return;
+    }
   }
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
   const ws = new WebSocket(`${proto}://${location.host}/v1/ws?access_token=${encodeURIComponent(state.session.access_token)}`);
@@ -441,9 +453,7 @@ async function connect() {
     if (ev.code === 1008) {
       try { await refreshSession(); } catch { if (!state.session) return; }
     }
-    const wait = state.retryMs;
-    state.retryMs = Math.min(state.retryMs * 2, 30000);
-    setTimeout(() => { if (state.session) connect(); }, wait * (0.5 + Math.random()));
+    reconnectLater();
   };
 }
 
@@ -529,6 +539,7 @@ function onAck(a) {
 }
 
 function onReceipt(r) {
+  if (r.recipient_id && r.recipient_id === state.me.user_id) return;  // my own marks: not ticks
   let seq = r.up_to_seq;
   if (!seq && r.message_id && state.byId.has(r.message_id)) seq = state.byId.get(r.message_id).seq;
   if (!seq) return;
