@@ -152,6 +152,8 @@ RestApi::RestApi(store::Store& store, const auth::TokenService& tokens, auth::Re
                 200000),
       login_account_(opts_.limits.login_failures_per_account_burst,
                      opts_.limits.login_failures_per_account_per_min / 60.0, 200000),
+      user_lookups_(opts_.limits.user_lookups_per_user_per_min, opts_.limits.user_lookups_per_user_per_min / 60.0,
+                    200000),
       revoked_(revoked) {
   auto h = auth::HashPassword("switchboard-timing-equalizer", opts_.password);
   if (h.ok()) dummy_hash_ = *h;
@@ -199,7 +201,7 @@ HttpResponse RestApi::Handle(const HttpRequest& req) {
   if (seg.size() == 3 && seg[1] == "sessions" && seg[2] == "logout" && m == "POST") return Logout(c, req);
 
   if (seg.size() == 2 && seg[1] == "search" && m == "GET") return Search(c, req);
-  if (seg.size() == 2 && seg[1] == "users" && m == "GET") return FindUser(req);
+  if (seg.size() == 2 && seg[1] == "users" && m == "GET") return FindUser(c, req);
   if (seg.size() == 3 && seg[1] == "users" && m == "GET") return GetUser(c, seg[2]);
   if (seg.size() == 4 && seg[1] == "users" && seg[3] == "presence" && m == "GET")
     return GetPresence(c, seg[2]);
@@ -381,9 +383,18 @@ HttpResponse RestApi::GetUser(const Ctx&, std::string_view id) {
 
 // GET /v1/users?username=NAME: exact (case-insensitive) lookup, how a client starts a
 // conversation with someone it knows by name. No prefix search: names are not listed.
-HttpResponse RestApi::FindUser(const HttpRequest& req) {
+HttpResponse RestApi::FindUser(const Ctx& c, const HttpRequest& req) {
   const std::string* name = req.Query("username");
   if (!name) return Error(BadRequest("query parameter 'username' is required"));
+  {
+    std::lock_guard lk(login_mu_);
+    int64_t wait_s = 0;
+    if (!user_lookups_.Take(c.claims.user, 1, clock_.NowMs(), true, &wait_s)) {
+      HttpResponse r = Error(RateLimited("too many username lookups; retry later"));
+      r.headers.emplace_back("Retry-After", std::to_string(std::max<int64_t>(wait_s, 1)));
+      return r;
+    }
+  }
   const std::string username = Lower(*name);
   if (!ValidUsername(username)) return Error(NotFound("no such user"));
   return UserAnswer(store_.FindUserByUsername(username));

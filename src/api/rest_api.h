@@ -59,7 +59,7 @@ class RestApi {
   HttpResponse RefreshSession(const HttpRequest& req);
   HttpResponse Logout(const Ctx& c, const HttpRequest& req);
   HttpResponse GetUser(const Ctx& c, std::string_view id);
-  HttpResponse FindUser(const HttpRequest& req);
+  HttpResponse FindUser(const Ctx& c, const HttpRequest& req);
   HttpResponse GetPresence(const Ctx& c, std::string_view id);
   HttpResponse Settings(const Ctx& c, std::string_view id, const HttpRequest& req);
   HttpResponse CreateConversation(const Ctx& c, const HttpRequest& req);
@@ -87,6 +87,8 @@ class RestApi {
   std::mutex login_mu_;
   TokenBuckets<std::string> login_ip_;
   TokenBuckets<std::string> login_account_;
+  // Username lookups per user (under login_mu_ too: both are rare and short).
+  TokenBuckets<UserId> user_lookups_;
   std::string dummy_hash_;
   PresenceQuery presence_;
   SettingsChanged settings_changed_;

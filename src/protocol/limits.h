@@ -29,6 +29,9 @@ struct Limits {
   double login_failures_per_account_per_min = 5;
   double login_failures_per_account_burst = 10;
   double login_attempts_per_ip_per_min = 60;
+  // GET /v1/users?username=: lookups per user per minute (burst: the same), so that
+  // nobody walks the name space; over it: 429 rate_limited.
+  double user_lookups_per_user_per_min = 60;
 };
 
 }  // namespace sb::protocol

@@ -112,6 +112,7 @@ const std::vector<Entry>& Entries() {
       {"limits.login_failures_per_account_per_min", "failed logins per account per minute after the burst", SB_DBL(limits.login_failures_per_account_per_min, 0.01, 1e9)},
       {"limits.login_failures_per_account_burst", "failed logins per account before the rate applies", SB_DBL(limits.login_failures_per_account_burst, 1, 1e9)},
       {"limits.login_attempts_per_ip_per_min", "login attempts per client address per minute (burst: the same)", SB_DBL(limits.login_attempts_per_ip_per_min, 1, 1e9)},
+      {"limits.user_lookups_per_user_per_min", "GET /v1/users?username= lookups per user per minute (burst: the same)", SB_DBL(limits.user_lookups_per_user_per_min, 1, 1e9)},
       {"chat.bulk_slice_sends", "group fan-out: member visits per slice before a shard turns to other work (1:1 messages, acks)", SB_NUM(bulk_slice_sends, size_t, 1, 1u << 24)},
       {"chat.max_bulk_backlog", "group fan-out work (member visits) queued on all shards before new group messages are refused as unavailable", SB_NUM(max_bulk_backlog, int64_t, 1000, 1LL << 40)},
       {"chat.receipts_max_members", "per-member receipts are pushed to senders (and replayed by resume) only in conversations up to this size; larger groups push \"delivered to all\" / \"read by all\" (all_members) instead", SB_NUM(receipts_max_members, size_t, 2, 100000)},

@@ -340,6 +340,25 @@ TEST_F(HardeningTest, PasswordGuessingIsThrottledPerAccountAndPerAddress) {
   EXPECT_EQ(api_->GetUser(other.access_token, other.user_id).status, 200);
 }
 
+TEST_F(HardeningTest, UsernameLookupsAreLimitedPerUser) {
+  StartServer({"--set", "limits.user_lookups_per_user_per_min=3"});
+  TestUser walker, other;
+  CreateUser(*api_, "walker", &walker);
+  CreateUser(*api_, "neighbour", &other);
+  for (int i = 0; i < 3; ++i) {
+    auto r = api_->Request("GET", "/v1/users?username=name" + std::to_string(i), {}, walker.access_token);
+    EXPECT_EQ(r.status, 404) << r.Describe();
+  }
+  auto limited = api_->Request("GET", "/v1/users?username=" + other.username, {}, walker.access_token);
+  EXPECT_EQ(limited.status, 429) << limited.Describe();
+  EXPECT_EQ(limited.ErrorCode(), "rate_limited");
+  const std::string retry = limited.Header("Retry-After");
+  EXPECT_TRUE(retry == "20" || retry == "19") << "one lookup every 20 s: " << retry;
+  // Per user: the other one is not held back, and other calls of the walker still work.
+  EXPECT_EQ(api_->Request("GET", "/v1/users?username=" + walker.username, {}, other.access_token).status, 200);
+  EXPECT_EQ(api_->GetUser(walker.access_token, other.user_id).status, 200);
+}
+
 }  // namespace
 }  // namespace sb::test
 
