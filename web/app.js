@@ -682,7 +682,7 @@ function renderMessage(m, mk, group, outState) {
   } else {
     li.append(el('div', 'body', m.content));
   }
-  if (m.reactions && m.reactions.size) {
+  if (m.reactions && m.reactions.size && !m.deleted) {
     const counts = new Map();
     for (const r of m.reactions.values()) counts.set(r, (counts.get(r) || 0) + 1);
     li.append(el('div', 'reactions', [...counts].map(([r, n]) => (n > 1 ? `${r} ${n}` : r)).join('  ')));

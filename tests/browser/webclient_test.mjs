@@ -6,9 +6,11 @@
 //
 // Sign up, start a direct chat by username, send, see the message arrive with an unread
 // badge, read it (the sender's ticks turn to read), typing and presence, markup sent as
-// text stays text, an image attachment shown to the other side, delete, reload (still
-// logged in, history back), search, a group, and the page's own rules: its Content-Security-Policy
-// is in force and nothing on the page breaks it (no console errors, no page errors).
+// text stays text, an image attachment shown to the other side, a reaction, an edit,
+// delete, reload (still logged in, history back), a second device that is not sent old
+// messages, search, a group, and the page's own rules: its Content-Security-Policy is
+// in force and nothing on the page breaks it (no console errors, no page errors). Then
+// access tokens that expire mid-chat.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -35,7 +37,9 @@ async function person(browser, origin, name) {
     if (m.type() === 'error' && !/status of 404/.test(m.text())) problems.push(`${name} console: ${m.text()}`);
   });
   page.on('pageerror', (e) => problems.push(`${name} page error: ${e.message}`));
-  page.on('dialog', (d) => d.accept());  // "Delete this message for everyone?"
+  // Confirmations are accepted; a prompt (Edit) gets the text the test set in
+  // page.promptAnswer, else keeps its default.
+  page.on('dialog', (d) => d.accept(d.type() === 'prompt' ? page.promptAnswer : undefined));
   sockets.set(page, 0);
   page.on('websocket', () => sockets.set(page, sockets.get(page) + 1));
   await page.goto(origin + '/');
@@ -129,6 +133,25 @@ try {
   }, null, { timeout: WAIT_MS });
   check(true, 'an image sent from the file picker is shown to the recipient');
 
+  // React and edit: Bob reacts to Alice's first message, then edits one of his own.
+  const first = bubble(bob, 'hello bob');
+  await first.hover();
+  await first.locator('.actions button[title="React"]').click();
+  await bubble(alice, 'hello bob').locator('.reactions').waitFor({ timeout: WAIT_MS });
+  check((await bubble(alice, 'hello bob').locator('.reactions').textContent()) === '👍',
+        "a reaction shows under the message on the author's side");
+  await bob.fill('#text', 'see you at the zoo');
+  await bob.press('#text', 'Enter');
+  const zoo = bubble(bob, 'see you at the zoo');
+  await zoo.locator('.ticks:not([title="pending"])').waitFor({ timeout: WAIT_MS });
+  bob.promptAnswer = 'see you at the aquarium';
+  await zoo.hover();
+  await zoo.locator('.actions button', { hasText: 'Edit' }).click();
+  await bubble(alice, 'see you at the aquarium').waitFor({ timeout: WAIT_MS });
+  check((await bubble(alice, 'see you at the zoo').count()) === 0 &&
+        /edited/.test(await bubble(alice, 'see you at the aquarium').locator('.meta').textContent()),
+        'an edit replaces the text on the other side, marked edited');
+
   // Delete: the recipient sees the tombstone.
   const mine = bubble(alice, 'hello bob');
   await mine.hover();
@@ -143,6 +166,8 @@ try {
   await bubble(alice, 'zebrafish tonight').waitFor({ timeout: WAIT_MS });
   check((await alice.locator('#message-list li.msg.deleted').count()) === 1 && (await alice.locator('#message-list img').count()) === 1,
         'after a reload: still logged in, history with the tombstone and the image');
+  check((await bubble(alice, 'see you at the aquarium').count()) === 1 && (await bubble(alice, 'see you at the zoo').count()) === 0,
+        'after a reload: the edit is in the history too');
   check((await conversationItem(alice, 'bob').locator('.badge').count()) === 0,
         "after a reload: no unread badge for what was already read", await conversationItem(alice, 'bob').textContent());
 
