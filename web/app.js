@@ -490,6 +490,20 @@ function onEvent(f) {
   }
 }
 
+// Reactions, edits and deletes act on another message: never a bubble of their own.
+const isEffect = (contentType) => contentType === 'reaction' || contentType === 'edit' || contentType === 'delete';
+
+// The list entry follows its newest message, as the server's summary does (the preview
+// is that message's content: an edit's new text, a reaction's emoji, nothing for a
+// delete). False when `m` is not newer than what the entry shows.
+function noteLatest(c, m) {
+  if (m.seq <= (c.last_seq || 0)) return false;
+  c.last_seq = m.seq;
+  c.last_message_ms = m.server_timestamp_ms;
+  c.last_message_preview = m.content || '';
+  return true;
+}
+
 function onMessage(m) {
   const fresh = storeMessage(m);
   noteReceived(m.conversation_id, m.seq, true);
@@ -500,11 +514,7 @@ function onMessage(m) {
     state.convs.set(m.conversation_id, c);
     conversationDetails(m.conversation_id).then(renderConversations).catch(() => {});
   }
-  if (m.seq > (c.last_seq || 0)) {
-    c.last_seq = m.seq;
-    c.last_message_ms = m.server_timestamp_ms;
-    if (!['reaction', 'edit', 'delete'].includes(m.content_type)) c.last_message_preview = m.content;
-    else if (m.content_type === 'edit') c.last_message_preview = m.content;
+  if (noteLatest(c, m)) {
     if (m.sender_id !== state.me.user_id && (state.current !== m.conversation_id || document.visibilityState !== 'visible')) {
       c.unread_count = (c.unread_count || 0) + 1;
     }
@@ -528,11 +538,7 @@ function onAck(a) {
     // conversation's messages reach this socket before the ack of a later one).
     if (a.seq === (state.delivered.get(a.conversation_id) || 0) + 1) noteReceived(a.conversation_id, a.seq, false);
     const c = state.convs.get(a.conversation_id);
-    if (c && a.seq > (c.last_seq || 0)) {
-      c.last_seq = a.seq;
-      c.last_message_ms = a.server_timestamp_ms;
-      if (f.content_type === 'text' || f.content_type === 'edit') c.last_message_preview = f.content;
-    }
+    if (c) noteLatest(c, m);
   }
   renderConversations();
   if (state.current === a.conversation_id) renderMessages(true);
@@ -652,11 +658,11 @@ function renderMessages(scrollToEnd) {
   const msgs = [...convMessages(conv).values()].sort((a, b) => a.seq - b.seq);
   const group = (state.convs.get(conv) || {}).type === 'group';
   for (const m of msgs) {
-    if (['reaction', 'edit', 'delete'].includes(m.content_type)) continue;
+    if (isEffect(m.content_type)) continue;
     list.append(renderMessage(m, mk, group));
   }
   for (const o of state.outbox.values()) {
-    if (o.conv !== conv || ['reaction', 'edit', 'delete'].includes(o.frame.content_type)) continue;
+    if (o.conv !== conv || isEffect(o.frame.content_type)) continue;
     const m = { content: o.frame.content, content_type: o.frame.content_type, media_url: o.frame.media_url,
                 sender_id: state.me.user_id, server_timestamp_ms: o.frame.sent_timestamp_ms };
     list.append(renderMessage(m, mk, group, o.failed ? 'failed' : 'pending'));

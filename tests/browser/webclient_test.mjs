@@ -158,6 +158,9 @@ try {
   await mine.locator('.actions button', { hasText: 'Delete' }).click();
   await bob.locator('#message-list li.msg.deleted', { hasText: 'This message was deleted' }).waitFor({ timeout: WAIT_MS });
   check((await bubble(bob, 'hello bob').count()) === 0, 'a deleted message becomes a tombstone for the recipient');
+  check(await conversationItem(bob, 'alice').locator('.preview').textContent() === '',
+        'the list preview follows the newest message (a delete: empty, as the server lists it)',
+        await conversationItem(bob, 'alice').locator('.preview').textContent());
 
   // A reload keeps the session (refresh token) and brings the history back.
   await alice.reload();
