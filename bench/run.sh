@@ -9,8 +9,8 @@
 #   --long         groups, mixed, storm, queries and sweep longer and larger (30 s
 #                  windows, 10 s per sweep rate, more clients); the rest as usual
 #   --fsync MODE   the server's store.fsync (default always: acks mean on disk)
-#   --only LIST    comma-separated subset of: latency,throughput,senders,openloop,idle,
-#                  groups,mixed,storm,queries,sweep,store; and soak, which runs only
+#   --only LIST    comma-separated subset of: latency,throughput,senders,openloop,floor,
+#                  idle,groups,mixed,storm,queries,sweep,store; and soak, which runs only
 #                  when named: open loop at SOAK_RATE msg/s (default 10000) for SOAK_S
 #                  seconds (default 300), a line every 10 s (latency, server CPU and
 #                  RSS, search backlog): what a sustained load does over minutes
@@ -47,6 +47,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 # Each binary can be overridden, e.g. to compare two server builds with one loadgen.
 SERVER=${SERVER:-$BUILD_DIR/switchboard}
 LOADGEN=${LOADGEN:-$BUILD_DIR/bench/loadgen}
+FLOOR_RELAY=${FLOOR_RELAY:-$BUILD_DIR/bench/floor_relay}
 STORE_BENCH=${STORE_BENCH:-$BUILD_DIR/bench/store_bench}
 RESULTS=bench/results
 
@@ -90,6 +91,8 @@ else
 fi
 
 [[ -n "$RATE_OVERRIDE" ]] && RATE=$RATE_OVERRIDE
+# The relay runs at the issue's floor (35,000 msg/s) unless a rate is given.
+if ((QUICK)); then FLOOR_RATE=$RATE; else FLOOR_RATE=${RATE_OVERRIDE:-35000}; fi
 
 # The scenarios of issue #7 are brief by default (a few seconds each, so the standard
 # set stays a few minutes) and longer with --long. Groups: G groups of M members (the
@@ -220,6 +223,30 @@ start_server() {
   echo "-- server pid $SERVER_PID on 127.0.0.1:$PORT (data $DATA_DIR, log $SERVER_LOG)"
 }
 
+# start_relay NAME: bench/floor_relay (the same 1:1 traffic relayed with nothing
+# stored, checked or indexed) in place of the server: what the machine and the
+# generator leave to a real server (docs/performance.md, "The floor without a server").
+start_relay() {
+  local name=$1 i
+  stop_server
+  SERVER_LOG=$LOGS/server-$name.log
+  "$FLOOR_RELAY" >"$SERVER_LOG" 2>&1 &
+  SERVER_PID=$!
+  PORT=""
+  for ((i = 0; i < 100; i++)); do
+    PORT=$(awk '/^listening/ { print $2; exit }' "$SERVER_LOG" 2>/dev/null || true)
+    [[ -n "$PORT" ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z "$PORT" ]]; then
+    PROBLEMS+=("floor_relay did not start for $name (log: $SERVER_LOG)")
+    stop_server
+    return 1
+  fi
+  echo "-- floor_relay pid $SERVER_PID on 127.0.0.1:$PORT (log $SERVER_LOG)"
+}
+
 # loadgen NAME ARGS...: one loadgen run against the current server.
 loadgen() {
   local name=$1
@@ -264,6 +291,16 @@ fi
 if want openloop; then
   if start_server openloop; then
     loadgen openloop --scenario senders --pairs "$PAIRS" --rate "$RATE" --duration "$DUR_LONG" --warmup "$WARMUP"
+    stop_server
+  fi
+fi
+
+# The open-loop run again, against a relay that does none of a server's work.
+if want floor; then
+  if [[ ! -x "$FLOOR_RELAY" ]]; then
+    PROBLEMS+=("floor: $FLOOR_RELAY not found (./dev bench builds it)")
+  elif start_relay floor; then
+    loadgen floor --scenario senders --pairs "$PAIRS" --rate "$FLOOR_RATE" --duration "$DUR_LONG" --warmup "$WARMUP"
     stop_server
   fi
 fi
