@@ -138,6 +138,43 @@ TEST_F(RetentionStoreTest, DropsWholeBucketsAndKeepsTheSequenceGoing) {
   EXPECT_EQ(*store_->FirstRetained(1), 101u);
 }
 
+// An edit or delete is sequenced after the core read its target; retention may drop
+// the target before the commit. The rewrite must not put it back below the mark (nor
+// take back the attachment reference the drop released); rewrites above it go in.
+TEST_F(RetentionStoreTest, ARewriteOfADroppedMessageDoesNotBringItBack) {
+  Conv(1);
+  Fill(1, 10, 1767225600000, 1000);
+  auto target = store_->GetMessage(1, 3);
+  auto kept = store_->GetMessage(1, 7);
+  ASSERT_TRUE(target.ok() && kept.ok());
+  ASSERT_TRUE(store_->DropHistoryBefore(1, 6).ok());
+
+  CommitBatch b;
+  Message tombstone = *target;
+  tombstone.deleted = true;
+  tombstone.content.clear();
+  b.rewrites.push_back(tombstone);
+  Message edited = *kept;
+  edited.content = "edited";
+  b.rewrites.push_back(edited);
+  ASSERT_TRUE(store_->Commit(b).ok());
+
+  auto check = [&](const char* when) {
+    EXPECT_EQ(store_->GetMessage(1, 3).status().code(), Code::kNotFound) << when;
+    auto page = store_->ReadAfter(1, 0, 100);
+    ASSERT_TRUE(page.ok()) << when;
+    ASSERT_EQ(page->size(), 5u) << when;
+    EXPECT_EQ(page->front().seq, 6u) << when << ": history starts at the mark";
+    EXPECT_EQ((*page)[1].content, "edited") << when;
+    auto older = store_->ReadBefore(1, 6, 10);
+    ASSERT_TRUE(older.ok()) << when;
+    EXPECT_TRUE(older->empty()) << when;
+  };
+  ASSERT_NO_FATAL_FAILURE(check("live"));
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_NO_FATAL_FAILURE(check("after a restart"));
+}
+
 // Derived data (the search index) is told the first kept seq of every trimmed
 // conversation on every pass, so a copy that missed a drop converges.
 TEST_F(RetentionStoreTest, TellsWhatWasTrimmedOnEveryPass) {

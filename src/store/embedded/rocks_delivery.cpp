@@ -7,6 +7,7 @@
 // so are a device's cursors (resume without cursors is one scan).
 #include <rocksdb/write_batch.h>
 
+#include <mutex>
 #include <unordered_map>
 
 #include "base/utf8.h"
@@ -109,7 +110,15 @@ Status RocksStore::Commit(const CommitBatch& batch) {
     for (const Message& m : batch.messages) latest[m.conv] = &m;
     for (const auto& [conv, m] : latest) wb.Put(meta_, SummaryKey(conv), EncodeSummary(*m));
   }
+  // Rewrites go in under history_mu_, held until the batch is written: retention may
+  // have dropped a target since the core read it, and a put would bring it back below
+  // FirstRetained (the drop released its attachment already).
+  std::unique_lock<std::mutex> history_lock(history_mu_, std::defer_lock);
+  if (!batch.rewrites.empty()) history_lock.lock();
   for (const Message& m : batch.rewrites) {
+    auto first = FirstRetained(m.conv);
+    if (!first.ok()) return first.status();
+    if (m.seq < *first) continue;
     wb.Put(msgs_, rocks_format::MessageKey(m.conv, m.seq), rocks_format::EncodeMessage(m));
     // A deleted message no longer holds its attachment (an edit keeps it).
     if (m.deleted)

@@ -829,6 +829,8 @@ Result<Seq> RocksStore::FirstRetained(ConvId conv) {
 
 Status RocksStore::DropHistoryBefore(ConvId conv, Seq first_kept) {
   if (conv == 0) return BadRequest("conversation id 0");
+  // Against a concurrent Commit rewriting a message of this range (history_mu_).
+  std::lock_guard lk(history_mu_);
   auto current = FirstRetained(conv);
   if (!current.ok()) return current.status();
   if (first_kept <= *current) return Status::Ok();

@@ -126,6 +126,11 @@ class RocksStore final : public Store {
   // Serialises the check-then-put of CreateUser / CreateConversation. Those are rare,
   // so one lock is simpler than RocksDB transactions and costs nothing measurable.
   std::mutex create_mu_;
+  // Serialises rewrites of existing messages (Commit's edit and delete targets) with
+  // DropHistoryBefore: a rewrite checks the conversation's FirstRetained under it, so a
+  // delete committed while retention drops its target cannot put the message back
+  // below the mark. Commit takes it only for batches with rewrites.
+  std::mutex history_mu_;
 };
 
 // Key and value encodings (see README.md, "Key layout" and "Records").
