@@ -11,15 +11,19 @@
 // the floor that no server can avoid (docs/performance.md, "The floor without a
 // server").
 //
-//   build/bench/floor_relay [--listen 127.0.0.1:0]
+//   build/bench/floor_relay [--listen 127.0.0.1:0] [--burn-us N]
 //   prints "listening PORT" on stdout; runs until SIGINT/SIGTERM.
+//   --burn-us N: spin N microseconds of CPU per message sent, on a second thread
+//   (a stand-in for a server's own work: what CPU per message the floor allows).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <simdjson.h>
@@ -28,8 +32,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -41,6 +48,12 @@ namespace {
 using sb::protocol::WsReader;
 
 std::atomic<bool> g_stop{false};
+
+int64_t ThreadCpuNs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
 
 int64_t WallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -55,6 +68,7 @@ void Take(R&& r, T& out) {
 }
 
 struct Conn {
+  uint64_t id = 0;
   int fd = -1;
   bool ws = false;
   bool dirty = false;
@@ -72,16 +86,36 @@ struct Conversation {
 
 class Relay {
  public:
-  explicit Relay(int listen_fd) : lfd_(listen_fd) {}
+  Relay(int listen_fd, int64_t burn_us) : lfd_(listen_fd), burn_us_(burn_us) {}
+  ~Relay() {
+    {
+      std::lock_guard lk(burn_mu_);
+      burn_stop_ = true;
+    }
+    burn_cv_.notify_all();
+    if (burner_.joinable()) burner_.join();
+  }
 
   int Run() {
     ep_ = epoll_create1(0);
     Add(lfd_, nullptr);
+    if (burn_us_ > 0) {
+      done_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.ptr = &done_fd_;
+      epoll_ctl(ep_, EPOLL_CTL_ADD, done_fd_, &ev);
+      burner_ = std::thread([this] { Burn(); });
+    }
     std::vector<epoll_event> evs(1024);
     char buf[65536];
     while (!g_stop.load()) {
       int n = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), dirty_.empty() ? 100 : 1);
       for (int i = 0; i < n; ++i) {
+        if (evs[i].data.ptr == &done_fd_) {
+          TakeBurnt();
+          continue;
+        }
         Conn* c = static_cast<Conn*>(evs[i].data.ptr);
         if (c == nullptr) {
           Accept();
@@ -133,7 +167,9 @@ class Relay {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto* c = new Conn;
+      c->id = ++next_id_;
       c->fd = fd;
+      live_[c->id] = c;
       Add(fd, c);
     }
   }
@@ -142,6 +178,7 @@ class Relay {
     if (c->closed) return;
     c->closed = true;
     close(c->fd);
+    live_.erase(c->id);
     if (c->user >= 0) {
       auto& v = conns_of_[c->user];
       std::erase(v, c);
@@ -350,13 +387,22 @@ class Relay {
       out_ += R"(","conversation_id":")";
       out_ += conv;
       out_ += R"(","message_id":")" + mid_s + R"(","seq":)" + seq + R"(,"server_timestamp_ms":)" + now + "}";
-      Queue(c, out_);
+      std::string ack = out_;
       out_ = R"({"event":"message","conversation_id":")";
       out_ += conv;
       out_ += R"(","message_id":")" + mid_s + R"(","seq":)" + seq + R"(,"sender_id":"usr_)" +
               std::to_string(c->user) + R"(","content":)";
       out_ += content_raw;
       out_ += R"(,"content_type":"text","server_timestamp_ms":)" + now + "}";
+      if (burn_us_ > 0) {
+        {
+          std::lock_guard lk(burn_mu_);
+          burn_in_.push_back(Burnt{c->id, c->user, static_cast<size_t>(cv - convs_.data()), std::move(ack), out_});
+        }
+        burn_cv_.notify_one();
+        return;
+      }
+      Queue(c, ack);
       ToOthers(*cv, c->user, out_);
     } else if (ev == "message_receipt") {
       Conversation* cv = ConvOf(conv, c->user);
@@ -376,7 +422,64 @@ class Relay {
     }
   }
 
+  // --burn-us: a second thread spends the given CPU per message between the sequencing
+  // and the ack, as a server's commit thread would; the relay thread sends what it
+  // hands back.
+  struct Burnt {
+    uint64_t conn;
+    int user;
+    size_t conv;
+    std::string ack, msg;
+  };
+  void Burn() {
+    std::vector<Burnt> batch;
+    for (;;) {
+      {
+        std::unique_lock lk(burn_mu_);
+        burn_cv_.wait(lk, [&] { return burn_stop_ || !burn_in_.empty(); });
+        if (burn_stop_) return;
+        batch.swap(burn_in_);
+      }
+      // The thread's own CPU time, not the wall clock: a preempted spin burns nothing.
+      const int64_t until = ThreadCpuNs() + burn_us_ * 1000 * static_cast<int64_t>(batch.size());
+      while (ThreadCpuNs() < until) {
+      }
+      {
+        std::lock_guard lk(burn_mu_);
+        for (Burnt& b : batch) burn_out_.push_back(std::move(b));
+      }
+      batch.clear();
+      uint64_t one = 1;
+      if (write(done_fd_, &one, sizeof one) < 0) {
+      }
+    }
+  }
+  void TakeBurnt() {
+    uint64_t n;
+    if (read(done_fd_, &n, sizeof n) < 0) {
+    }
+    std::vector<Burnt> done;
+    {
+      std::lock_guard lk(burn_mu_);
+      done.swap(burn_out_);
+    }
+    for (Burnt& b : done) {
+      auto it = live_.find(b.conn);
+      if (it != live_.end()) Queue(it->second, b.ack);
+      ToOthers(convs_[b.conv], b.user, b.msg);
+    }
+  }
+
   int lfd_;
+  int64_t burn_us_;
+  int done_fd_ = -1;
+  std::thread burner_;
+  std::mutex burn_mu_;
+  std::condition_variable burn_cv_;
+  bool burn_stop_ = false;
+  std::vector<Burnt> burn_in_, burn_out_;
+  uint64_t next_id_ = 0;
+  std::unordered_map<uint64_t, Conn*> live_;
   int ep_ = -1;
   simdjson::ondemand::parser parser_;
   std::string scratch_, out_;
@@ -391,12 +494,15 @@ class Relay {
 
 int main(int argc, char** argv) {
   std::string addr = "127.0.0.1:0";
+  int64_t burn_us = 0;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--listen" && i + 1 < argc) {
       addr = argv[++i];
+    } else if (a == "--burn-us" && i + 1 < argc) {
+      burn_us = std::atoll(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: floor_relay [--listen HOST:PORT]\n");
+      std::fprintf(stderr, "usage: floor_relay [--listen HOST:PORT] [--burn-us N]\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -428,5 +534,5 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &act, nullptr);
   sigaction(SIGTERM, &act, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  return Relay(lfd).Run();
+  return Relay(lfd, burn_us).Run();
 }
