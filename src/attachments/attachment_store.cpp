@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include "attachments/attachment_id.h"
 #include "base/ids.h"
@@ -319,6 +320,57 @@ Result<AttachmentStore::SweepResult> AttachmentStore::Sweep() {
     }
     if (page->size() < 1000) break;
     after = page->back().id;
+  }
+  return r;
+}
+
+namespace {
+struct DirCloser {
+  void operator()(DIR* d) const { ::closedir(d); }
+};
+using Dir = std::unique_ptr<DIR, DirCloser>;
+
+// A fan-out directory's name: two lowercase hex digits.
+bool IsFanOutName(std::string_view n) {
+  auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+  return n.size() == 2 && hex(n[0]) && hex(n[1]);
+}
+}  // namespace
+
+Result<AttachmentStore::SweepResult> AttachmentStore::RemoveOrphans() {
+  SweepResult r;
+  Dir top(::opendir(opts_.dir.c_str()));
+  if (!top) return Errno("opendir " + opts_.dir);
+  while (dirent* e1 = ::readdir(top.get())) {
+    if (!IsFanOutName(e1->d_name)) continue;
+    const std::string mid = opts_.dir + "/" + e1->d_name;
+    Dir mid_dir(::opendir(mid.c_str()));
+    if (!mid_dir) continue;  // not a directory (nothing of ours), or gone
+    while (dirent* e2 = ::readdir(mid_dir.get())) {
+      if (!IsFanOutName(e2->d_name)) continue;
+      const std::string leaf = mid + "/" + e2->d_name;
+      Dir leaf_dir(::opendir(leaf.c_str()));
+      if (!leaf_dir) continue;
+      while (dirent* e3 = ::readdir(leaf_dir.get())) {
+        const std::string path = leaf + "/" + e3->d_name;
+        auto digest = ParseAttachmentId(std::string(kIdPrefix) + e3->d_name);
+        if (!digest || PathOf(*digest) != path) continue;
+        struct stat sb {};
+        if (::lstat(path.c_str(), &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        ++r.examined;
+        std::lock_guard files(files_mu_);
+        auto record = meta_.GetAttachment(*digest);
+        if (record.ok()) continue;
+        if (record.status().code() != Code::kNotFound) return record.status();
+        if (::unlink(path.c_str()) != 0) {
+          if (errno == ENOENT) continue;
+          LOG_WARN("attachment_file_not_removed").Kv("file", path).Kv("error", std::strerror(errno));
+          continue;
+        }
+        ++r.removed;
+        r.bytes += static_cast<uint64_t>(sb.st_size);
+      }
+    }
   }
   return r;
 }

@@ -140,6 +140,14 @@ class AttachmentStore {
     uint64_t bytes = 0;
   };
   Result<SweepResult> Sweep();
+  // Deletes the files under the directory that no record names: what a crash leaves
+  // between a sweep's record delete and its unlink, or between an upload's rename and
+  // its record, and what a failed unlink left. Walks every file once (the sweep's first
+  // pass after a start); each file is checked and removed under the same lock as
+  // Finish and Sweep, so an upload finishing meanwhile keeps its file. Files whose names
+  // are not an attachment's (`xx/yy/<64 hex>` with xx, yy its first digits) are left
+  // alone. `examined`: attachment files seen.
+  Result<SweepResult> RemoveOrphans();
   // How often a send naming an attachment refreshes its last use: a quarter of the
   // TTL, so a send's attachment cannot be collected before the message is committed.
   int64_t TouchGranularityMs() const { return opts_.unreferenced_ttl_ms / 4; }

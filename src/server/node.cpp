@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "api/attachment_api.h"
 #include "api/rest_api.h"
@@ -106,11 +107,26 @@ std::unique_ptr<PeriodicJob> StartRetention(store::Store& store, const Clock& cl
 
 // Deletes unreferenced attachments (AttachmentStore::Sweep) every
 // store.attachment_sweep_interval_s; none when store.unreferenced_attachment_ttl_s is 0.
+// The first pass after a start also deletes files no record names (RemoveOrphans).
 std::unique_ptr<PeriodicJob> StartAttachmentSweep(attachments::AttachmentStore& files, const Config& cfg) {
-  if (cfg.unreferenced_attachment_ttl_s <= 0) return nullptr;
+  const bool sweep = cfg.unreferenced_attachment_ttl_s > 0;
   return std::make_unique<PeriodicJob>(
-      "attach-sweep", std::chrono::seconds(cfg.attachment_sweep_interval_s), [&files] {
+      "attach-sweep", std::chrono::seconds(cfg.attachment_sweep_interval_s), [&files, sweep, first = true]() mutable {
         int64_t t0 = MonoNs();
+        if (std::exchange(first, false)) {
+          auto o = files.RemoveOrphans();
+          if (!o.ok()) {
+            LOG_ERROR("attachment_orphans_failed").Kv("error", o.status().message());
+          } else if (o->removed > 0) {
+            LOG_INFO("attachment_orphans_removed")
+                .Kv("examined", o->examined)
+                .Kv("removed", o->removed)
+                .Kv("bytes", o->bytes)
+                .Kv("ms", (MonoNs() - t0) / 1000000);
+          }
+          t0 = MonoNs();
+        }
+        if (!sweep) return;
         auto r = files.Sweep();
         if (!r.ok()) {
           LOG_ERROR("attachment_sweep_failed").Kv("error", r.status().message());

@@ -651,6 +651,33 @@ class AttachmentSweepTest : public ::testing::Test {
   std::unique_ptr<ServerProcess> server_;
 };
 
+// A file left under the attachment directory without a record (a crash between a
+// sweep's record delete and its unlink) is deleted by the first sweep after a start;
+// an uploaded attachment next to it stays downloadable.
+TEST_F(AttachmentSweepTest, AFileWithoutARecordIsDeletedAfterARestart) {
+  auto api = Api();
+  TestUser alice;
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "orphan_al", &alice));
+  const std::string bytes = RandomBytes(20000, 43);
+  HttpResponse up = Upload(api, alice.access_token, bytes, "image/png");
+  ASSERT_EQ(up.status, 201) << up.Describe();
+  const std::string id = *up.json()["attachment_id"].Str();
+  server_->Stop();
+  const std::string hex(64, 'e');
+  const std::string orphan = server_->data_dir() + "/attachments/ee/ee/" + hex;
+  fs::create_directories(fs::path(orphan).parent_path());
+  std::ofstream(orphan, std::ios::binary) << "bytes nothing names";
+  ASSERT_TRUE(server_->Restart()) << server_->error();
+  for (auto deadline = SteadyClock::now() + std::chrono::seconds(10);
+       SteadyClock::now() < deadline && fs::exists(orphan);)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(fs::exists(orphan));
+  EXPECT_NE(server_->Log().find("attachment_orphans_removed"), std::string::npos) << server_->Log();
+  HttpResponse down = Download(Api(), alice.access_token, id);  // a new port after the restart
+  EXPECT_EQ(down.status, 200) << down.Describe();
+  EXPECT_TRUE(down.body == bytes) << "the kept attachment's bytes changed";
+}
+
 TEST_F(AttachmentSweepTest, AnUploadNoMessageNamesIsDeletedAfterItsTtl) {
   auto api = Api();
   TestUser alice, bob;

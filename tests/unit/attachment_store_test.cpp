@@ -493,6 +493,51 @@ TEST_F(AttachmentStoreTest, UnreferencedAttachmentsAreSweptAfterTheirTtl) {
       << "the old uploaders went with the old record";
 }
 
+// A crash between a sweep's record delete and its unlink (or between an upload's
+// rename and its record) leaves a file nothing names. The first sweep after a start
+// deletes such files and nothing else: files with records, and files whose names are
+// not an attachment's, stay.
+TEST_F(AttachmentStoreTest, FilesWithoutARecordAreRemovedAndNothingElse) {
+  auto kept = Put("has a record", 1);
+  ASSERT_TRUE(kept.ok()) << kept.status().message();
+  // The bytes of a swept attachment whose unlink never happened.
+  const std::string orphan_bytes = "record deleted, file left";
+  const std::string orphan = Sha256(orphan_bytes);
+  fs::create_directories(fs::path(files_->PathOf(orphan)).parent_path());
+  std::ofstream(files_->PathOf(orphan), std::ios::binary) << orphan_bytes;
+  // Not ours: an operator's note, a hex name in the wrong fan-out directory, a
+  // directory with an attachment's name.
+  const std::string dir = root_ + "/attachments";
+  std::ofstream(dir + "/README") << "notes";
+  const std::string misplaced = DigestHex(Sha256("misplaced"));
+  fs::create_directories(dir + "/00/00");
+  std::ofstream(dir + "/00/00/" + misplaced) << "misplaced";
+  const std::string as_dir = files_->PathOf(Sha256("a directory"));
+  fs::create_directories(as_dir);
+  ASSERT_EQ(FilesUnder(dir), 4u);
+
+  auto r = files_->RemoveOrphans();
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->examined, 2u) << "the two files at an attachment's path";
+  EXPECT_EQ(r->removed, 1u);
+  EXPECT_EQ(r->bytes, orphan_bytes.size());
+  EXPECT_FALSE(fs::exists(files_->PathOf(orphan)));
+  EXPECT_EQ(ReadFile(files_->PathOf(kept->id)), "has a record");
+  EXPECT_TRUE(files_->OpenBlob(kept->id).ok());
+  EXPECT_TRUE(fs::exists(dir + "/README"));
+  EXPECT_TRUE(fs::exists(dir + "/00/00/" + misplaced));
+  EXPECT_TRUE(fs::is_directory(as_dir));
+
+  // The same bytes uploaded again afterwards are stored with a record, as new.
+  auto again = Put(orphan_bytes, 2);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->id, orphan);
+  EXPECT_TRUE(files_->OpenBlob(orphan).ok());
+  r = files_->RemoveOrphans();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->removed, 0u);
+}
+
 TEST_F(AttachmentStoreTest, UsesRefreshTheLastUseAtTheirGranularity) {
   constexpr int64_t kTtl = 4'000'000;
   Reopen(1 << 20, 4, 0, 0, kTtl);
