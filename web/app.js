@@ -42,6 +42,7 @@ const state = {
   receiptTimer: 0,
   refreshTimer: 0,
   typingSentAt: 0,
+  showMembers: false,     // the open group's member panel
 };
 
 // ---- REST --------------------------------------------------------------------------
@@ -336,6 +337,7 @@ async function openConversation(conv) {
   c.unread_count = 0;
   renderConversations();
   renderHeader();
+  renderMembers();
   renderMessages(true);
   markRead();
   $('text').focus();
@@ -769,6 +771,71 @@ async function addMember(conv, username) {
   const r = await api('POST', `/v1/conversations/${encodeURIComponent(conv)}/members`, { user_ids: [u.user_id] });
   (state.convs.get(conv) || {}).member_ids = r.member_ids;
   renderHeader();
+  renderMembers();
+}
+
+// The member panel of the open group: names and roles, and what my role lets me do.
+// The buttons follow the server's rules (docs/protocol.md, "Groups as built"): the
+// owner and admins rename and remove members, only the owner removes an admin or
+// appoints and dismisses admins, nobody removes the owner. The server checks them all
+// again; a refusal shows as the error.
+function renderMembers() {
+  const c = state.convs.get(state.current) || {};
+  const panel = $('members-panel');
+  panel.hidden = !state.showMembers || c.type !== 'group' || !c.member_ids;
+  if (panel.hidden) return;
+  const me = state.me.user_id;
+  const admins = new Set(c.admin_ids || []);
+  const owner = c.owner_id === me;
+  const manager = owner || admins.has(me);
+  $('rename-form').hidden = !manager;
+  const list = $('member-list');
+  list.replaceChildren();
+  for (const id of c.member_ids) {
+    const u = state.users.get(id);
+    if (!u) user(id).then(rerenderMembersSoon).catch(() => {});
+    const li = el('li');
+    li.dataset.user = id;
+    const role = id === c.owner_id ? 'owner' : admins.has(id) ? 'admin' : '';
+    li.append(el('span', 'name', u ? u.display_name : '…'), el('span', 'role', role));
+    const path = `/v1/conversations/${encodeURIComponent(c.conversation_id)}`;
+    const act = (label, method, sub) => {
+      const b = el('button', 'secondary', label);
+      b.type = 'button';
+      b.addEventListener('click', () => groupChange(c.conversation_id, method, `${path}/${sub}/${encodeURIComponent(id)}`)
+        .catch(showError));
+      li.append(b);
+    };
+    if (owner && id !== me) {
+      if (admins.has(id)) act('Dismiss admin', 'DELETE', 'admins');
+      else act('Make admin', 'PUT', 'admins');
+    }
+    if (id !== me && id !== c.owner_id && (owner || (manager && !admins.has(id)))) act('Remove', 'DELETE', 'members');
+    list.append(li);
+  }
+}
+
+// Names arrive one lookup at a time: one re-render for a burst of them.
+let membersRerender = 0;
+function rerenderMembersSoon() {
+  if (membersRerender) return;
+  membersRerender = setTimeout(() => {
+    membersRerender = 0;
+    renderMembers();
+  }, 50);
+}
+
+// A change to the group (rename, roles, removal), then the group as it is now.
+async function groupChange(conv, method, path, body) {
+  await api(method, path, body);
+  const c = state.convs.get(conv);
+  if (!c) return;
+  Object.assign(c, await api('GET', `/v1/conversations/${encodeURIComponent(conv)}`));
+  renderConversations();
+  if (state.current === conv) {
+    renderHeader();
+    renderMembers();
+  }
 }
 
 async function leave(conv) {
@@ -856,6 +923,18 @@ function wire() {
     if (state.current && name.trim()) {
       addMember(state.current, name).then(() => { $('add-member').value = ''; }).catch(showError);
     }
+  });
+  $('members-toggle').addEventListener('click', () => {
+    state.showMembers = !state.showMembers;
+    renderMembers();
+  });
+  $('rename-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const title = $('rename-title').value.trim();
+    if (!state.current || !title) return;
+    groupChange(state.current, 'PATCH', `/v1/conversations/${encodeURIComponent(state.current)}`, { title })
+      .then(() => { $('rename-title').value = ''; })
+      .catch(showError);
   });
   $('leave').addEventListener('click', () => {
     if (state.current && confirm('Leave this group?')) leave(state.current).catch(showError);

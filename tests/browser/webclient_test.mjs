@@ -8,7 +8,7 @@
 // badge, read it (the sender's ticks turn to read), typing and presence, markup sent as
 // text stays text, an image attachment shown to the other side, a reaction, an edit,
 // delete, reload (still logged in, history back), a second device that is not sent old
-// messages, search, a group, and the page's own rules: its Content-Security-Policy is
+// messages, search, a group and its administration (rename, admins, removal), and the page's own rules: its Content-Security-Policy is
 // in force and nothing on the page breaks it (no console errors, no page errors). Then
 // access tokens that expire mid-chat.
 import fs from 'node:fs';
@@ -231,6 +231,46 @@ try {
   await alice.waitForFunction(() => document.getElementById('conv-status').textContent === '2 members', null,
                               { timeout: WAIT_MS });
   check(true, 'the owner adds a member by username');
+
+  // The member panel: the owner renames the group, makes Bob an admin (who then may
+  // rename but not remove the owner), dismisses him, and removes him.
+  const memberRow = (page, name) => page.locator('#member-list li', { has: page.locator('.name', { hasText: name }) });
+  await alice.click('#members-toggle');
+  await memberRow(alice, 'bob').waitFor({ timeout: WAIT_MS });
+  check(await memberRow(alice, 'alice').locator('.role').textContent() === 'owner' &&
+        await memberRow(alice, 'bob').locator('.role').textContent() === '' &&
+        (await memberRow(alice, 'alice').locator('button').count()) === 0,
+        'the member panel lists the members with their roles, and no action on oneself');
+  await alice.fill('#rename-title', 'Trip 2027');
+  await alice.click('#rename-form button');
+  await alice.waitForFunction(() => document.getElementById('conv-title').textContent === 'Trip 2027', null,
+                              { timeout: WAIT_MS });
+  await conversationItem(alice, 'Trip 2027').waitFor({ timeout: WAIT_MS });
+  check(true, 'the owner renames the group (header and list)');
+  await memberRow(alice, 'bob').locator('button', { hasText: 'Make admin' }).click();
+  await memberRow(alice, 'bob').locator('.role', { hasText: 'admin' }).waitFor({ timeout: WAIT_MS });
+  // Bob was added back without a socket event; a message brings the group to his list.
+  await alice.fill('#text', 'you are an admin now');
+  await alice.press('#text', 'Enter');
+  await conversationItem(bob, 'Trip 2027').click();
+  await bubble(bob, 'you are an admin now').waitFor({ timeout: WAIT_MS });
+  await bob.click('#members-toggle');
+  await memberRow(bob, 'alice').waitFor({ timeout: WAIT_MS });
+  check(!(await bob.locator('#rename-form').isHidden()) &&
+        (await memberRow(bob, 'alice').locator('button').count()) === 0,
+        'an admin may rename, and has no button against the owner');
+  await memberRow(alice, 'bob').locator('button', { hasText: 'Dismiss admin' }).click();
+  await memberRow(alice, 'bob').locator('button', { hasText: 'Make admin' }).waitFor({ timeout: WAIT_MS });
+  await memberRow(alice, 'bob').locator('button', { hasText: 'Remove' }).click();
+  await alice.waitForFunction(() => document.getElementById('conv-status').textContent === '1 member', null,
+                              { timeout: WAIT_MS });
+  check((await memberRow(alice, 'bob').count()) === 0, 'the owner dismisses an admin and removes a member');
+  // Removed: what Bob sends to the group now is refused.
+  await bob.fill('#text', 'still here?');
+  await bob.press('#text', 'Enter');
+  await bob.locator('#message-list li.msg', { hasText: 'still here?' }).locator('.ticks.failed')
+    .waitFor({ timeout: WAIT_MS });
+  check(true, 'a removed member\'s send is refused');
 
   // Log out: back to the form, and the session is gone after a reload.
   await bob.click('#logout');
