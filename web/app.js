@@ -329,7 +329,8 @@ async function openConversation(conv) {
   $('search-results').hidden = true;
   $('empty').hidden = true;
   $('conversation').hidden = false;
-  // Members change without an event on the socket: read them again on each open.
+  // Changes arrive as conversation_updated while connected; read the members again on
+  // each open for what happened while this page was offline.
   const known = state.convs.get(conv);
   if (known && known.type === 'group') delete known.member_ids;
   const c = await conversationDetails(conv);
@@ -487,9 +488,40 @@ function onEvent(f) {
       state.presence.set(f.user_id, f);
       renderHeader();
       break;
+    case 'conversation_updated': onConversationUpdated(f); break;
+    case 'conversation_removed': onConversationRemoved(f.conversation_id); break;
     case 'error': onError(f); break;
     default: break;
   }
+}
+
+// A conversation I am in was created or changed (members, title, roles): it shows in
+// the list at once, and the open group's header and member panel follow.
+function onConversationUpdated(f) {
+  const known = state.convs.get(f.conversation_id);
+  const c = known || { conversation_id: f.conversation_id, unread_count: 0, last_message_ms: f.created_ms };
+  for (const k of ['type', 'title', 'member_ids', 'owner_id', 'admin_ids', 'created_ms']) if (k in f) c[k] = f[k];
+  state.convs.set(f.conversation_id, c);
+  if (c.type === 'direct' && !c.other) conversationDetails(f.conversation_id).then(renderConversations).catch(() => {});
+  renderConversations();
+  if (state.current === f.conversation_id) {
+    renderHeader();
+    renderMembers();
+  }
+}
+
+// I left or was removed (this device or another of mine): the group goes from the list.
+function onConversationRemoved(conv) {
+  if (!state.convs.has(conv)) return;
+  state.convs.delete(conv);
+  state.messages.delete(conv);
+  state.oldest.delete(conv);
+  if (state.current === conv) {
+    state.current = null;
+    $('conversation').hidden = true;
+    $('empty').hidden = false;
+  }
+  renderConversations();
 }
 
 // Reactions, edits and deletes act on another message: never a bubble of their own.
@@ -840,12 +872,7 @@ async function groupChange(conv, method, path, body) {
 
 async function leave(conv) {
   await api('DELETE', `/v1/conversations/${encodeURIComponent(conv)}/members/${encodeURIComponent(state.me.user_id)}`);
-  state.convs.delete(conv);
-  state.messages.delete(conv);
-  state.current = null;
-  $('conversation').hidden = true;
-  $('empty').hidden = false;
-  renderConversations();
+  onConversationRemoved(conv);
 }
 
 async function runSearch(q) {

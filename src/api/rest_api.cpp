@@ -111,22 +111,6 @@ HttpResponse UserAnswer(const Result<store::User>& u) {
   return Json(200, std::move(w).Take());
 }
 
-void WriteConversation(JsonWriter& w, const store::Conversation& c) {
-  w.Key("conversation_id").ConvId(c.id)
-      .Field("type", store::ConvTypeName(c.type))
-      .Field("title", c.title);
-  w.Key("member_ids").BeginArray();
-  for (UserId m : c.members) w.UserId(m);
-  w.EndArray();
-  if (c.type == store::ConvType::kGroup) {
-    w.Key("owner_id").UserId(c.created_by);
-    w.Key("admin_ids").BeginArray();
-    for (UserId a : c.admins) w.UserId(a);
-    w.EndArray();
-  }
-  w.Field("created_ms", c.created_ms);
-}
-
 bool IsIn(const std::vector<UserId>& v, UserId u) { return std::binary_search(v.begin(), v.end(), u); }
 
 // Owner and admins manage a group.
@@ -488,9 +472,11 @@ HttpResponse RestApi::CreateConversation(const Ctx& c, const HttpRequest& req) {
   bool created = false;
   auto stored = store_.CreateConversation(conv, &created);
   if (!stored.ok()) return Error(stored.status());
+  // The other members' open devices learn of it at once (conversation_updated).
+  if (created && conv_changed_) conv_changed_(*stored, {});
   JsonWriter w;
   w.BeginObject();
-  WriteConversation(w, *stored);
+  protocol::WriteConversationFields(w, *stored);
   w.EndObject();
   return Json(created ? 201 : 200, std::move(w).Take());
 }
@@ -513,17 +499,17 @@ HttpResponse RestApi::GetConversation(const Ctx& c, std::string_view id) {
   if (!last.ok()) return Error(last.status());
   JsonWriter w;
   w.BeginObject();
-  WriteConversation(w, *conv);
+  protocol::WriteConversationFields(w, *conv);
   w.Field("last_seq", static_cast<uint64_t>(*last));
   w.EndObject();
   return Json(200, std::move(w).Take());
 }
 
 HttpResponse RestApi::ConversationAnswer(int status, const store::Conversation& conv) {
-  if (conv_changed_) conv_changed_(conv);
+  if (conv_changed_) conv_changed_(conv, {});
   JsonWriter w;
   w.BeginObject();
-  WriteConversation(w, conv);
+  protocol::WriteConversationFields(w, conv);
   w.EndObject();
   return Json(status, std::move(w).Take());
 }
@@ -565,7 +551,7 @@ HttpResponse RestApi::AddMembers(const Ctx& c, std::string_view id, const HttpRe
     return Status::Ok();
   });
   if (!updated.ok()) return Error(updated.status());
-  if (conv_changed_) conv_changed_(*updated);
+  if (conv_changed_) conv_changed_(*updated, {});
   LOG_INFO("members_added").Kv("conv", FormatConvId(conv->id)).Kv("count", add.size());
   JsonWriter w;
   w.BeginObject().Key("member_ids").BeginArray();
@@ -600,7 +586,7 @@ HttpResponse RestApi::RemoveMember(const Ctx& c, std::string_view id, std::strin
     return Status::Ok();
   });
   if (!updated.ok()) return Error(updated.status());
-  if (conv_changed_) conv_changed_(*updated);
+  if (conv_changed_) conv_changed_(*updated, {*target});
   LOG_INFO("member_removed").Kv("conv", FormatConvId(conv->id)).Kv("user", FormatUserId(*target));
   HttpResponse r;
   r.status = 204;

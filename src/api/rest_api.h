@@ -40,7 +40,8 @@ class RestApi {
   // The full-text index behind GET /v1/search (owned by the caller; may be unset).
   void SetSearchIndex(search::SearchIndex* index) { search_ = index; }
   // Told after a conversation's members, title or roles changed (already stored).
-  using ConversationChanged = std::function<void(const store::Conversation&)>;
+  // A conversation's record changed; `removed`: users who are no longer members.
+  using ConversationChanged = std::function<void(const store::Conversation&, const std::vector<UserId>& removed)>;
   void SetConversationChanged(ConversationChanged f) { conv_changed_ = std::move(f); }
   // Told after a device logged out, to close its open sockets.
   using DeviceLoggedOut = std::function<void(UserId, const std::string& device)>;

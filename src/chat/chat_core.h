@@ -133,11 +133,13 @@ class ChatCore {
   // conversation (a stranger learns nothing, not even whether the user exists).
   // Blocking (waits for the owner shard): call it from a pool thread, not a shard.
   std::optional<PresenceView> QueryPresence(UserId viewer, UserId target);
-  // A conversation's record changed in the store (members, title, roles): its owner
-  // shard switches to the new member list before this returns, so a removed member
-  // gets nothing sequenced or committed from then on. Blocking (waits for the owner
-  // shard, at most 2 s): call it from a pool thread.
-  void ConversationChanged(const store::Conversation& c);
+  // A conversation's record was created or changed in the store (members, title,
+  // roles): its owner shard switches to the new member list before this returns, so a
+  // removed member gets nothing sequenced or committed from then on; then every device
+  // of every member gets `conversation_updated` and every device of the users in
+  // `removed` gets `conversation_removed`. Blocking (waits for the owner shard, at most
+  // 2 s): call it from a pool thread.
+  void ConversationChanged(const store::Conversation& c, const std::vector<UserId>& removed = {});
   // Closes every open connection of the user's device (all shards) with `code`.
   // Thread-safe; returns at once.
   void CloseDevice(UserId user, const std::string& device, uint16_t code, const std::string& reason);

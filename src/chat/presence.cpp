@@ -235,19 +235,31 @@ int64_t ChatCore::VisibleLastSeen(uint32_t owner, UserId user, UserPresence& up)
   return up.told_online ? clock_.NowMs() : state_[owner]->registry->Get(user).last_seen_ms;
 }
 
-void ChatCore::ConversationChanged(const store::Conversation& c) {
+void ChatCore::ConversationChanged(const store::Conversation& c, const std::vector<UserId>& removed) {
   auto done = std::make_shared<std::promise<void>>();
   auto fut = done->get_future();
   uint32_t owner = OwnerShard(c.id);
   auto members = std::make_shared<const std::vector<UserId>>(c.members);
+  auto gone = std::make_shared<const std::vector<UserId>>(removed);
+  // Serialized once here; every shard sends the same bytes.
+  FramePtr updated = MakeFrame(protocol::ConversationUpdatedFrame(c));
+  FramePtr removed_frame = gone->empty() ? nullptr : MakeFrame(protocol::ConversationRemovedFrame(c.id));
   ConvId id = c.id;
-  shards_[owner]->Post([this, owner, id, members, done] {
+  shards_[owner]->Post([this, owner, id, members, gone, updated, removed_frame, done] {
     auto it = state_[owner]->convs.find(id);
     if (it != state_[owner]->convs.end()) {
       ConvState& cs = *it->second;
       cs.members = members;
       // Someone removed stops typing for the others.
       std::erase_if(cs.typing_until_ms, [&](auto& kv) { return !cs.IsMember(kv.first); });
+    }
+    // Told after the switch: from here on the members are the new ones. Every device
+    // of every member learns the new record; those removed learn only that.
+    for (uint32_t t = 0; t < shards_.size(); ++t) {
+      RunOn(owner, t, [this, t, members, gone, updated, removed_frame] {
+        SendToUsers(t, *members, updated, 0, 0);
+        if (removed_frame) SendToUsers(t, *gone, removed_frame, 0, 0);
+      });
     }
     done->set_value();
   });

@@ -21,6 +21,36 @@ void WriteMessageFields(JsonWriter& w, const store::Message& m) {
   if (m.edited_ms != 0) w.Field("edited_ms", m.edited_ms);
 }
 
+void WriteConversationFields(JsonWriter& w, const store::Conversation& c) {
+  w.Key("conversation_id").ConvId(c.id)
+      .Field("type", store::ConvTypeName(c.type))
+      .Field("title", c.title);
+  w.Key("member_ids").BeginArray();
+  for (UserId m : c.members) w.UserId(m);
+  w.EndArray();
+  if (c.type == store::ConvType::kGroup) {
+    w.Key("owner_id").UserId(c.created_by);
+    w.Key("admin_ids").BeginArray();
+    for (UserId a : c.admins) w.UserId(a);
+    w.EndArray();
+  }
+  w.Field("created_ms", c.created_ms);
+}
+
+std::string ConversationUpdatedFrame(const store::Conversation& c) {
+  JsonWriter w(160 + 28 * (c.members.size() + c.admins.size()) + c.title.size());
+  w.BeginObject().Field("event", "conversation_updated");
+  WriteConversationFields(w, c);
+  w.EndObject();
+  return std::move(w).Take();
+}
+
+std::string ConversationRemovedFrame(ConvId conv) {
+  JsonWriter w(80);
+  w.BeginObject().Field("event", "conversation_removed").Key("conversation_id").ConvId(conv).EndObject();
+  return std::move(w).Take();
+}
+
 std::string MessageFrame(const store::Message& m) {
   // The fixed part (names, ids, timestamps) is ~290 bytes; sized so that the one
   // allocation holds the whole frame unless the content needs much escaping.

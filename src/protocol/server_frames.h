@@ -14,7 +14,16 @@ namespace sb::protocol {
 // The `message` object of the contract (without "event"), for frames and REST pages.
 void WriteMessageFields(JsonWriter& w, const store::Message& m);
 
+// The conversation object of the contract (without "event"), for REST answers and the
+// conversation_updated frame.
+void WriteConversationFields(JsonWriter& w, const store::Conversation& c);
+
 std::string MessageFrame(const store::Message& m);
+// A conversation's record changed (members, title, roles): its new state, to every
+// device of every member (docs/protocol.md, "Groups as built").
+std::string ConversationUpdatedFrame(const store::Conversation& c);
+// The user is no longer a member (left, or removed): to every device of that user.
+std::string ConversationRemovedFrame(ConvId conv);
 std::string AckFrame(const store::Message& m, bool duplicate);
 std::string ErrorFrame(const Status& s, std::string_view client_msg_id = {});
 std::string PongFrame(int64_t server_ms);

@@ -297,7 +297,8 @@ int RunServe(const Config& cfg) {
   chat::ChatCore core(*store, server.Executors(), co, clock);
   server.SetCore(&core);
   rest.SetPresenceQuery([&core](UserId viewer, UserId target) { return core.QueryPresence(viewer, target); });
-  rest.SetConversationChanged([&core](const store::Conversation& c) { core.ConversationChanged(c); });
+  rest.SetConversationChanged(
+      [&core](const store::Conversation& c, const std::vector<UserId>& removed) { core.ConversationChanged(c, removed); });
   rest.SetDeviceLoggedOut([&core](UserId user, const std::string& device) {
     core.CloseDevice(user, device, 1008, "logged out");
   });

@@ -1,6 +1,10 @@
 // Group membership and roles over REST, with their effect on open sockets.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <functional>
+
 #include "test_support.h"
 
 namespace sb::test {
@@ -107,6 +111,99 @@ TEST_F(GroupsTest, RemovalTakesEffectOnOpenSocketsAtOnce) {
   EXPECT_EQ(api.GetConversation(carol.access_token, conv).status, 404);
   auto list = api.ListConversations(carol.access_token);
   for (auto& c : list.json()["conversations"].Items()) EXPECT_NE(c["conversation_id"].Str(), conv);
+}
+
+// The first `event` frame about `conv` on `ws` that `want` accepts (other frames are
+// skipped: each change sends one, and a device may not have read the earlier ones), or
+// a None.
+Json AwaitConversationEvent(WsClient& ws, std::string_view event, const std::string& conv,
+                            const std::function<bool(const Json&)>& want = [](const Json&) { return true; }) {
+  auto deadline = std::chrono::steady_clock::now() + kFrameTimeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto text = ws.Recv(std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now()));
+    if (!text) break;
+    Json f = Json::Parse(*text);
+    if (!f.valid()) continue;
+    if (f["event"].Str() == std::string(event) && f["conversation_id"].Str() == conv && want(f)) return f;
+  }
+  return Json::None("no " + std::string(event) + " for " + conv);
+}
+
+std::vector<std::string> IdsOf(const Json& array) {
+  std::vector<std::string> out;
+  for (auto& v : array.Items()) out.push_back(*v.Str());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Open devices learn of membership, title and role changes as they happen: every
+// member's devices get the conversation's new record, a removed member's devices only
+// that they are out, and nobody else anything.
+TEST_F(GroupsTest, MembersLearnOfChangesOnTheirOpenSockets) {
+  auto api = Api();
+  TestUser owner, bob, carol, dave;
+  CreateUser(api, "uowner", &owner);
+  CreateUser(api, "ubob", &bob);
+  CreateUser(api, "ucarol", &carol);
+  CreateUser(api, "udave", &dave);
+  WsClient wo, wb, wb2, wc, wd;
+  ConnectAndResume(api, owner, &wo);
+  ConnectAndResume(api, bob, &wb);
+  TestUser bob_laptop;
+  ASSERT_NO_FATAL_FAILURE(LoginDevice(api, bob, "laptop", &bob_laptop));
+  ConnectAndResume(api, bob_laptop, &wb2);
+  ConnectAndResume(api, carol, &wc);
+  ConnectAndResume(api, dave, &wd);
+
+  // Created: the members' devices are told, the creator's too.
+  auto r = api.CreateConversation(owner.access_token, "group", {bob.user_id}, "plans");
+  ASSERT_EQ(r.status, 201) << r.Describe();
+  const std::string conv = *r.json()["conversation_id"].Str();
+  for (WsClient* ws : {&wo, &wb, &wb2}) {
+    Json f = AwaitConversationEvent(*ws, "conversation_updated", conv);
+    ASSERT_EQ(f["title"].Str(), "plans"s) << f;
+    EXPECT_EQ(f["type"].Str(), "group"s);
+    EXPECT_EQ(f["owner_id"].Str(), owner.user_id);
+    EXPECT_EQ(IdsOf(f["member_ids"]), (std::vector<std::string>{std::min(owner.user_id, bob.user_id),
+                                                                 std::max(owner.user_id, bob.user_id)}));
+  }
+  // Renamed, a member added, an admin appointed: each one a new record for everyone in.
+  auto members_are = [](size_t n) { return [n](const Json& f) { return f["member_ids"].Size() == n; }; };
+  ASSERT_EQ(api.Request("PATCH", "/v1/conversations/" + conv, R"({"title":"trip"})", owner.access_token).status, 200);
+  EXPECT_EQ(AwaitConversationEvent(wb, "conversation_updated", conv)["title"].Str(), "trip"s);
+  ASSERT_EQ(api.Request("POST", "/v1/conversations/" + conv + "/members", R"({"user_ids":)" + Ids({&carol}) + "}",
+                        owner.access_token)
+                .status,
+            200);
+  Json added = AwaitConversationEvent(wc, "conversation_updated", conv);
+  EXPECT_EQ(added["title"].Str(), "trip"s) << added;
+  EXPECT_EQ(added["member_ids"].Size(), 3u);
+  EXPECT_TRUE(AwaitConversationEvent(wb2, "conversation_updated", conv, members_are(3)).valid())
+      << "bob's other device sees carol added";
+  ASSERT_EQ(api.Request("PUT", "/v1/conversations/" + conv + "/admins/" + carol.user_id, "", owner.access_token).status,
+            200);
+  EXPECT_TRUE(AwaitConversationEvent(wb, "conversation_updated", conv,
+                                     [&](const Json& f) { return f["admin_ids"][0].Str() == carol.user_id; })
+                  .valid())
+      << "carol appointed";
+
+  // Bob removed: both his devices are told he is out, and nothing of the group's new
+  // state; the others see him gone.
+  ASSERT_EQ(api.Request("DELETE", "/v1/conversations/" + conv + "/members/" + bob.user_id, "", owner.access_token)
+                .status,
+            204);
+  for (WsClient* ws : {&wb, &wb2}) {
+    Json gone = AwaitConversationEvent(*ws, "conversation_removed", conv);
+    ASSERT_TRUE(gone.valid()) << gone.error();
+    EXPECT_EQ(gone.Keys(), (std::vector<std::string>{"event", "conversation_id"})) << "nothing but that he is out";
+  }
+  Json left = AwaitConversationEvent(wc, "conversation_updated", conv, members_are(2));
+  EXPECT_EQ(IdsOf(left["member_ids"]), (std::vector<std::string>{std::min(owner.user_id, carol.user_id),
+                                                                  std::max(owner.user_id, carol.user_id)}));
+  // Nobody outside heard of any of it.
+  ExpectNoEvent({{&wd, "dave"}}, "conversation_updated", kQuietWindow, "a stranger to the group");
+  ExpectNoEvent({{&wb, "bob's phone"}, {&wb2, "bob's laptop"}}, "conversation_updated", kQuietWindow,
+                "after his removal");
 }
 
 TEST_F(GroupsTest, GroupSizeIsBounded) {
