@@ -500,13 +500,28 @@ function onEvent(f) {
 function onConversationUpdated(f) {
   const known = state.convs.get(f.conversation_id);
   const c = known || { conversation_id: f.conversation_id, unread_count: 0, last_message_ms: f.created_ms };
-  for (const k of ['type', 'title', 'member_ids', 'owner_id', 'admin_ids', 'created_ms']) if (k in f) c[k] = f[k];
+  for (const k of ['type', 'title', 'owner_id', 'admin_ids', 'created_ms', 'member_count']) if (k in f) c[k] = f[k];
+  // The event says who joined and left, not the whole list: apply it to the list this
+  // page has (read on open), or leave it to the next open.
+  if (c.member_ids) {
+    const ids = new Set(c.member_ids);
+    for (const id of f.members_added || []) ids.add(id);
+    for (const id of f.members_removed || []) ids.delete(id);
+    c.member_ids = [...ids].sort();
+    if (c.member_ids.length !== f.member_count) delete c.member_ids;  // missed a change
+  } else if (!known && f.members_added && f.members_added.length === f.member_count) {
+    c.member_ids = [...f.members_added].sort();  // a creation names everyone
+  }
   state.convs.set(f.conversation_id, c);
   if (c.type === 'direct' && !c.other) conversationDetails(f.conversation_id).then(renderConversations).catch(() => {});
   renderConversations();
   if (state.current === f.conversation_id) {
-    renderHeader();
-    renderMembers();
+    if (c.member_ids) {
+      renderHeader();
+      renderMembers();
+    } else {
+      conversationDetails(f.conversation_id).then(() => { renderHeader(); renderMembers(); }).catch(() => {});
+    }
   }
 }
 

@@ -473,7 +473,7 @@ HttpResponse RestApi::CreateConversation(const Ctx& c, const HttpRequest& req) {
   auto stored = store_.CreateConversation(conv, &created);
   if (!stored.ok()) return Error(stored.status());
   // The other members' open devices learn of it at once (conversation_updated).
-  if (created && conv_changed_) conv_changed_(*stored, {});
+  if (created && conv_changed_) conv_changed_(*stored, {.added = stored->members, .removed = {}});
   JsonWriter w;
   w.BeginObject();
   protocol::WriteConversationFields(w, *stored);
@@ -540,9 +540,14 @@ HttpResponse RestApi::AddMembers(const Ctx& c, std::string_view id, const HttpRe
   }
   UserId caller = c.claims.user;
   size_t max = opts_.limits.max_group_members;
+  std::vector<UserId> joined;
   auto updated = store_.UpdateConversation(conv->id, [&](store::Conversation& cv) -> Status {
     if (!IsIn(cv.members, caller)) return kNoConversation;  // removed meanwhile
     if (!CanManage(cv, caller)) return Forbidden("only the owner and admins add members");
+    joined.clear();
+    for (UserId u : add)
+      if (!IsIn(cv.members, u) && !IsIn(joined, u)) joined.push_back(u);
+    std::sort(joined.begin(), joined.end());
     cv.members.insert(cv.members.end(), add.begin(), add.end());
     std::sort(cv.members.begin(), cv.members.end());
     cv.members.erase(std::unique(cv.members.begin(), cv.members.end()), cv.members.end());
@@ -551,7 +556,7 @@ HttpResponse RestApi::AddMembers(const Ctx& c, std::string_view id, const HttpRe
     return Status::Ok();
   });
   if (!updated.ok()) return Error(updated.status());
-  if (conv_changed_) conv_changed_(*updated, {});
+  if (conv_changed_) conv_changed_(*updated, {.added = joined, .removed = {}});
   LOG_INFO("members_added").Kv("conv", FormatConvId(conv->id)).Kv("count", add.size());
   JsonWriter w;
   w.BeginObject().Key("member_ids").BeginArray();
@@ -586,7 +591,7 @@ HttpResponse RestApi::RemoveMember(const Ctx& c, std::string_view id, std::strin
     return Status::Ok();
   });
   if (!updated.ok()) return Error(updated.status());
-  if (conv_changed_) conv_changed_(*updated, {*target});
+  if (conv_changed_) conv_changed_(*updated, {.added = {}, .removed = {*target}});
   LOG_INFO("member_removed").Kv("conv", FormatConvId(conv->id)).Kv("user", FormatUserId(*target));
   HttpResponse r;
   r.status = 204;

@@ -17,6 +17,7 @@
 #include "chat/chat_core.h"
 #include "protocol/limits.h"
 #include "search/search_index.h"
+#include "protocol/server_frames.h"
 #include "store/store.h"
 
 namespace sb::api {
@@ -40,8 +41,8 @@ class RestApi {
   // The full-text index behind GET /v1/search (owned by the caller; may be unset).
   void SetSearchIndex(search::SearchIndex* index) { search_ = index; }
   // Told after a conversation's members, title or roles changed (already stored).
-  // A conversation's record changed; `removed`: users who are no longer members.
-  using ConversationChanged = std::function<void(const store::Conversation&, const std::vector<UserId>& removed)>;
+  // A conversation was created or its record changed; `delta`: who joined and left.
+  using ConversationChanged = std::function<void(const store::Conversation&, const protocol::MembershipDelta& delta)>;
   void SetConversationChanged(ConversationChanged f) { conv_changed_ = std::move(f); }
   // Told after a device logged out, to close its open sockets.
   using DeviceLoggedOut = std::function<void(UserId, const std::string& device)>;

@@ -28,6 +28,7 @@
 #include "chat/executor.h"
 #include "presence/registry.h"
 #include "protocol/client_frames.h"
+#include "protocol/server_frames.h"
 #include "chat/session.h"
 #include "protocol/limits.h"
 #include "store/store.h"
@@ -136,10 +137,10 @@ class ChatCore {
   // A conversation's record was created or changed in the store (members, title,
   // roles): its owner shard switches to the new member list before this returns, so a
   // removed member gets nothing sequenced or committed from then on; then every device
-  // of every member gets `conversation_updated` and every device of the users in
-  // `removed` gets `conversation_removed`. Blocking (waits for the owner shard, at most
+  // of every member gets `conversation_updated` (with `delta`) and every device of the
+  // users in `delta.removed` gets `conversation_removed`. Blocking (waits for the owner shard, at most
   // 2 s): call it from a pool thread.
-  void ConversationChanged(const store::Conversation& c, const std::vector<UserId>& removed = {});
+  void ConversationChanged(const store::Conversation& c, const protocol::MembershipDelta& delta = {});
   // Closes every open connection of the user's device (all shards) with `code`.
   // Thread-safe; returns at once.
   void CloseDevice(UserId user, const std::string& device, uint16_t code, const std::string& reason);

@@ -235,14 +235,14 @@ int64_t ChatCore::VisibleLastSeen(uint32_t owner, UserId user, UserPresence& up)
   return up.told_online ? clock_.NowMs() : state_[owner]->registry->Get(user).last_seen_ms;
 }
 
-void ChatCore::ConversationChanged(const store::Conversation& c, const std::vector<UserId>& removed) {
+void ChatCore::ConversationChanged(const store::Conversation& c, const protocol::MembershipDelta& delta) {
   auto done = std::make_shared<std::promise<void>>();
   auto fut = done->get_future();
   uint32_t owner = OwnerShard(c.id);
   auto members = std::make_shared<const std::vector<UserId>>(c.members);
-  auto gone = std::make_shared<const std::vector<UserId>>(removed);
+  auto gone = std::make_shared<const std::vector<UserId>>(delta.removed);
   // Serialized once here; every shard sends the same bytes.
-  FramePtr updated = MakeFrame(protocol::ConversationUpdatedFrame(c));
+  FramePtr updated = MakeFrame(protocol::ConversationUpdatedFrame(c, delta));
   FramePtr removed_frame = gone->empty() ? nullptr : MakeFrame(protocol::ConversationRemovedFrame(c.id));
   ConvId id = c.id;
   shards_[owner]->Post([this, owner, id, members, gone, updated, removed_frame, done] {

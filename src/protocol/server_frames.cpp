@@ -21,26 +21,43 @@ void WriteMessageFields(JsonWriter& w, const store::Message& m) {
   if (m.edited_ms != 0) w.Field("edited_ms", m.edited_ms);
 }
 
-void WriteConversationFields(JsonWriter& w, const store::Conversation& c) {
+namespace {
+void WriteUserIds(JsonWriter& w, std::string_view key, const std::vector<UserId>& ids) {
+  w.Key(key).BeginArray();
+  for (UserId id : ids) w.UserId(id);
+  w.EndArray();
+}
+
+// Everything of the conversation object but its member list.
+void WriteConversationHead(JsonWriter& w, const store::Conversation& c) {
   w.Key("conversation_id").ConvId(c.id)
       .Field("type", store::ConvTypeName(c.type))
       .Field("title", c.title);
-  w.Key("member_ids").BeginArray();
-  for (UserId m : c.members) w.UserId(m);
-  w.EndArray();
+}
+
+void WriteConversationRoles(JsonWriter& w, const store::Conversation& c) {
   if (c.type == store::ConvType::kGroup) {
     w.Key("owner_id").UserId(c.created_by);
-    w.Key("admin_ids").BeginArray();
-    for (UserId a : c.admins) w.UserId(a);
-    w.EndArray();
+    WriteUserIds(w, "admin_ids", c.admins);
   }
   w.Field("created_ms", c.created_ms);
 }
+}  // namespace
 
-std::string ConversationUpdatedFrame(const store::Conversation& c) {
-  JsonWriter w(160 + 28 * (c.members.size() + c.admins.size()) + c.title.size());
+void WriteConversationFields(JsonWriter& w, const store::Conversation& c) {
+  WriteConversationHead(w, c);
+  WriteUserIds(w, "member_ids", c.members);
+  WriteConversationRoles(w, c);
+}
+
+std::string ConversationUpdatedFrame(const store::Conversation& c, const MembershipDelta& d) {
+  JsonWriter w(192 + 28 * (c.admins.size() + d.added.size() + d.removed.size()) + c.title.size());
   w.BeginObject().Field("event", "conversation_updated");
-  WriteConversationFields(w, c);
+  WriteConversationHead(w, c);
+  WriteConversationRoles(w, c);
+  w.Field("member_count", static_cast<uint64_t>(c.members.size()));
+  if (!d.added.empty()) WriteUserIds(w, "members_added", d.added);
+  if (!d.removed.empty()) WriteUserIds(w, "members_removed", d.removed);
   w.EndObject();
   return std::move(w).Take();
 }

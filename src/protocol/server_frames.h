@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/json_writer.h"
 #include "base/status.h"
@@ -18,10 +19,17 @@ void WriteMessageFields(JsonWriter& w, const store::Message& m);
 // conversation_updated frame.
 void WriteConversationFields(JsonWriter& w, const store::Conversation& c);
 
+// Who joined and who left a conversation in one change (a creation: every member joined).
+struct MembershipDelta {
+  std::vector<UserId> added, removed;
+};
+
 std::string MessageFrame(const store::Message& m);
-// A conversation's record changed (members, title, roles): its new state, to every
-// device of every member (docs/protocol.md, "Groups as built").
-std::string ConversationUpdatedFrame(const store::Conversation& c);
+// A conversation was created or changed (members, title, roles): its new state without
+// the member list (a large group's list in every change, to every member, would cost
+// members² bytes), with `member_count` and the members added and removed by this change
+// (docs/protocol.md, "Groups as built").
+std::string ConversationUpdatedFrame(const store::Conversation& c, const MembershipDelta& d);
 // The user is no longer a member (left, or removed): to every device of that user.
 std::string ConversationRemovedFrame(ConvId conv);
 std::string AckFrame(const store::Message& m, bool duplicate);

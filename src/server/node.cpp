@@ -298,7 +298,7 @@ int RunServe(const Config& cfg) {
   server.SetCore(&core);
   rest.SetPresenceQuery([&core](UserId viewer, UserId target) { return core.QueryPresence(viewer, target); });
   rest.SetConversationChanged(
-      [&core](const store::Conversation& c, const std::vector<UserId>& removed) { core.ConversationChanged(c, removed); });
+      [&core](const store::Conversation& c, const protocol::MembershipDelta& d) { core.ConversationChanged(c, d); });
   rest.SetDeviceLoggedOut([&core](UserId user, const std::string& device) {
     core.CloseDevice(user, device, 1008, "logged out");
   });

@@ -164,20 +164,25 @@ TEST_F(GroupsTest, MembersLearnOfChangesOnTheirOpenSockets) {
     ASSERT_EQ(f["title"].Str(), "plans"s) << f;
     EXPECT_EQ(f["type"].Str(), "group"s);
     EXPECT_EQ(f["owner_id"].Str(), owner.user_id);
-    EXPECT_EQ(IdsOf(f["member_ids"]), (std::vector<std::string>{std::min(owner.user_id, bob.user_id),
-                                                                 std::max(owner.user_id, bob.user_id)}));
+    EXPECT_EQ(f["member_count"].Int(), 2);
+    EXPECT_EQ(IdsOf(f["members_added"]), (std::vector<std::string>{std::min(owner.user_id, bob.user_id),
+                                                                     std::max(owner.user_id, bob.user_id)}));
+    EXPECT_FALSE(f.Has("member_ids")) << "changes carry who joined and left, not the whole list";
   }
-  // Renamed, a member added, an admin appointed: each one a new record for everyone in.
-  auto members_are = [](size_t n) { return [n](const Json& f) { return f["member_ids"].Size() == n; }; };
+  // Renamed, a member added (and one already in: not counted), an admin appointed.
+  auto members_are = [](int64_t n) { return [n](const Json& f) { return f["member_count"].Int() == n; }; };
   ASSERT_EQ(api.Request("PATCH", "/v1/conversations/" + conv, R"({"title":"trip"})", owner.access_token).status, 200);
-  EXPECT_EQ(AwaitConversationEvent(wb, "conversation_updated", conv)["title"].Str(), "trip"s);
-  ASSERT_EQ(api.Request("POST", "/v1/conversations/" + conv + "/members", R"({"user_ids":)" + Ids({&carol}) + "}",
+  Json renamed = AwaitConversationEvent(wb, "conversation_updated", conv);
+  EXPECT_EQ(renamed["title"].Str(), "trip"s);
+  EXPECT_FALSE(renamed.Has("members_added") || renamed.Has("members_removed")) << renamed;
+  ASSERT_EQ(api.Request("POST", "/v1/conversations/" + conv + "/members", R"({"user_ids":)" + Ids({&carol, &bob}) + "}",
                         owner.access_token)
                 .status,
             200);
   Json added = AwaitConversationEvent(wc, "conversation_updated", conv);
   EXPECT_EQ(added["title"].Str(), "trip"s) << added;
-  EXPECT_EQ(added["member_ids"].Size(), 3u);
+  EXPECT_EQ(added["member_count"].Int(), 3);
+  EXPECT_EQ(IdsOf(added["members_added"]), (std::vector<std::string>{carol.user_id}));
   EXPECT_TRUE(AwaitConversationEvent(wb2, "conversation_updated", conv, members_are(3)).valid())
       << "bob's other device sees carol added";
   ASSERT_EQ(api.Request("PUT", "/v1/conversations/" + conv + "/admins/" + carol.user_id, "", owner.access_token).status,
@@ -198,8 +203,7 @@ TEST_F(GroupsTest, MembersLearnOfChangesOnTheirOpenSockets) {
     EXPECT_EQ(gone.Keys(), (std::vector<std::string>{"event", "conversation_id"})) << "nothing but that he is out";
   }
   Json left = AwaitConversationEvent(wc, "conversation_updated", conv, members_are(2));
-  EXPECT_EQ(IdsOf(left["member_ids"]), (std::vector<std::string>{std::min(owner.user_id, carol.user_id),
-                                                                  std::max(owner.user_id, carol.user_id)}));
+  EXPECT_EQ(IdsOf(left["members_removed"]), (std::vector<std::string>{bob.user_id})) << left;
   // Nobody outside heard of any of it.
   ExpectNoEvent({{&wd, "dave"}}, "conversation_updated", kQuietWindow, "a stranger to the group");
   ExpectNoEvent({{&wb, "bob's phone"}, {&wb2, "bob's laptop"}}, "conversation_updated", kQuietWindow,
