@@ -3091,7 +3091,7 @@ class Runner {
     ThreadsJson(w, "server_threads", ph.server_threads);
     for (int c = 0; c < kClasses; ++c) {
       if (!ph.sending[c] && ph.st(c).delivered_total == 0) continue;
-      w.Key(ClsName(c)).BeginObject();
+      w.Key(std::string_view(ClsName(c))).BeginObject();
       w.Field("sending", ph.sending[c]);
       w.Field("senders", ph.senders[c]);
       w.Key("offered_per_s").Raw(Fmt(ph.offered[c], 1));
@@ -3313,7 +3313,7 @@ class Runner {
         w.Key("time_to_resume_done_ms").BeginObject();
         for (double p : {50.0, 99.0, 100.0}) {
           double ms = StormTimeMs(p);
-          w.Key(p == 50 ? "p50" : p == 99 ? "p99" : "p100").Raw(ms >= 0 ? Fmt(ms, 3) : "null");
+          w.Key(std::string_view(p == 50 ? "p50" : p == 99 ? "p99" : "p100")).Raw(ms >= 0 ? Fmt(ms, 3) : "null");
         }
         w.EndObject();
         w.Key("connect_per_s").Raw(Fmt(StormConnectRate(), 1));
@@ -3338,7 +3338,7 @@ class Runner {
         for (int k = 0; k < 2; ++k) {
           const HttpPhase& hp = queries_.phase[k];
           const Stats& st = hp.stats;
-          w.Key(kHttpKind[k]).BeginObject();
+          w.Key(std::string_view(kHttpKind[k])).BeginObject();
           w.Field("requests", st.http_ok[k]);
           w.Key("per_s").Raw(Fmt(hp.duration > 0 ? static_cast<double>(st.http_ok[k]) / hp.duration : 0, 1));
           w.Field("failed", st.http_failed[k]);

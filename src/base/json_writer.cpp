@@ -64,13 +64,26 @@ JsonWriter& JsonWriter::EndArray() {
   Pop();
   return *this;
 }
-JsonWriter& JsonWriter::Key(std::string_view k) {
+JsonWriter& JsonWriter::Key(KeyName k) {
   Sep();
-  Escape(out_, k);
-  out_.push_back(':');
+  if (k.literal()) {
+    const std::string_view v = k.view();
+    const size_t at = out_.size();
+    out_.resize(at + v.size() + 3);
+    char* p = out_.data() + at;
+    *p++ = '"';
+    std::memcpy(p, v.data(), v.size());
+    p += v.size();
+    *p++ = '"';
+    *p = ':';
+  } else {
+    Escape(out_, k.view());
+    out_.push_back(':');
+  }
   after_key_ = true;
   return *this;
 }
+
 JsonWriter& JsonWriter::String(std::string_view v) {
   Sep();
   Escape(out_, v);

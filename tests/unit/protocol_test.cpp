@@ -235,6 +235,24 @@ TEST(JsonWriter, NestingAndEscapes) {
   EXPECT_EQ(w.str(), R"({"a":1,"b":["x",-2,true,null],"c":{},"d":"q\"\\\t"})");
 }
 
+// A literal key skips the escape scan (checked when compiled); any other key is
+// escaped. Both must write the same bytes for the same clean key.
+TEST(JsonWriter, LiteralKeysAreWrittenAsEscapedOnesWouldBe) {
+  EXPECT_TRUE(JsonWriter::KeyName("event").literal());
+  EXPECT_FALSE(JsonWriter::KeyName(std::string_view("event")).literal());
+  EXPECT_FALSE(JsonWriter::KeyName(std::string("event")).literal());
+  JsonWriter lit, esc;
+  lit.BeginObject().Key("event").String("x").Field("conversation_id", "c").Field("seq", 3).Key("").Int(0).EndObject();
+  esc.BeginObject().Key(std::string_view("event")).String("x").Field(std::string_view("conversation_id"), "c");
+  esc.Field(std::string("seq"), 3).Key(std::string_view("")).Int(0).EndObject();
+  EXPECT_EQ(lit.str(), esc.str());
+  EXPECT_EQ(lit.str(), R"({"event":"x","conversation_id":"c","seq":3,"":0})");
+  // A runtime key with something to escape goes through the escaping path.
+  JsonWriter dyn;
+  dyn.BeginObject().Field(std::string("a\"b"), 1).EndObject();
+  EXPECT_EQ(dyn.str(), R"({"a\"b":1})");
+}
+
 // The byte-at-a-time rule of RFC 8259 the writer's eight-bytes-at-a-time scan must
 // agree with: the seven short escapes, \u00XX for the other control bytes.
 std::string ReferenceEscape(std::string_view v) {

@@ -415,7 +415,7 @@ void WriteJson(const std::string& path, const Options& o, const Endpoint& ep, co
   w.Key("counts").BeginObject();
   w.Field("sent", t.sent).Field("acked", t.acked).Field("stored", t.stored);
   for (int k = 0; k < static_cast<int>(Kind::kCount); ++k)
-    w.Field(KindName(static_cast<Kind>(k)), rep.Count(static_cast<Kind>(k)));
+    w.Field(std::string_view(KindName(static_cast<Kind>(k))), rep.Count(static_cast<Kind>(k)));
   w.EndObject();
   w.Key("stats").BeginObject();
   w.Field("connects", st.connects.load()).Field("reconnects", st.reconnects.load());
