@@ -57,6 +57,15 @@ HttpResponse Upload(const RestClient& api, std::string_view token, std::string_v
   return api.Request("POST", "/v1/attachments", bytes, token, h);
 }
 
+// A new user (`name`) who has uploaded `bytes` as image/png; `id`: the attachment's.
+void NewUploader(const RestClient& api, std::string_view name, std::string_view bytes, TestUser* user,
+                 std::string* id) {
+  ASSERT_NO_FATAL_FAILURE(CreateUser(api, name, user));
+  HttpResponse up = Upload(api, user->access_token, bytes, "image/png");
+  ASSERT_EQ(up.status, 201) << up.Describe();
+  *id = *up.json()["attachment_id"].Str();
+}
+
 HttpResponse Download(const RestClient& api, std::string_view token, std::string_view id_or_path) {
   std::string target = id_or_path.substr(0, 1) == "/" ? std::string(id_or_path)
                                                        : "/v1/attachments/" + std::string(id_or_path);
@@ -657,11 +666,9 @@ class AttachmentSweepTest : public ::testing::Test {
 TEST_F(AttachmentSweepTest, AFileWithoutARecordIsDeletedAfterARestart) {
   auto api = Api();
   TestUser alice;
-  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "orphan_al", &alice));
   const std::string bytes = RandomBytes(20000, 43);
-  HttpResponse up = Upload(api, alice.access_token, bytes, "image/png");
-  ASSERT_EQ(up.status, 201) << up.Describe();
-  const std::string id = *up.json()["attachment_id"].Str();
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(NewUploader(api, "orphan_al", bytes, &alice, &id));
   server_->Stop();
   const std::string hex(64, 'e');
   const std::string orphan = server_->data_dir() + "/attachments/ee/ee/" + hex;
@@ -865,11 +872,9 @@ TEST_F(AttachmentLimitsTest, TheDailyUploadQuotaIs429WithRetryAfter) {
 TEST_F(AttachmentLimitsTest, ZZCrashMidUploadLeavesATempFileThatTheRestartRemoves) {
   auto api = Api();
   TestUser alice;
-  ASSERT_NO_FATAL_FAILURE(CreateUser(api, "att_crash", &alice));
   const std::string kept = RandomBytes(20000, 14);
-  HttpResponse up = Upload(api, alice.access_token, kept, "image/png");
-  ASSERT_EQ(up.status, 201) << up.Describe();
-  std::string id = *up.json()["attachment_id"].Str();
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(NewUploader(api, "att_crash", kept, &alice, &id));
 
   RawConn c;
   ASSERT_TRUE(c.Connect(server_->host(), server_->port())) << c.error();
