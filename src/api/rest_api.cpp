@@ -557,7 +557,7 @@ HttpResponse RestApi::AddMembers(const Ctx& c, std::string_view id, const HttpRe
   });
   if (!updated.ok()) return Error(updated.status());
   if (conv_changed_) conv_changed_(*updated, {.added = joined, .removed = {}});
-  LOG_INFO("members_added").Kv("conv", FormatConvId(conv->id)).Kv("count", add.size());
+  LOG_INFO("members_added").Kv("conv", FormatConvId(conv->id)).Kv("count", joined.size());
   JsonWriter w;
   w.BeginObject().Key("member_ids").BeginArray();
   for (UserId m : updated->members) w.UserId(m);

@@ -16,8 +16,8 @@
 #include "base/token_buckets.h"
 #include "chat/chat_core.h"
 #include "protocol/limits.h"
-#include "search/search_index.h"
 #include "protocol/server_frames.h"
+#include "search/search_index.h"
 #include "store/store.h"
 
 namespace sb::api {
@@ -40,8 +40,8 @@ class RestApi {
   void SetPresenceQuery(PresenceQuery q) { presence_ = std::move(q); }
   // The full-text index behind GET /v1/search (owned by the caller; may be unset).
   void SetSearchIndex(search::SearchIndex* index) { search_ = index; }
-  // Told after a conversation's members, title or roles changed (already stored).
-  // A conversation was created or its record changed; `delta`: who joined and left.
+  // Told after a conversation was created or its members, title or roles changed
+  // (already stored); `delta`: who joined and who left.
   using ConversationChanged = std::function<void(const store::Conversation&, const protocol::MembershipDelta& delta)>;
   void SetConversationChanged(ConversationChanged f) { conv_changed_ = std::move(f); }
   // Told after a device logged out, to close its open sockets.

@@ -138,8 +138,8 @@ class ChatCore {
   // roles): its owner shard switches to the new member list before this returns, so a
   // removed member gets nothing sequenced or committed from then on; then every device
   // of every member gets `conversation_updated` (with `delta`) and every device of the
-  // users in `delta.removed` gets `conversation_removed`. Blocking (waits for the owner shard, at most
-  // 2 s): call it from a pool thread.
+  // users in `delta.removed` gets `conversation_removed`. Blocking (waits for the owner
+  // shard, at most 2 s): call it from a pool thread.
   void ConversationChanged(const store::Conversation& c, const protocol::MembershipDelta& delta = {});
   // Closes every open connection of the user's device (all shards) with `code`.
   // Thread-safe; returns at once.

@@ -22,7 +22,7 @@ void WriteMessageFields(JsonWriter& w, const store::Message& m) {
 }
 
 namespace {
-void WriteUserIds(JsonWriter& w, std::string_view key, const std::vector<UserId>& ids) {
+void WriteUserIds(JsonWriter& w, JsonWriter::KeyName key, const std::vector<UserId>& ids) {
   w.Key(key).BeginArray();
   for (UserId id : ids) w.UserId(id);
   w.EndArray();

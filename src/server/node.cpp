@@ -106,8 +106,9 @@ std::unique_ptr<PeriodicJob> StartRetention(store::Store& store, const Clock& cl
 }
 
 // Deletes unreferenced attachments (AttachmentStore::Sweep) every
-// store.attachment_sweep_interval_s; none when store.unreferenced_attachment_ttl_s is 0.
-// The first pass after a start also deletes files no record names (RemoveOrphans).
+// store.attachment_sweep_interval_s (never when store.unreferenced_attachment_ttl_s is
+// 0). The first pass after a start also deletes files no record names (RemoveOrphans),
+// whatever the TTL.
 std::unique_ptr<PeriodicJob> StartAttachmentSweep(attachments::AttachmentStore& files, const Config& cfg) {
   const bool sweep = cfg.unreferenced_attachment_ttl_s > 0;
   return std::make_unique<PeriodicJob>(
