@@ -26,6 +26,7 @@ const PNG = Buffer.from(
   '00001fee05fb0bd9688b0000000049454e44ae426082', 'hex');
 
 const problems = [];  // console errors and page errors, from every page
+const pages = {};  // the first two people's pages, for what they showed when a check failed
 const sockets = new Map();  // page -> WebSockets it opened
 
 async function person(browser, origin, name) {
@@ -73,6 +74,7 @@ try {
 
   const alice = await person(browser, origin, 'alice');
   const bob = await person(browser, origin, 'bob');
+  Object.assign(pages, { alice, bob });
   await signUp(alice, 'alice');
   await signUp(bob, 'bob');
   check(await alice.textContent('#me-name') === 'alice', 'signed up and logged in through the form');
@@ -226,6 +228,7 @@ try {
   await conversationItem(alice, 'Trip planning').click();
   await alice.waitForFunction(() => document.getElementById('conv-status').textContent === '1 member', null,
                               { timeout: WAIT_MS });
+  await bubble(alice, 'train at nine').waitFor({ timeout: WAIT_MS });  // the open is done
   await alice.fill('#add-member', 'bob');
   await alice.click('#group-tools button[type=submit]');
   await alice.waitForFunction(() => document.getElementById('conv-status').textContent === '2 members', null,
@@ -312,6 +315,17 @@ try {
 } catch (e) {
   fail(e);
   if (problems.length) console.log('page problems:\n' + problems.join('\n'));
+  // What each page showed: its error line, the open conversation's header.
+  for (const [page, who] of [[pages.alice, 'alice'], [pages.bob, 'bob']]) {
+    if (!page || page.isClosed()) continue;
+    const shown = await page.evaluate(() => ({
+      error: document.getElementById('sidebar-error').textContent,
+      title: document.getElementById('conv-title').textContent,
+      status: document.getElementById('conv-status').textContent,
+      list: [...document.querySelectorAll('#conversations .name')].map((n) => n.textContent),
+    })).catch((err) => String(err));
+    console.log(`${who}'s page: ${JSON.stringify(shown)}`);
+  }
   if (server) console.log('server log:\n' + server.log());
 } finally {
   if (browser) await browser.close().catch(() => {});
