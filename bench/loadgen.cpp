@@ -3248,7 +3248,7 @@ class Runner {
         break;
       case Scenario::kMixed:
       case Scenario::kSweep: {
-        w.Key(sc == Scenario::kMixed ? "phases" : "points").BeginArray();
+        w.Key(std::string_view(sc == Scenario::kMixed ? "phases" : "points")).BeginArray();
         for (const auto& ph : phases_) PhaseJson(w, ph);
         w.EndArray();
         if (sc == Scenario::kMixed && phases_.size() == 2) {
