@@ -5,6 +5,7 @@
 //                           [--rocks-compression lz4|none] [--rocks-prefix-bloom on|off]
 //                           [--rocks-block-kb KB] [--rocks-l0-trigger N]
 //                           [--rocks-insert-hints on|off]
+//                           [--rocks-meta-hints on|off] [--rocks-meta-mb MB]
 //                           [--cache-mb MB] [--verbose 0|1]
 //
 // Layout A is RocksStore through the Store interface; layout B is SQLite (WAL,
@@ -45,7 +46,7 @@ struct Flags {
   uint32_t page_reads = 2'000;
   size_t cache_mb = 256;
   bool verbose = false;
-  bool commit = false;  // --write commit: through Commit (+ conversation summaries), as the server writes
+  bool commit = false;  // --write commit: through Commit (+ summaries, receipts, cursors), as the server writes
   RocksTuning tuning;
 };
 
@@ -61,6 +62,7 @@ constexpr uint32_t kSmallPerConv = 60;
                "                   [--rocks-compression lz4|none] [--rocks-prefix-bloom on|off]\n"
                "                   [--rocks-block-kb KB] [--rocks-l0-trigger N]\n"
                "                   [--rocks-insert-hints on|off]\n"
+               "                   [--rocks-meta-hints on|off] [--rocks-meta-mb MB]\n"
                "                   [--cache-mb MB] [--verbose 0|1] [--write append|commit]\n");
   std::exit(code);
 }
@@ -106,6 +108,12 @@ Flags ParseFlags(int argc, char** argv) {
       std::string c = v;
       if (c != "on" && c != "off") Usage("--rocks-insert-hints is on or off");
       f.tuning.message_insert_hints = c == "on";
+    } else if (a == "--rocks-meta-mb") {
+      f.tuning.meta_write_buffer_bytes = ParseCount("--rocks-meta-mb", v) << 20;
+    } else if (a == "--rocks-meta-hints") {
+      std::string c = v;
+      if (c != "on" && c != "off") Usage("--rocks-meta-hints is on or off");
+      f.tuning.meta_insert_hints = c == "on";
     } else if (a == "--rocks-l0-trigger") {
       f.tuning.message_l0_trigger = static_cast<int>(ParseCount("--rocks-l0-trigger", v));
     } else if (a == "--rocks-block-kb") {
@@ -231,8 +239,15 @@ class RocksLayout final : public Layout {
   bool Append(const std::vector<Message>& batch) override {
     Status s;
     if (commit_) {
+      // As the server commits a 1:1 message that was delivered: the message, its
+      // conversation's summary, and the recipient's receipt and device cursor.
       CommitBatch b;
       b.messages = batch;
+      for (const Message& m : batch) {
+        const UserId to = m.sender + 1;
+        b.receipts.push_back({m.conv, MemberReceipt{to, m.seq, 0, m.server_ms, 0}});
+        b.cursors.push_back(DeviceCursor{to, "phone", m.conv, m.seq});
+      }
       s = store_->Commit(b);
     } else {
       s = store_->AppendMessages(batch);

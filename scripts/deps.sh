@@ -10,7 +10,7 @@ PKGS=(
   clang libclang-rt-14-dev
   # libraries (headers-only Boost 1.81 for Asio/Beast; the rest are -dev packages)
   libboost1.81-dev librocksdb-dev libsimdjson-dev libsodium-dev libssl-dev
-  libtomlplusplus-dev libsqlite3-dev
+  libtomlplusplus-dev libsqlite3-dev libjemalloc-dev
   # tests
   libgtest-dev libgmock-dev
   # process inspection used by tests and benchmarks

@@ -8,6 +8,13 @@
 
 namespace sb::store::rocks_codec {
 
+// Tags of the delivery state in the meta column family (rocks_delivery.cpp): rewritten
+// with every message, so the meta memtable keeps an insert hint for them
+// (rocks_store.cpp, MetaInsertHint). Never the first key of a DeleteRange (see there).
+inline constexpr char kReceiptTag = 'R';  // 'R' conv(8) user(8)
+inline constexpr char kCursorTag = 'D';   // 'D' user(8) len(1) device conv(8)
+inline constexpr char kSummaryTag = 'L';  // 'L' conv(8)
+
 inline void PutFixed64(std::string* out, uint64_t v) {
   char buf[8];
   for (int i = 7; i >= 0; --i) {

@@ -18,10 +18,10 @@
 namespace sb::store {
 namespace {
 
-constexpr char kReceiptTag = 'R';
-constexpr char kCursorTag = 'D';
+using rocks_codec::kCursorTag;
+using rocks_codec::kReceiptTag;
+using rocks_codec::kSummaryTag;
 constexpr char kSettingsTag = 'S';  // 'S' user(8) -> version, flags
-constexpr char kSummaryTag = 'L';  // 'L' conv(8) -> ConversationSummary
 constexpr char kRevocationTag = 'V';  // 'V' user(8) device -> version, at_s(8)
 
 using rocks_codec::GetFixed64;

@@ -27,6 +27,8 @@ struct RocksTuning {
   bool message_prefix_bloom = false;  // bloom on the 9-byte 'm'+conv prefix: no gain measured
   size_t message_block_bytes = 16 << 10;  // vs 4 KiB: -7% disk (better LZ4), same page cost
   bool message_insert_hints = true;  // per-conversation insert hint in the messages memtable
+  size_t meta_write_buffer_bytes = 0;  // 0: write_buffer_bytes / 32 within 1-8 MiB
+  bool meta_insert_hints = true;  // per-prefix insert hint for receipts, cursors and summaries
   int message_l0_trigger = 4;  // L0 files that start a compaction; 2 read ~15% faster, not adopted
 };
 
