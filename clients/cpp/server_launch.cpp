@@ -16,7 +16,10 @@ std::vector<std::string> HarnessServerFlags() {
           "--set", "log.level=info",
           "--set", "server.connects_per_ip_per_s=0",
           "--set", "limits.login_attempts_per_ip_per_min=1e9",
-          "--set", "server.max_connections_per_user=100000"};
+          "--set", "server.max_connections_per_user=100000",
+          // Test machines are often saturated: the search index may pause, but not
+          // for longer than a test polls for a result.
+          "--set", "search.max_yield_s=1"};
 }
 
 pid_t LaunchLogged(const std::vector<std::string>& args, const std::string& log_path, std::string* error) {

@@ -106,6 +106,9 @@ std::string ServerMetrics::Render() const {
   RenderGauge(out, "switchboard_search_backlog",
               "Committed messages waiting for the search indexer (search lags by this many).",
               search_backlog.Value());
+  RenderGauge(out, "switchboard_search_yielding",
+              "1 while the search indexer pauses because the CPU is saturated (it catches up after).",
+              search_yielding.Value());
   RenderGauge(out, "switchboard_bulk_backlog",
               "Group-delivery member visits waiting in the bulkhead lanes.", bulk_backlog.Value());
   RenderCounter(out, "switchboard_send_queue_overflows_total",

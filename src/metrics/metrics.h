@@ -64,6 +64,7 @@ struct ServerMetrics {
   Counter messages_duplicate;
   Counter deliveries;
   Gauge search_backlog;  // committed messages not yet in the search index
+  Gauge search_yielding;  // 1 while the search indexer pauses for the CPU
   Gauge bulk_backlog;  // group-delivery member visits waiting in the bulk lanes
   Counter send_queue_overflows;
   Counter http_requests;

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 
+#include "base/cpu_meter.h"
 #include "base/log.h"
 #include "base/utf8.h"
 #include "metrics/metrics.h"
@@ -754,7 +755,7 @@ bool SearchIndex::ApplyGroup(const std::vector<std::vector<store::Message>>& gro
   return applied;
 }
 
-Status SearchIndex::CatchUp(const std::unordered_set<ConvId>& convs) {
+Status SearchIndex::CatchUp(const std::unordered_set<ConvId>& convs, bool may_yield) {
   constexpr size_t kPage = 1000;
   std::vector<std::vector<store::Message>> group;
   size_t grouped = 0;
@@ -773,7 +774,18 @@ Status SearchIndex::CatchUp(const std::unordered_set<ConvId>& convs) {
     grouped = 0;
     return ok;
   };
-  for (ConvId conv : convs) {
+  for (auto it = convs.begin(); it != convs.end(); ++it) {
+    const ConvId conv = *it;
+    if (may_yield && group.empty() && CpuShort()) {
+      // Paused between transactions: what is not done yet waits in lagging_ (the one
+      // in progress too; it resumes from IndexedUpTo). Not while someone waits.
+      std::lock_guard lk(mu_);
+      if (waiting_idle_ == 0) {
+        lagging_.insert(it, convs.end());
+        return Status::Ok();
+      }
+      cpu_short_ = false;
+    }
     auto up_to = writer_->UpTo(conv);
     if (!up_to) return up_to.status();
     Seq from = *up_to;
@@ -793,10 +805,86 @@ Status SearchIndex::CatchUp(const std::unordered_set<ConvId>& convs) {
   return Status::Ok();
 }
 
+bool SearchIndex::CpuShort() {
+  if (cpu_short_) return true;
+  if (options_.yield_below_free_cpu <= 0 || !options_.source || catch_up_before_yield_) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_cpu_check_ < std::chrono::milliseconds(options_.yield_check_ms)) return false;
+  last_cpu_check_ = now;
+  std::optional<double> free = free_cpu_();
+  if (!free || *free >= options_.yield_below_free_cpu) return false;
+  cpu_short_ = true;
+  last_free_cpu_ = *free;
+  return true;
+}
+
+void SearchIndex::MaybeYield() {
+  if (!CpuShort()) return;
+  cpu_short_ = false;
+  using std::chrono::milliseconds;
+  const auto start = std::chrono::steady_clock::now();
+  uint64_t dropped = 0;
+  {
+    std::lock_guard lk(mu_);
+    if (stop_ || failed_ || waiting_idle_ > 0) return;
+    // The queued batches leave memory: the store has them, and the catch-up after the
+    // pause reads them back (they stay in the backlog gauge until then).
+    for (const auto& batch : queue_) {
+      for (const store::Message& m : batch) lagging_.insert(m.conv);
+      ++behind_batches_;
+      behind_messages_ += batch.size();
+      dropped += batch.size();
+    }
+    queue_.clear();
+    queued_messages_ = 0;
+    behind_ = true;  // Enqueue notes conversations only, as when it falls behind
+    yielding_ = true;
+    ++yields_;
+  }
+  metrics::Server().search_yielding.Set(1);
+  LOG_INFO("search_index_yielding")
+      .Kv("free_cpu_pct", static_cast<int64_t>(last_free_cpu_ * 100))
+      .Kv("queued_messages_released", dropped);
+  const char* why = nullptr;
+  while (!why) {
+    {
+      std::unique_lock lk(mu_);
+      work_cv_.wait_for(lk, milliseconds(options_.yield_check_ms), [&] { return stop_ || waiting_idle_ > 0; });
+      if (stop_) {
+        why = "stop";
+      } else if (waiting_idle_ > 0) {
+        why = "waited_for";
+      } else if (std::chrono::steady_clock::now() - start >= milliseconds(options_.max_yield_ms)) {
+        why = "max_yield";
+        catch_up_before_yield_ = true;  // cleared once the index has caught up
+      }
+    }
+    if (!why) {
+      last_cpu_check_ = std::chrono::steady_clock::now();
+      std::optional<double> free = free_cpu_();
+      if (!free || *free >= options_.yield_below_free_cpu + kResumeMargin) why = "cpu_free";
+    }
+  }
+  {
+    std::lock_guard lk(mu_);
+    yielding_ = false;
+  }
+  metrics::Server().search_yielding.Set(0);
+  const auto paused = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start);
+  LOG_INFO("search_index_resumed").Kv("reason", why).Kv("paused_ms", static_cast<int64_t>(paused.count()));
+}
+
 void SearchIndex::Run() {
   bool merge_pending = true;  // segments may be left from a previous run
   auto last_work = std::chrono::steady_clock::now() - std::chrono::milliseconds(options_.merge_after_idle_ms);
+  // Made here so that the indexer's own CPU time, which counts as free, is this
+  // thread's.
+  FreeCpuMeter meter;
+  free_cpu_ = options_.free_cpu ? options_.free_cpu : std::function<std::optional<double>()>([&meter] {
+    return meter.Sample();
+  });
   for (;;) {
+    MaybeYield();
     std::vector<std::vector<store::Message>> group;
     std::unordered_map<ConvId, Seq> drops;
     std::unordered_set<ConvId> lagging;
@@ -845,7 +933,7 @@ void SearchIndex::Run() {
       if (group.empty() && queue_.empty() && !write_failed_) lagging.swap(lagging_);
     }
     if (!lagging.empty()) {
-      Status s = CatchUp(lagging);
+      Status s = CatchUp(lagging, /*may_yield=*/true);
       if (!s.ok()) {
         bool newly_failed = false;
         {
@@ -866,6 +954,7 @@ void SearchIndex::Run() {
           // Nothing committed meanwhile that is not applied: queue again.
           behind_ = false;
           caught_up = true;
+          catch_up_before_yield_ = false;
           done_batches_ += std::exchange(behind_batches_, 0);
           metrics::Server().search_backlog.Add(-static_cast<int64_t>(std::exchange(behind_messages_, 0)));
         }
@@ -945,6 +1034,8 @@ SearchIndex::Stats SearchIndex::GetStats() {
   s.catching_up = behind_;
   s.catch_ups = catch_ups_;
   s.merging = merging_;
+  s.yielding = yielding_;
+  s.yields = yields_;
   return s;
 }
 

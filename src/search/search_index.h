@@ -8,6 +8,7 @@
 // (Stats().failed), and the next start catches up.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -76,7 +78,22 @@ class SearchIndex {
     int64_t merge_after_idle_ms = 1'000;
     // The indexer thread's nice value (0: as the rest of the server).
     int nice = 10;
+    // Yielding (README, "Yielding"): while less than this share of the machine's CPU
+    // is free (idle, or the indexer's own), indexing pauses and committed batches are
+    // not kept in memory, only their conversations; once at least this share plus
+    // kResumeMargin is free again, the indexer catches those up from `source`, as when
+    // it falls behind. A pause ends after max_yield_ms whatever the CPU, and then the
+    // index catches up completely before it may pause again; a WaitIdle caller, Stop
+    // and CatchUpFromSource never wait for a pause. 0: never yield (also without a
+    // source). Checked at most every yield_check_ms.
+    double yield_below_free_cpu = 0;  // the server sets search.yield_below_free_cpu_pct
+    int64_t max_yield_ms = 600'000;
+    int64_t yield_check_ms = 250;
+    // The free share of the CPU since the previous call (FreeCpuMeter, on the indexer
+    // thread, when empty); nullopt: unknown, never yield on it. Tests inject one.
+    std::function<std::optional<double>()> free_cpu;
   };
+  static constexpr double kResumeMargin = 0.1;
 
   // How Search finds the rows of the caller's conversations (README, "Query plans").
   // kAuto picks by estimated cost; the others exist for tests and the benchmark.
@@ -90,6 +107,8 @@ class SearchIndex {
     bool catching_up = false;       // past max_queued_messages: reading from the store
     uint64_t catch_ups = 0;         // times it fell back to the store since Open
     bool merging = false;           // background segment merging not finished yet
+    bool yielding = false;          // paused while the CPU is saturated (Options)
+    uint64_t yields = 0;            // pauses since Open
   };
 
   // Opens/creates the index database at `path` (a file under the data dir) and starts
@@ -162,7 +181,15 @@ class SearchIndex {
   void Run();
   // Feeds `convs`' committed messages after IndexedUpTo from options_.source, in
   // groups of up to max_group_messages. Indexer thread only.
-  Status CatchUp(const std::unordered_set<ConvId>& convs);
+  // With `may_yield`, it stops between transactions when the CPU is saturated
+  // (Options::yield_below_free_cpu) and leaves the conversations not yet done in
+  // lagging_.
+  Status CatchUp(const std::unordered_set<ConvId>& convs, bool may_yield = false);
+  // Indexer thread: samples the free CPU when due and, when it is short, pauses
+  // (README, "Yielding") until it is back, the pause is too long, or someone waits.
+  void MaybeYield();
+  // Indexer thread: true when a new pause should start now (samples when due).
+  bool CpuShort();
   // Once stopped: the lagging conversations are left to the next start. Holds mu_.
   void ForgetLaggingLocked();
   // One transaction with retries; updates the counters. False once writes failed.
@@ -200,6 +227,15 @@ class SearchIndex {
   bool merging_ = true;  // until the first idle merge step finds nothing to do
   bool stop_ = false;
   int waiting_idle_ = 0;  // WaitIdle callers: the indexer does not gather for them
+  bool yielding_ = false;  // paused (MaybeYield); Enqueue keeps conversations only
+  uint64_t yields_ = 0;
+  // Indexer thread only: the free-CPU source, when it was last read, and whether the
+  // index must catch up completely before the next pause (one ended at max_yield_ms).
+  std::function<std::optional<double>()> free_cpu_;
+  std::chrono::steady_clock::time_point last_cpu_check_{};
+  bool catch_up_before_yield_ = false;
+  bool cpu_short_ = false;     // CpuShort saw it; MaybeYield starts the pause
+  double last_free_cpu_ = 0;   // what it saw (for the log)
 
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<ReadConn>> idle_readers_;

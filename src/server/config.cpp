@@ -85,6 +85,8 @@ const std::vector<Entry>& Entries() {
       {"store.unreferenced_attachment_ttl_s", "an attachment no message references is deleted this many seconds after its last use (upload, or a send naming it); 0: kept forever", SB_NUM(unreferenced_attachment_ttl_s, int64_t, 0, 86400ll * 3660)},
       {"store.attachment_sweep_interval_s", "seconds between passes deleting unreferenced attachments", SB_NUM(attachment_sweep_interval_s, int64_t, 1, 86400 * 7)},
       {"search.index_delay_ms", "longest the search indexer gathers committed messages before writing them, milliseconds: a message becomes searchable up to this much later; each write touches about two index pages per active conversation however few messages it brings, so longer is cheaper (0: write each batch at once)", SB_NUM(search_index_delay_ms, int64_t, 0, 60000)},
+      {"search.yield_below_free_cpu_pct", "the search indexer pauses while less than this share of the machine's CPU (percent, idle or its own) is free, so that delivery keeps the CPU at a peak; what it skipped is read back from the store once at least 10 points more is free (0: never pause; search then competes with delivery for the CPU)", SB_NUM(search_yield_below_free_cpu_pct, int64_t, 0, 90)},
+      {"search.max_yield_s", "longest pause of the search indexer, seconds: after it the index catches up completely, free CPU or not, before it may pause again", SB_NUM(search_max_yield_s, int64_t, 1, 86400)},
       {"auth.issuer", "JWT iss", SB_STR(token.issuer)},
       {"auth.audience", "JWT aud", SB_STR(token.audience)},
       {"auth.access_ttl_s", "access token lifetime, seconds", SB_NUM(token.access_ttl_s, int64_t, 10, 86400 * 7)},

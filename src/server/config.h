@@ -49,6 +49,10 @@ struct Config {
   int64_t unreferenced_attachment_ttl_s = 86400;
   int64_t attachment_sweep_interval_s = 3600;
   int64_t search_index_delay_ms = 500;   // the search indexer gathers this long before writing
+  // Indexing pauses while less than this share of the machine's CPU is free, and
+  // catches up from the store afterwards (src/search/README.md, "Yielding"); 0: never.
+  int64_t search_yield_below_free_cpu_pct = 20;
+  int64_t search_max_yield_s = 600;      // a pause ends after this long whatever the CPU
 
   auth::TokenConfig token;
   auth::PasswordParams password;

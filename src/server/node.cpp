@@ -177,6 +177,8 @@ int RunServe(const Config& cfg) {
   // store after a crash; catch it up before anything new is committed.
   search::SearchIndex::Options search_opts;
   search_opts.gather_ms = cfg.search_index_delay_ms;
+  search_opts.yield_below_free_cpu = static_cast<double>(cfg.search_yield_below_free_cpu_pct) / 100.0;
+  search_opts.max_yield_ms = cfg.search_max_yield_s * 1000;
   // When the indexer falls far behind (a long peak), it reads from the store instead
   // of queueing in memory. The store outlives the index (declared first).
   search_opts.source = [s = store.get()](ConvId conv, Seq after, size_t limit) {

@@ -63,7 +63,9 @@ export function checker() {
 // it listens.
 export function startServer(bin, dataDir, extra = []) {
   const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir,
-                '--set', 'auth.password_ops=1', '--set', 'auth.password_mem_kib=64', ...extra];
+                '--set', 'auth.password_ops=1', '--set', 'auth.password_mem_kib=64',
+                // A browser saturates the CPU: the search index may pause, at most 1 s.
+                '--set', 'search.max_yield_s=1', ...extra];
   const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   return new Promise((resolve, reject) => {

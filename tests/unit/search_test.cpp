@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -745,6 +746,128 @@ TEST_F(SearchIndexTest, QueueOverflowCatchesUpFromTheStore) {
   EXPECT_EQ(store.reads(), reads);
   EXPECT_EQ(find("queued", {kC}), (Ids{{kC, 2}}));
   EXPECT_EQ(idx.GetStats().catch_ups, 1u);
+}
+
+// Polls `done` for up to 10 s (the indexer works on its own thread).
+template <typename F>
+bool Eventually(F done) {
+  for (int i = 0; i < 1000; ++i) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+// An index whose free CPU the test sets (Options::free_cpu), checked every 5 ms.
+struct YieldingIndex {
+  FakeStore store;
+  std::atomic<double> free_cpu{0.05};
+  std::unique_ptr<SearchIndex> idx;
+  bool Open(const std::string& path, int64_t max_yield_ms) {
+    SearchIndex::Options opt = store.Options();
+    opt.gather_ms = 0;  // without a pause everything would be indexed at once
+    opt.yield_below_free_cpu = 0.2;
+    opt.yield_check_ms = 5;
+    opt.max_yield_ms = max_yield_ms;
+    opt.free_cpu = [this]() -> std::optional<double> { return free_cpu.load(); };
+    auto r = SearchIndex::Open(path, opt);
+    if (!r.ok()) return false;
+    idx = std::move(r).value();
+    return true;
+  }
+  size_t Found(std::string_view q, ConvId conv) {
+    auto h = idx->Search(q, {conv}, 100, 0);
+    return h.ok() ? h->size() : 0;
+  }
+};
+
+// While less CPU than yield_below_free_cpu is free, nothing is indexed and committed
+// batches are not kept in memory (only their conversations); once enough is free the
+// index catches up from the store, edits included.
+TEST_F(SearchIndexTest, YieldsWhileTheCpuIsShortAndCatchesUpFromTheStoreAfter) {
+  index_.reset();
+  YieldingIndex y;
+  ASSERT_TRUE(y.Open(dir_.sub("yield.db"), 600'000));
+  ASSERT_TRUE(Eventually([&] { return y.idx->GetStats().yielding; }));
+  auto& gauge = metrics::Server().search_backlog;
+  const int64_t base = gauge.Value();
+  y.store.Commit(*y.idx, {Text(kA, 1, "paused alpha"), Text(kB, 1, "paused beta")});
+  y.store.Commit(*y.idx, {Edit(kA, 2, kA, 1, "edited alpha")});
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto st = y.idx->GetStats();
+  EXPECT_TRUE(st.yielding);
+  EXPECT_TRUE(st.catching_up);
+  EXPECT_EQ(st.queued_messages, 0u) << "a pause keeps conversations, not messages";
+  EXPECT_EQ(gauge.Value() - base, 3) << "still waiting, so still in the backlog";
+  EXPECT_EQ(y.Found("alpha", kA), 0u);
+  EXPECT_EQ(y.store.reads(), 0);
+
+  y.free_cpu = 0.25;  // above the threshold, below threshold + kResumeMargin: still paused
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(y.idx->GetStats().yielding);
+
+  y.free_cpu = 0.5;
+  ASSERT_TRUE(Eventually([&] {
+    auto s = y.idx->GetStats();
+    return !s.yielding && !s.catching_up;
+  }));
+  EXPECT_GT(y.store.reads(), 0);
+  EXPECT_EQ(y.Found("edited", kA), 1u);
+  EXPECT_EQ(y.Found("paused", kA), 0u) << "the edit replaced the text";
+  EXPECT_EQ(y.Found("beta", kB), 1u);
+  EXPECT_EQ(gauge.Value() - base, 0);
+  EXPECT_EQ(y.idx->GetStats().yields, 1u);
+  // Queued and indexed again as usual.
+  y.store.Commit(*y.idx, {Text(kC, 1, "after the peak")});
+  ASSERT_TRUE(Eventually([&] { return y.Found("peak", kC) == 1; }));
+}
+
+// A pause ends after max_yield_ms whatever the CPU; the index then catches up
+// completely before it may pause again.
+TEST_F(SearchIndexTest, APauseEndsAfterMaxYieldAndTheIndexCatchesUpBeforeTheNext) {
+  index_.reset();
+  YieldingIndex y;
+  ASSERT_TRUE(y.Open(dir_.sub("maxyield.db"), 200));
+  ASSERT_TRUE(Eventually([&] { return y.idx->GetStats().yielding; }));
+  y.store.Commit(*y.idx, {Text(kA, 1, "starved words")});
+  ASSERT_TRUE(Eventually([&] { return y.Found("starved", kA) == 1; })) << "indexed although the CPU stays short";
+  // Caught up, it pauses again: the CPU is still short.
+  ASSERT_TRUE(Eventually([&] { return y.idx->GetStats().yields >= 2; }));
+}
+
+// Someone waiting for the index (WaitIdle, the start's CatchUpFromSource, shutdown)
+// never waits for a pause.
+TEST_F(SearchIndexTest, WaitIdleEndsAPause) {
+  index_.reset();
+  YieldingIndex y;
+  ASSERT_TRUE(y.Open(dir_.sub("waitidle.db"), 600'000));
+  ASSERT_TRUE(Eventually([&] { return y.idx->GetStats().yielding; }));
+  y.store.Commit(*y.idx, {Text(kA, 1, "wanted now")});
+  y.idx->WaitIdle();
+  EXPECT_EQ(y.Found("wanted", kA), 1u);
+  // And a destructor during a pause leaves what is not indexed to the next start.
+  y.store.Commit(*y.idx, {Text(kA, 2, "left for later")});
+  y.idx.reset();
+}
+
+// Without yield_below_free_cpu the free CPU is never asked.
+TEST_F(SearchIndexTest, NoYieldingUnlessConfigured) {
+  index_.reset();
+  FakeStore store;
+  std::atomic<int> asked{0};
+  SearchIndex::Options opt = store.Options();
+  opt.gather_ms = 0;
+  opt.yield_check_ms = 1;
+  opt.free_cpu = [&]() -> std::optional<double> {
+    ++asked;
+    return 0.0;
+  };
+  auto r = SearchIndex::Open(dir_.sub("noyield.db"), opt);
+  ASSERT_TRUE(r.ok());
+  store.Commit(**r, {Text(kA, 1, "plain indexing")});
+  (*r)->WaitIdle();
+  EXPECT_EQ(asked.load(), 0);
+  EXPECT_EQ((*r)->GetStats().yields, 0u);
 }
 
 // The start's catch-up: messages the store holds and the index never got (a crash
