@@ -17,6 +17,9 @@
 #   --threads T    loadgen client threads (default 1, so the server keeps most of the CPU)
 #   --rate R       open-loop total rate, msg/s (default 20000; 4000 with --quick)
 #   --rates LIST   the sweep's offered rates, msg/s, comma-separated
+#   --set KEY=VAL  a server setting for every scenario (repeatable), e.g.
+#                  --set server.shards=1 (one event loop: on two cores shared with the
+#                  generator the 35k floor's p99 is lower with one, docs/performance.md)
 #   --fuzz         also the long fuzz run: fuzz/run.sh --seconds 300 (about 20 min)
 #   --ejabberd     instead, the side-by-side run with ejabberd: the other flags go to
 #                  bench/ejabberd/compare.sh (see its --help)
@@ -59,6 +62,7 @@ RATE_OVERRIDE=""
 RATES_OVERRIDE=""
 LONG=0
 FUZZ=0
+SERVER_SETS=()
 while (($#)); do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -69,7 +73,8 @@ while (($#)); do
     --threads) THREADS=${2:?--threads needs a number}; shift ;;
     --rate) RATE_OVERRIDE=${2:?--rate needs msg/s}; shift ;;
     --fuzz) FUZZ=1 ;;
-    -h|--help) sed -n '2,27p' bench/run.sh | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --set) SERVER_SETS+=(--set "${2:?--set needs KEY=VALUE}"); shift ;;
+    -h|--help) sed -n '2,30p' bench/run.sh | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -154,6 +159,9 @@ MACHINE_JSON=$(printf '{"nproc":%s,"cpu_model":"%s","mem_total_kib":%s,"kernel":
 echo "== Switchboard benchmark $TS (commit $COMMIT, fsync=$FSYNC, quick=$QUICK, loadgen threads=$THREADS)"
 echo "== machine: $NPROC cpus, $CPU_MODEL, $((MEM_KIB / 1024)) MiB, $KERNEL"
 echo "== load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews the figures)"
+SERVER_SETS_TAG=""
+for ((i = 1; i < ${#SERVER_SETS[@]}; i += 2)); do SERVER_SETS_TAG+="${SERVER_SETS_TAG:+ }${SERVER_SETS[i]}"; done
+[[ -n "$SERVER_SETS_TAG" ]] && echo "== server settings beyond the defaults: $SERVER_SETS_TAG"
 
 SERVER_PID=""
 SERVER_LOG=""
@@ -203,7 +211,7 @@ start_server() {
     --set auth.password_ops=1 --set auth.password_mem_kib=64 \
     --set limits.send_rate_per_s=1e9 --set limits.send_burst=1e9 \
     --set server.connects_per_ip_per_s=0 --set limits.login_attempts_per_ip_per_min=1e9 \
-    --set server.max_connections_per_user=100000 \
+    --set server.max_connections_per_user=100000 "${SERVER_SETS[@]}" \
     2>"$SERVER_LOG" &
   SERVER_PID=$!
   PORT=""
@@ -256,6 +264,7 @@ loadgen() {
   echo "== $name: loadgen $*"
   "$LOADGEN" --url "ws://127.0.0.1:$PORT/v1/ws" --server-pid "$SERVER_PID" --threads "$THREADS" \
     --json "$json" --tag bench="$name" --tag fsync="$FSYNC" --tag commit="$COMMIT" --tag quick="$QUICK" \
+    ${SERVER_SETS_TAG:+--tag server_sets="$SERVER_SETS_TAG"} \
     ${SOURCE_ADDRS:+--source-addrs "$SOURCE_ADDRS"} "$@" | tee "$LOGS/$name.out" || rc=$?
   if ((rc != 0)); then
     PROBLEMS+=("loadgen $name exited with status $rc")
