@@ -62,7 +62,7 @@ constexpr uint32_t kSmallPerConv = 60;
                "                   [--rocks-compression lz4|none] [--rocks-prefix-bloom on|off]\n"
                "                   [--rocks-block-kb KB] [--rocks-l0-trigger N]\n"
                "                   [--rocks-insert-hints on|off]\n"
-               "                   [--rocks-meta-hints on|off] [--rocks-meta-mb MB]\n"
+               "                   [--rocks-meta-hints on|off] [--rocks-meta-mb MB] [--rocks-memtable own|rocksdb]\n"
                "                   [--cache-mb MB] [--verbose 0|1] [--write append|commit]\n");
   std::exit(code);
 }
@@ -114,6 +114,10 @@ Flags ParseFlags(int argc, char** argv) {
       std::string c = v;
       if (c != "on" && c != "off") Usage("--rocks-meta-hints is on or off");
       f.tuning.meta_insert_hints = c == "on";
+    } else if (a == "--rocks-memtable") {
+      std::string c = v;
+      if (c != "own" && c != "rocksdb") Usage("--rocks-memtable is own or rocksdb");
+      f.tuning.own_memtable = c == "own";
     } else if (a == "--rocks-l0-trigger") {
       f.tuning.message_l0_trigger = static_cast<int>(ParseCount("--rocks-l0-trigger", v));
     } else if (a == "--rocks-block-kb") {

@@ -29,6 +29,7 @@ struct RocksTuning {
   bool message_insert_hints = true;  // per-conversation insert hint in the messages memtable
   size_t meta_write_buffer_bytes = 0;  // 0: write_buffer_bytes / 32 within 1-8 MiB
   bool meta_insert_hints = true;  // per-prefix insert hint for receipts, cursors and summaries
+  bool own_memtable = true;  // skiplist_rep.h instead of RocksDB's memtables
   int message_l0_trigger = 4;  // L0 files that start a compaction; 2 read ~15% faster, not adopted
 };
 
